@@ -1,0 +1,112 @@
+import ipaddress
+import subprocess
+
+import pytest
+
+from tests.conftest import fixed_keys
+from wgmesh import plan as P
+from wgmesh.model import HostState
+from wgmesh.render import fingerprints, render
+
+
+@pytest.fixture
+def text(lab_inventory):
+    return render(lab_inventory, fixed_keys(lab_inventory.names))["site1"]
+
+
+PEERS = frozenset({"k2", "k3"})
+
+
+def state(text, up=True, same_file=True, same_iface=True, peers=PEERS):
+    f, i = fingerprints(text)
+    return HostState(
+        reachable=True, interface_up=up, file_sha=f if same_file else "0" * 64,
+        iface_sha=i if same_iface else "1" * 64, running_peers=peers,
+    )
+
+
+def test_first_start(text):
+    p = P.decide(text, PEERS, HostState(reachable=True))
+    assert (p.action, p.write) == (P.START, True)
+
+
+def test_down_but_file_current_starts_without_writing(text):
+    p = P.decide(text, PEERS, state(text, up=False))
+    assert (p.action, p.write) == (P.START, False)
+
+
+def test_nothing_changed(text):
+    p = P.decide(text, PEERS, state(text))
+    assert (p.action, p.write) == (P.UNCHANGED, False)
+
+
+def test_only_peers_changed_is_syncconf(text):
+    p = P.decide(text, PEERS, state(text, same_file=False))
+    assert (p.action, p.write) == (P.SYNCCONF, True)
+
+
+def test_interface_changed_is_restart(text):
+    p = P.decide(text, PEERS, state(text, same_file=False, same_iface=False))
+    assert (p.action, p.write) == (P.RESTART, True)
+
+
+def test_running_drift_is_repaired_with_syncconf(text):
+    p = P.decide(text, PEERS, state(text, peers=frozenset({"k2", "old"})))
+    assert (p.action, p.write) == (P.SYNCCONF, False)
+
+
+def test_remote_filter_matches_local_fingerprint(text, tmp_path):
+    """The awk run on hosts must select exactly the lines render.fingerprints hashes."""
+    f = tmp_path / "wg0.conf"
+    f.write_text(text)
+    out = subprocess.run(
+        ["sh", "-c", f"{P.REMOTE_IFACE_FILTER} {f} | sha256sum | cut -d' ' -f1"], capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == fingerprints(text)[1]
+
+
+def test_parse_probe():
+    s = P.parse_probe("file abc\niface def\nup\npeer K1=\npeer K2=\nsystemd\nend\n")
+    assert s.interface_up and s.systemd and s.file_sha == "abc" and s.iface_sha == "def"
+    assert s.running_peers == {"K1=", "K2="}
+    s = P.parse_probe("file -\niface -\ndown\nend\n")
+    assert not s.interface_up and s.file_sha is None
+    with pytest.raises(ValueError, match="cut short"):
+        P.parse_probe("file abc\n")
+    with pytest.raises(ValueError, match="not installed"):
+        P.parse_probe("wg missing\nfile -\niface -\ndown\nend\n")
+
+
+def test_scripts_take_config_on_stdin_and_hold_no_key(text):
+    nets = [ipaddress.ip_network("10.200.0.2/32"), ipaddress.ip_network("10.10.2.0/24")]
+    for plan in (P.Plan(P.START, True, ""), P.Plan(P.RESTART, True, ""), P.Plan(P.SYNCCONF, True, "")):
+        script = P.apply_script(plan, "wg0", False, nets)
+        assert 'cat > "$t"' in script and "PrivateKey" not in script
+        assert "mv -f \"$t\" /etc/wireguard/wg0.conf" in script
+    sync = P.apply_script(P.Plan(P.SYNCCONF, True, ""), "wg0", False, nets)
+    assert "wg syncconf wg0" in sync and "ip -4 route replace 10.10.2.0/24 dev wg0" in sync
+    assert '" 10.200.0.2 10.10.2.0/24 "' in sync  # host routes as `ip route` prints them
+    assert "systemctl enable --now wg-quick@wg0" in P.apply_script(P.Plan(P.START, False, ""), "wg0", True, nets)
+    assert P.wrap("true", "ubuntu").startswith("sudo -n sh -c ")
+    assert P.wrap("true", "root") == "sh -c true"
+
+
+def test_route_sync_script_runs(tmp_path):
+    """Run the route part against a fake `ip` and check what it adds and deletes."""
+    log = tmp_path / "log"
+    fake = tmp_path / "ip"
+    fake.write_text(
+        f"""#!/bin/sh
+echo "$*" >> {log}
+case "$*" in *"-4 route show"*) printf '10.200.0.9 scope link\\n10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';; *"-6 route show"*) printf 'fe80::/64 proto kernel metric 256\\n';; esac
+"""
+    )
+    fake.chmod(0o755)
+    nets = [ipaddress.ip_network("10.200.0.2/32"), ipaddress.ip_network("10.10.2.0/24")]
+    script = "\n".join(P._route_sync("wg0", nets))
+    subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True)
+    calls = log.read_text().splitlines()
+    assert "-4 route replace 10.200.0.2/32 dev wg0" in calls
+    assert "-4 route del 10.200.0.9 dev wg0" in calls and "-4 route del 10.10.9.0/24 dev wg0" in calls
+    assert not any("del 10.10.2.0/24" in c or "fe80" in c for c in calls)

@@ -1,0 +1,1 @@
+"""Effects: the only modules that import paramiko and python_terraform."""

@@ -1,0 +1,206 @@
+"""Terraform through python-terraform: the only module that imports it.
+
+Each inventory has its own working directory (a generated root module that calls the
+stack, its own state and its own CLI configuration). Provider plugins come from a local
+filesystem mirror when one is present; the user's TF_CLI_CONFIG_FILE is never needed.
+
+python-terraform 0.10.1 returns (rc, out, err) without raising and its destroy() passes
+-force, which current Terraform rejects: every result is checked here, and commands are
+built with its generate_cmd_string and run with our own process handling so Terraform's
+progress streams to the user and Ctrl-C reaches it exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Callable
+
+from python_terraform import IsFlagged, Terraform
+
+from wgmesh.errors import BadInput, Interrupted, TerraformFailed
+from wgmesh.fsutil import write_atomic
+
+MIRROR_CANDIDATES = (
+    "/opt/tf-plugins",
+    "~/.terraform.d/plugins",
+    "/usr/local/share/terraform/plugins",
+    "/usr/share/terraform/plugins",
+)
+_VAR_RE = re.compile(r'^\s*variable\s+"([A-Za-z0-9_-]+)"', re.M)
+_OUT_RE = re.compile(r'^\s*output\s+"([A-Za-z0-9_-]+)"', re.M)
+
+
+def find_mirror() -> str | None:
+    env = os.environ.get("WGMESH_TF_PLUGIN_MIRROR")
+    for cand in ([env] if env else []) + list(MIRROR_CANDIDATES):
+        p = Path(cand).expanduser()
+        if p.is_dir() and any(p.glob("*/*/*")):
+            return str(p)
+    return None
+
+
+def cli_config(mirror: str | None) -> str:
+    if not mirror:
+        return "provider_installation {\n  direct {}\n}\n"
+    return (
+        "provider_installation {\n"
+        f'  filesystem_mirror {{\n    path    = {json.dumps(mirror)}\n    include = ["*/*/*"]\n  }}\n'
+        '  direct {\n    exclude = ["*/*/*"]\n  }\n'
+        "}\n"
+    )
+
+
+def stack_declarations(stack_dir: Path) -> tuple[set[str], set[str]]:
+    """Variable and output names declared by a stack's *.tf files."""
+    variables, outputs = set(), set()
+    for f in sorted(stack_dir.glob("*.tf")):
+        text = f.read_text()
+        variables.update(_VAR_RE.findall(text))
+        outputs.update(_OUT_RE.findall(text))
+    return variables, outputs
+
+
+def parse_var_value(raw: str):
+    """--var values: JSON lists/objects/numbers/booleans are passed as such, anything else as a string."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (list, dict, int, float, bool)) else raw
+
+
+class TerraformRunner:
+    def __init__(self, workdir: Path, stack_dir: Path, on_line: Callable[[str], None] | None = None):
+        self.workdir = workdir
+        self.stack_dir = stack_dir
+        self.on_line = on_line or (lambda line: None)
+        self.tf = Terraform(working_dir=str(workdir))
+
+    # ------------------------------------------------------------ root module
+
+    def check_vars(self, variables: dict[str, str]) -> None:
+        declared, _ = stack_declarations(self.stack_dir)
+        for key in variables:
+            if key not in declared:
+                raise BadInput(
+                    "--var", key, f"the stack {self.stack_dir.name!r} has no such variable",
+                    hint="it has: " + ", ".join(sorted(declared)),
+                )
+
+    def prepare(self, variables: dict[str, str]) -> None:
+        """Write the root module for this inventory (calls the stack, re-exports its outputs)."""
+        if not (self.stack_dir / "main.tf").exists() and not list(self.stack_dir.glob("*.tf")):
+            raise BadInput("--stack", self.stack_dir.name, f"no Terraform stack in {self.stack_dir}")
+        self.check_vars(variables)
+        _, outputs = stack_declarations(self.stack_dir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
+        module = {"source": os.path.relpath(self.stack_dir, self.workdir)}
+        module.update({k: parse_var_value(v) for k, v in sorted(variables.items())})
+        root = {
+            "module": {"stack": module},
+            "output": {name: {"value": f"${{module.stack.{name}}}"} for name in sorted(outputs)},
+        }
+        if not module["source"].startswith("."):
+            module["source"] = "./" + module["source"]
+        write_atomic(self.workdir / "main.tf.json", json.dumps(root, indent=2, sort_keys=True) + "\n", 0o644)
+        write_atomic(self.workdir / "terraform.rc", cli_config(find_mirror()), 0o644)
+
+    def has_state(self) -> bool:
+        state = self.workdir / "terraform.tfstate"
+        if not state.exists():
+            return False
+        try:
+            return bool(json.loads(state.read_text()).get("resources"))
+        except ValueError:
+            return True
+
+    # ------------------------------------------------------------ running
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TF_CLI_CONFIG_FILE=str(self.workdir / "terraform.rc"),
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+        )
+        env.pop("TF_DATA_DIR", None)
+        return env
+
+    def _run(self, what: str, *args, stream: bool = True, **options) -> tuple[int, str, str]:
+        cmd = self.tf.generate_cmd_string(*args, **options)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.workdir,
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us only; we forward it once
+        )
+        err_lines: list[str] = []
+
+        def drain_err():
+            for line in proc.stderr:
+                err_lines.append(line)
+                if stream:
+                    self.on_line(line.rstrip("\n"))
+
+        t = threading.Thread(target=drain_err, daemon=True)
+        t.start()
+        out_lines: list[str] = []
+        interrupted = False
+        while True:
+            try:
+                for line in proc.stdout:
+                    out_lines.append(line)
+                    if stream:
+                        self.on_line(line.rstrip("\n"))
+                proc.wait()
+                break
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    proc.send_signal(signal.SIGINT)  # Terraform stops gracefully and saves its state
+                    self.on_line("interrupted: waiting for Terraform to stop cleanly")
+        t.join()
+        out, err = "".join(out_lines), "".join(err_lines)
+        if interrupted:
+            raise Interrupted(f"terraform {what} interrupted")
+        return proc.returncode, out, err
+
+    def _check(self, what: str, rc: int, out: str, err: str) -> None:
+        if rc != 0:
+            msg = (err.strip() or out.strip()).splitlines()
+            tail = "\n".join(msg[-15:]) if msg else "(no message)"
+            raise TerraformFailed(f"terraform {what} failed (exit {rc}):\n{tail}")
+
+    def init(self) -> None:
+        rc, out, err = self._run("init", "init", stream=False, no_color=IsFlagged, input=False, upgrade=False)
+        self._check("init", rc, out, err)
+
+    def apply(self) -> None:
+        rc, out, err = self._run("apply", "apply", no_color=IsFlagged, input=False, auto_approve=IsFlagged)
+        self._check("apply", rc, out, err)
+
+    def destroy(self) -> None:
+        # Not self.tf.destroy(): it passes -force, which Terraform ≥ 0.15 rejects.
+        rc, out, err = self._run("destroy", "destroy", no_color=IsFlagged, input=False, auto_approve=IsFlagged)
+        self._check("destroy", rc, out, err)
+
+    def outputs(self) -> dict:
+        rc, out, err = self._run("output", "output", stream=False, json=IsFlagged, no_color=IsFlagged)
+        self._check("output", rc, out, err)
+        try:
+            doc = json.loads(out or "{}")
+        except ValueError:
+            raise TerraformFailed("terraform output -json did not print JSON") from None
+        return {k: v.get("value") for k, v in doc.items()}

@@ -1,0 +1,314 @@
+"""Typer commands: parse options, call the core, render the result, exit with the contract's code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from wgmesh import __version__, errors
+from wgmesh.executor import DEFAULT_PARALLEL
+
+app = typer.Typer(
+    name="wgmesh",
+    help="Build, run and verify a WireGuard full mesh: Terraform → inventory → keys → configs → push → verify.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+PARALLEL_OPT = typer.Option(DEFAULT_PARALLEL, "--parallel", min=1, max=256, help="Hosts handled at once.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wgmesh {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    inventory: str = typer.Option("lab", "--inventory", "-i", help="Inventory name (inventories/NAME.json)."),
+    directory: Path = typer.Option(
+        None, "--dir", envvar="WGMESH_DIR", help="Project directory holding inventories/, output/ and .wgmesh/ [default: .]"
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    from wgmesh import validate
+    from wgmesh.workspace import Workspace, default_stacks_dir
+
+    def make():
+        validate.name("--inventory", inventory)
+        return Workspace(root=(directory or Path.cwd()).resolve(), name=inventory, stacks_dir=default_stacks_dir())
+
+    ctx.obj = make
+
+
+def _run(ctx: typer.Context, command: str, body: Callable, lock: bool = True) -> None:
+    """Run `body(ws)` under the lock; map every failure to its exit code."""
+    from wgmesh import console
+    from wgmesh.workspace import RunLock
+
+    code = errors.OK
+    try:
+        ws = ctx.obj()
+        if lock:
+            with RunLock(ws, command):
+                code = body(ws) or errors.OK
+        else:
+            code = body(ws) or errors.OK
+    except errors.WgmeshError as exc:
+        console.error(exc)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        console.error(errors.Interrupted("interrupted"))
+        code = errors.INTERRUPTED
+    raise typer.Exit(code)
+
+
+def _reporter(quiet: bool = False):
+    from wgmesh.console import RichReporter
+
+    return RichReporter(quiet=quiet)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    stack: Optional[str] = typer.Option(None, "--stack", help="Terraform stack in terraform/ [default: the inventory's, else lab]."),
+    var: List[str] = typer.Option([], "--var", help="Terraform variable KEY=VALUE (repeatable; remembered in the inventory)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Mesh pool for tunnel addresses [default: 10.200.0.0/16]."),
+    parallel: int = PARALLEL_OPT,
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Provision with Terraform, make keys, render, push, start and verify the mesh."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        rep = _reporter()
+        rep.expect = rep.expect  # progress bars are set per phase below
+        orig_phase = rep.phase
+
+        def phase(text):
+            orig_phase(text)
+            if text.startswith("push"):
+                rep.expect(int(text.split()[2]), "push")
+
+        rep.phase = phase
+        try:
+            res = ops.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify)
+        finally:
+            rep.close()
+        failed = res.push.failed
+        ok_verify = res.verify is None or res.verify.ok
+        if as_json:
+            console.emit_json({
+                "ok": not failed and ok_verify,
+                "inventory": ws.name,
+                "peers": list(res.inventory.names),
+                "new_keys": res.new_keys,
+                "push": console.push_json(res.push),
+                "verify": console.verify_json(res.verify) if res.verify else None,
+                "timings": res.timings,
+            })
+        else:
+            console.host_table("push", res.push.results)
+            if res.verify:
+                console.verify_table(res.verify)
+            console.info("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
+        return errors.HOSTS_FAILED if failed or not ok_verify else errors.OK
+
+    _run(ctx, "up", body)
+
+
+@app.command()
+def addpeer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Peer name: a-z, 0-9 and '-', up to 63 characters."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Public HOST[:PORT] other peers connect to ([v6]:PORT for IPv6)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Tunnel address [default: next free in the mesh pool]."),
+    allowedips: List[str] = typer.Option([], "--allowedips", help="A subnet behind this peer, CIDR (repeatable)."),
+    listen_port: Optional[int] = typer.Option(None, "--listen-port", help="UDP port WireGuard listens on [default: 51820]."),
+    keepalive: Optional[int] = typer.Option(None, "--keepalive", help="PersistentKeepalive seconds this peer sends (behind NAT)."),
+    ssh: Optional[str] = typer.Option(None, "--ssh", help="USER@HOST[:PORT] wgmesh uses to manage the peer."),
+    ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="Private key file for --ssh [default: ssh-agent, ~/.ssh/id_*]."),
+    egress_interface: str = typer.Option("detect", "--egress-interface", help="Interface for MASQUERADE, or 'detect'."),
+    private_address: Optional[str] = typer.Option(None, "--private-address", help="An address of the peer inside its subnet, probed by verify."),
+    host_key: List[str] = typer.Option([], "--host-key", help="Expected SSH host key 'TYPE BASE64' (repeatable); else pinned at first contact."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
+
+    def body(ws):
+        from wgmesh import console, inventory, ops
+
+        inv = ops.load(ws, must_exist=False) or inventory.new_inventory(ws.name)
+        peer, addr = ops.build_peer(
+            inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
+            egress_interface, private_address, host_key,
+        )
+        inv, peer, made = ops.addpeer(ws, peer, addr)
+        if as_json:
+            console.emit_json({"added": peer.name, "peer": inventory.peer_to_dict(peer), "new_key": made})
+        else:
+            console.peers_table(inv)
+            console.info(f"added {peer.name} ({peer.address}); run 'wgmesh -i {ws.name} push' to apply it")
+
+    _run(ctx, "addpeer", body)
+
+
+@app.command()
+def delpeer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Peer to remove."),
+    parallel: int = PARALLEL_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Remove a peer: stop WireGuard on it, purge its keys, push the change to every other peer."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        rep = _reporter(quiet=as_json)
+        try:
+            stop, pushed = ops.delpeer(ws, name, rep, parallel)
+        finally:
+            rep.close()
+        if as_json:
+            console.emit_json({"removed": name, "stopped": bool(stop and stop.ok), "push": console.push_json(pushed)})
+        else:
+            console.host_table(f"after removing {name}", pushed.results)
+            if stop is not None and not stop.ok:
+                console.info(f"{name} was not reached: {stop.detail}")
+        return errors.HOSTS_FAILED if pushed.failed or (stop is not None and not stop.ok) else errors.OK
+
+    _run(ctx, "delpeer", body)
+
+
+@app.command()
+def showpeers(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """List the peers of the inventory (public data only)."""
+
+    def body(ws):
+        from wgmesh import console, inventory, ops
+
+        inv = ops.load(ws)
+        if as_json:
+            console.emit_json({
+                "inventory": inv.name,
+                "mesh": inventory.mesh_to_dict(inv.mesh),
+                "peers": {p.name: inventory.peer_to_dict(p) for p in inv.peers},
+            })
+        else:
+            console.peers_table(inv)
+
+    _run(ctx, "showpeers", body, lock=False)
+
+
+@app.command()
+def genconfig(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Render output/<inventory>/<peer>.conf for every peer (0600); nothing is pushed."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        res = ops.genconfig(ws)
+        if as_json:
+            console.emit_json({"directory": res.directory, "written": res.written, "unchanged": res.unchanged,
+                               "removed": res.removed})
+        else:
+            console.gen_summary(res)
+
+    _run(ctx, "genconfig", body)
+
+
+@app.command()
+def push(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Render and apply the configs on every peer: start, syncconf (hitless), restart or nothing."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        rep = _reporter(quiet=as_json)
+        rep.expect(len(ops.load(ws).peers), "push")
+        try:
+            res = ops.push(ws, rep, parallel)
+        finally:
+            rep.close()
+        if as_json:
+            console.emit_json(console.push_json(res))
+        else:
+            console.host_table("push", res.results)
+        return errors.HOSTS_FAILED if res.failed else errors.OK
+
+    _run(ctx, "push", body)
+
+
+@app.command()
+def status(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Who has a handshake with whom, how long ago, bytes each way."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        res = ops.status(ws, parallel)
+        if as_json:
+            console.emit_json(console.status_json(res))
+        else:
+            console.status_table(res)
+        return errors.HOSTS_FAILED if res.unreachable else errors.OK
+
+    _run(ctx, "status", body, lock=False)
+
+
+@app.command()
+def verify(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Probe every pair (tunnel, private addresses, private instances) and check the handshakes."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        res = ops.verify(ws, parallel)
+        if as_json:
+            console.emit_json(console.verify_json(res))
+        else:
+            console.verify_table(res)
+        return errors.OK if res.ok else errors.HOSTS_FAILED
+
+    _run(ctx, "verify", body, lock=False)
+
+
+@app.command()
+def destroy(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Stop WireGuard on the peers, terraform destroy, remove configs and pins, forget Terraform peers."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        rep = _reporter(quiet=as_json)
+        try:
+            res = ops.destroy(ws, rep, parallel)
+        finally:
+            rep.close()
+        if as_json:
+            console.emit_json({
+                "terraform": res.terraform, "removed_peers": res.removed_peers, "purged_keys": res.purged_keys,
+                "kept_keys": res.kept_keys, "configs_removed": res.configs_removed,
+                "stopped": {n: {"ok": r.ok, "detail": r.detail} for n, r in res.stopped.items()},
+            })
+        else:
+            console.destroy_summary(res)
+        return errors.HOSTS_FAILED if any(not r.ok for r in res.stopped.values()) else errors.OK
+
+    _run(ctx, "destroy", body)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,226 @@
+"""The only module that prints: Rich tables and progress on the terminal, or JSON on stdout.
+
+Progress and Terraform's output go to stderr, so `--json` on stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from wgmesh import status as statmod
+from wgmesh.errors import WgmeshError
+from wgmesh.model import HostResult, Inventory
+from wgmesh.ops import DestroyResult, GenResult, PushResult, Reporter, StatusResult, VerifyResult
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATE_STYLE = {
+    statmod.FRESH: "green",
+    statmod.STALE: "yellow",
+    statmod.NEVER: "red",
+    statmod.MISSING: "red",
+    statmod.UNKNOWN: "dim",
+}
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error(exc: WgmeshError) -> None:
+    err.print(Text("error: ", style="bold red") + Text(exc.message))
+    if exc.hint:
+        err.print(Text("hint: ", style="yellow") + Text(exc.hint))
+
+
+def info(text: str) -> None:
+    err.print(Text(text))
+
+
+class RichReporter(Reporter):
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+        self.total = 0
+
+    def phase(self, text: str) -> None:
+        self._stop()
+        if not self.quiet:
+            err.print(Text("▶ ", style="bold cyan") + Text(text, style="bold"))
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            err.print(Text("  │ " + text, style="dim"))
+
+    def expect(self, total: int, what: str) -> None:
+        self._stop()
+        self.total = total
+        if self.quiet or not total:
+            return
+        self.progress = Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(what, total=total)
+
+    def host_start(self, name: str) -> None:
+        pass
+
+    def host_done(self, result: HostResult) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        if not result.ok and not self.quiet:
+            err.print(Text(f"  ✗ {result.host}: {result.detail}", style="red"))
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def close(self) -> None:
+        self._stop()
+
+
+# ---------------------------------------------------------------- tables
+
+
+def peers_table(inv: Inventory) -> None:
+    t = Table(title=f"inventory {inv.name}: {len(inv.peers)} peers, pool {inv.mesh.pool}")
+    for col in ("peer", "address", "endpoint", "subnets", "ssh", "region", "source"):
+        t.add_column(col)
+    for p in inv.peers:
+        t.add_row(
+            p.name, str(p.address), p.endpoint or "-", ", ".join(map(str, p.subnets)) or "-",
+            str(p.ssh) if p.ssh else "-", "/".join(x for x in (p.cloud, p.region) if x) or "-", p.source,
+        )
+    out.print(t)
+
+
+def host_table(title: str, results: dict[str, HostResult]) -> None:
+    t = Table(title=title)
+    for col in ("host", "result", "action", "seconds", "detail"):
+        t.add_column(col)
+    for name, r in results.items():
+        t.add_row(
+            name, Text("ok", style="green") if r.ok else Text("FAILED", style="bold red"),
+            r.action, f"{r.seconds:.2f}", r.detail,
+        )
+    out.print(t)
+
+
+def push_json(res: PushResult) -> dict:
+    return {
+        "ok": not res.failed,
+        "failed": res.failed,
+        "hosts": {n: {"ok": r.ok, "action": r.action, "detail": r.detail, "seconds": r.seconds} for n, r in res.results.items()},
+    }
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def status_table(res: StatusResult) -> None:
+    t = Table(title="mesh status (as seen from each peer)")
+    for col in ("from", "to", "handshake", "age", "endpoint", "rx", "tx"):
+        t.add_column(col)
+    for l in res.links:
+        t.add_row(
+            l.src, l.dst, Text(l.state, style=STATE_STYLE.get(l.state, "")), _age(l.age),
+            l.endpoint or "-", _bytes(l.rx), _bytes(l.tx),
+        )
+    out.print(t)
+    for name, reason in sorted(res.unreachable.items()):
+        out.print(Text(f"{name}: not reached: {reason}", style="yellow"))
+    for name, keys in sorted(res.foreign_keys.items()):
+        out.print(Text(f"{name}: trusts {len(keys)} key(s) of no peer in the inventory", style="yellow"))
+
+
+def status_json(res: StatusResult) -> dict:
+    return {
+        "links": [
+            {"from": l.src, "to": l.dst, "state": l.state, "handshake_age": l.age, "endpoint": l.endpoint,
+             "rx_bytes": l.rx, "tx_bytes": l.tx}
+            for l in res.links
+        ],
+        "unreachable": res.unreachable,
+        "unknown_keys": res.foreign_keys,
+    }
+
+
+def verify_table(res: VerifyResult) -> None:
+    t = Table(title=f"verify: {len(res.probes)} probes, {len(res.handshakes)} handshakes, {res.seconds:.1f} s")
+    for col in ("from", "to", "path", "address", "result", "rtt ms"):
+        t.add_column(col)
+    for p in res.probes:
+        t.add_row(
+            p.src, p.dst, p.kind, p.address,
+            Text("ok", style="green") if p.ok else Text("FAIL", style="bold red"),
+            f"{p.rtt_ms:.2f}" if p.rtt_ms is not None else "-",
+        )
+    out.print(t)
+    bad = res.failures
+    if bad:
+        out.print(Text(f"verify FAILED: {len(bad)} problem(s)", style="bold red"))
+        for line in bad:
+            out.print(Text(f"  ✗ {line}", style="red"))
+    else:
+        fresh = sum(1 for l in res.handshakes if l.state == statmod.FRESH)
+        out.print(Text(f"verify passed: every probe answered, {fresh} fresh handshakes", style="bold green"))
+
+
+def verify_json(res: VerifyResult) -> dict:
+    return {
+        "ok": res.ok,
+        "seconds": res.seconds,
+        "failures": res.failures,
+        "probes": [
+            {"from": p.src, "to": p.dst, "path": p.kind, "address": p.address, "ok": p.ok, "rtt_ms": p.rtt_ms}
+            for p in res.probes
+        ],
+        "handshakes": [
+            {"from": l.src, "to": l.dst, "state": l.state, "age": l.age} for l in res.handshakes
+        ],
+        "unreachable": res.unreachable,
+    }
+
+
+def gen_summary(res: GenResult) -> None:
+    out.print(
+        f"{len(res.written)} written, {len(res.unchanged)} unchanged, {len(res.removed)} removed in {res.directory}"
+    )
+
+
+def destroy_summary(res: DestroyResult) -> None:
+    if res.stopped:
+        host_table("WireGuard stopped", res.stopped)
+    out.print(f"terraform: {res.terraform}")
+    out.print(f"peers removed from the inventory: {', '.join(res.removed_peers) or 'none'}")
+    out.print(f"keys purged: {', '.join(res.purged_keys) or 'none'}; keys kept (peers still in the inventory): "
+              f"{', '.join(res.kept_keys) or 'none'}")
+    out.print(f"rendered configs removed: {res.configs_removed}; host-key pins forgotten: {'yes' if res.pins_forgotten else 'none were pinned'}")

@@ -1,0 +1,53 @@
+"""Run one function per host, many at once; a failure on one host never stops the others."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Iterable, TypeVar
+
+from wgmesh.adapters.ssh import SshError
+from wgmesh.model import HostResult
+
+DEFAULT_PARALLEL = 16
+
+T = TypeVar("T")
+
+
+def fan_out(
+    items: Iterable[T],
+    key: Callable[[T], str],
+    work: Callable[[T], HostResult],
+    parallel: int = DEFAULT_PARALLEL,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[HostResult], None] | None = None,
+) -> dict[str, HostResult]:
+    """`work(item)` for every item, at most `parallel` at a time. Every item ends with a result."""
+    items = list(items)
+    results: dict[str, HostResult] = {}
+    if not items:
+        return results
+
+    def guarded(item: T) -> HostResult:
+        name = key(item)
+        if on_start:
+            on_start(name)
+        t0 = time.monotonic()
+        try:
+            res = work(item)
+        except SshError as exc:
+            res = HostResult(name, False, "failed", exc.reason + (f" ({exc.hint})" if exc.hint else ""))
+        except Exception as exc:  # one host's bug or fault must not stop the others
+            res = HostResult(name, False, "failed", f"{type(exc).__name__}: {exc}")
+        if not res.seconds:
+            res = HostResult(res.host, res.ok, res.action, res.detail, round(time.monotonic() - t0, 3))
+        return res
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items)))) as pool:
+        futures = {pool.submit(guarded, it): key(it) for it in items}
+        for fut in as_completed(futures):
+            res = fut.result()
+            results[res.host] = res
+            if on_done:
+                on_done(res)
+    return {k: results[k] for k in sorted(results)}

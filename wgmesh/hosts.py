@@ -1,0 +1,78 @@
+"""Reaching the peers: one SSH connection per host per run, shared by push, verify and status."""
+
+from __future__ import annotations
+
+import threading
+
+from wgmesh.adapters import ssh
+from wgmesh.model import Instance, Peer
+
+PROBE_TIMEOUT = 20.0
+
+
+class HostPool:
+    def __init__(self, pins: ssh.Pins):
+        self.pins = pins
+        self._conns: dict[str, ssh.Connection] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def target(peer: Peer) -> ssh.Target:
+        if peer.ssh is None:
+            raise ssh.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
+        return ssh.Target(
+            user=peer.ssh.user,
+            host=peer.ssh.host,
+            port=peer.ssh.port,
+            key_file=peer.ssh.key,
+            expected_keys=peer.host_keys,
+            label=peer.name,
+        )
+
+    def get(self, peer: Peer) -> ssh.Connection:
+        with self._lock:
+            conn = self._conns.get(peer.name)
+        if conn is not None and conn.transport.is_active():
+            return conn
+        conn = ssh.connect(self.target(peer), self.pins)
+        with self._lock:
+            self._conns[peer.name] = conn
+        return conn
+
+    def get_instance(self, peer: Peer, inst: Instance) -> ssh.Connection:
+        key = f"{peer.name}/{inst.name}"
+        with self._lock:
+            conn = self._conns.get(key)
+        if conn is not None and conn.transport.is_active():
+            return conn
+        gw = self.get(peer)
+        target = ssh.Target(
+            user=inst.ssh_user,
+            host=str(inst.address),
+            port=inst.ssh_port,
+            key_file=peer.ssh.key if peer.ssh else None,
+            expected_keys=inst.host_keys,
+            label=key,
+        )
+        conn = gw.jump(target, self.pins)
+        with self._lock:
+            self._conns[key] = conn
+        return conn
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            conn = self._conns.pop(name, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for c in reversed(conns):  # jump connections before their gateways
+            c.close()
+
+    def __enter__(self) -> "HostPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,403 @@
+"""Inventory: load, save, validate; Terraform outputs → peers; tunnel address allocation.
+
+Pure functions on values, except `load_file`/`save_file` at the bottom, which
+only read and atomically write the one JSON document.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import json
+from dataclasses import replace
+from typing import Any, Iterable
+
+from wgmesh import validate as v
+from wgmesh.errors import BadInput
+from wgmesh.model import (
+    DEFAULT_INTERFACE,
+    DEFAULT_MTU,
+    DEFAULT_POOL,
+    DEFAULT_PORT,
+    SCHEMA_VERSION,
+    Instance,
+    Inventory,
+    IPAddress,
+    IPNetwork,
+    MeshSettings,
+    Peer,
+    SshTarget,
+)
+
+TERRAFORM = "terraform"
+MANUAL = "manual"
+
+
+def new_inventory(name: str, pool: str = DEFAULT_POOL, stack: str | None = None) -> Inventory:
+    return Inventory(
+        name=v.name("inventory", name),
+        mesh=MeshSettings(pool=v.network("mesh.pool", pool)),
+        stack=stack,
+    )
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def mesh_to_dict(m: MeshSettings) -> dict[str, Any]:
+    return {
+        "interface": m.interface,
+        "listen_port": m.listen_port,
+        "mtu": m.mtu,
+        "pool": str(m.pool),
+        "preshared_keys": m.psk,
+    }
+
+
+def mesh_from_dict(d: dict[str, Any]) -> MeshSettings:
+    if not isinstance(d, dict):
+        raise BadInput("mesh", d, "must be an object")
+    mtu = d.get("mtu", DEFAULT_MTU)
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
+        raise BadInput("mesh.mtu", mtu, "a whole number from 1280 to 9000")
+    psk = d.get("preshared_keys", True)
+    if not isinstance(psk, bool):
+        raise BadInput("mesh.preshared_keys", psk, "true or false")
+    return MeshSettings(
+        pool=v.network("mesh.pool", d.get("pool", DEFAULT_POOL)),
+        interface=v.interface_name("mesh.interface", d.get("interface", DEFAULT_INTERFACE)),
+        mtu=mtu,
+        listen_port=v.port("mesh.listen_port", d.get("listen_port", DEFAULT_PORT)),
+        psk=psk,
+    )
+
+
+def peer_to_dict(p: Peer) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "source": p.source,
+        "address": str(p.address),
+        "endpoint": p.endpoint,
+        "listen_port": p.listen_port,
+        "subnets": [str(s) for s in p.subnets],
+        "private_address": str(p.private_address) if p.private_address else None,
+        "keepalive": p.keepalive,
+        "egress_interface": p.egress_interface,
+        "ssh": None
+        if p.ssh is None
+        else {"user": p.ssh.user, "host": p.ssh.host, "port": p.ssh.port, "key": p.ssh.key},
+        "ssh_host_keys": list(p.host_keys),
+        "region": p.region,
+        "cloud": p.cloud,
+        "instances": [
+            {
+                "name": i.name,
+                "address": str(i.address),
+                "ssh_user": i.ssh_user,
+                "ssh_port": i.ssh_port,
+                "ssh_host_keys": list(i.host_keys),
+            }
+            for i in p.instances
+        ],
+    }
+    return d
+
+
+def _instance_from_dict(field: str, d: Any) -> Instance:
+    if not isinstance(d, dict):
+        raise BadInput(field, d, "must be an object")
+    return Instance(
+        name=v.name(f"{field}.name", d.get("name")),
+        address=v.address(f"{field}.address", d.get("address")),
+        ssh_user=v.ssh_user(f"{field}.ssh_user", d.get("ssh_user", "root")),
+        ssh_port=v.port(f"{field}.ssh_port", d.get("ssh_port", 22)),
+        host_keys=tuple(v.host_key(f"{field}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
+    )
+
+
+def _ssh_from_fields(field: str, user: Any, host: Any, port: Any, key: Any) -> SshTarget | None:
+    if host in (None, ""):
+        return None
+    if key is not None and (not isinstance(key, str) or "\n" in key or "\0" in key or not key):
+        raise BadInput(f"{field}.key", key, "must be the path of a private key file")
+    h, _ = v.host_port(f"{field}.host", host, None)
+    return SshTarget(
+        user=v.ssh_user(f"{field}.user", user or "root"), host=h, port=v.port(f"{field}.port", port or 22), key=key
+    )
+
+
+def peer_from_dict(name: str, d: Any) -> Peer:
+    """A peer as stored in the inventory document (address already allocated)."""
+    f = f"peers.{name}"
+    if not isinstance(d, dict):
+        raise BadInput(f, d, "must be an object")
+    v.name(f, name)
+    ssh = d.get("ssh")
+    if ssh is not None and not isinstance(ssh, dict):
+        raise BadInput(f"{f}.ssh", ssh, "must be an object")
+    source = d.get("source", MANUAL)
+    if source not in (TERRAFORM, MANUAL):
+        raise BadInput(f"{f}.source", source, "must be 'terraform' or 'manual'")
+    listen_port = v.port(f"{f}.listen_port", d.get("listen_port", DEFAULT_PORT))
+    ep_host, ep_port = (None, None)
+    if d.get("endpoint") not in (None, ""):
+        ep_host, ep_port = v.host_port(f"{f}.endpoint", d["endpoint"], listen_port)
+    pa = d.get("private_address")
+    return Peer(
+        name=name,
+        address=v.address(f"{f}.address", d.get("address")),
+        endpoint_host=ep_host,
+        endpoint_port=ep_port,
+        subnets=tuple(v.network(f"{f}.subnets", s) for s in d.get("subnets") or ()),
+        listen_port=listen_port,
+        keepalive=v.keepalive(f"{f}.keepalive", d.get("keepalive")),
+        ssh=None if not ssh else _ssh_from_fields(f"{f}.ssh", ssh.get("user"), ssh.get("host"), ssh.get("port"), ssh.get("key")),
+        host_keys=tuple(v.host_key(f"{f}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
+        egress_interface=v.egress(f"{f}.egress_interface", d.get("egress_interface")),
+        private_address=None if pa in (None, "") else v.address(f"{f}.private_address", pa),
+        region=v.text_label(f"{f}.region", d.get("region")),
+        cloud=v.text_label(f"{f}.cloud", d.get("cloud")),
+        source=source,
+        instances=tuple(_instance_from_dict(f"{f}.instances", i) for i in d.get("instances") or ()),
+    )
+
+
+def to_document(inv: Inventory) -> str:
+    """Human-readable, deterministic: keys sorted, peers by name, trailing newline."""
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "name": inv.name,
+        "stack": inv.stack,
+        "vars": dict(inv.vars),
+        "mesh": mesh_to_dict(inv.mesh),
+        "peers": {p.name: peer_to_dict(p) for p in sorted(inv.peers, key=lambda p: p.name)},
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def from_document(text: str, source: str = "inventory") -> Inventory:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise BadInput(source, type(doc).__name__, "must be a JSON object")
+    schema = doc.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise BadInput(f"{source}: schema", schema, f"this wgmesh reads schema {SCHEMA_VERSION}")
+    peers = doc.get("peers") or {}
+    if not isinstance(peers, dict):
+        raise BadInput("peers", peers, "must be an object keyed by peer name")
+    vars_ = doc.get("vars") or {}
+    if not isinstance(vars_, dict) or not all(isinstance(x, str) for x in vars_.values()):
+        raise BadInput("vars", vars_, "must be an object of strings")
+    stack = doc.get("stack")
+    if stack is not None:
+        v.name("stack", stack)
+    inv = Inventory(
+        name=v.name("name", doc.get("name")),
+        mesh=mesh_from_dict(doc.get("mesh") or {}),
+        peers=tuple(sorted((peer_from_dict(n, d) for n, d in peers.items()), key=lambda p: p.name)),
+        stack=stack,
+        vars=tuple(sorted(vars_.items())),
+    )
+    check(inv)
+    return inv
+
+
+# --------------------------------------------------------------------------- Terraform outputs
+
+
+def peers_from_outputs(outputs: Any) -> list[Peer]:
+    """The `peers` output (contract in DESIGN.md) → peers without tunnel addresses yet.
+
+    The returned peers carry address 0.0.0.0 as a placeholder; `merge_terraform`
+    allocates the real ones.
+    """
+    if not isinstance(outputs, dict):
+        raise BadInput("terraform output peers", type(outputs).__name__, "must be a map of peer name to object")
+    result = []
+    for name, d in sorted(outputs.items()):
+        f = f"terraform output peers.{name}"
+        v.name(f, name)
+        if not isinstance(d, dict):
+            raise BadInput(f, d, "must be an object")
+        listen_port = v.port(f"{f}.listen_port", d.get("listen_port") or DEFAULT_PORT)
+        ep_host, ep_port = (None, None)
+        if d.get("endpoint"):
+            ep_host, ep_port = v.host_port(f"{f}.endpoint", d["endpoint"], listen_port)
+        pa = d.get("private_address")
+        result.append(
+            Peer(
+                name=name,
+                address=ipaddress.ip_address("0.0.0.0"),
+                endpoint_host=ep_host,
+                endpoint_port=ep_port,
+                subnets=tuple(v.network(f"{f}.subnets", s) for s in d.get("subnets") or ()),
+                listen_port=listen_port,
+                keepalive=v.keepalive(f"{f}.keepalive", d.get("keepalive")),
+                ssh=_ssh_from_fields(f"{f}.ssh", d.get("ssh_user"), d.get("ssh_host"), d.get("ssh_port"), d.get("ssh_key")),
+                host_keys=tuple(v.host_key(f"{f}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
+                egress_interface=v.egress(f"{f}.egress_interface", d.get("egress_interface")),
+                private_address=None if pa in (None, "") else v.address(f"{f}.private_address", pa),
+                region=v.text_label(f"{f}.region", d.get("region")),
+                cloud=v.text_label(f"{f}.cloud", d.get("cloud")),
+                source=TERRAFORM,
+                instances=tuple(_instance_from_dict(f"{f}.instances", i) for i in d.get("instances") or ()),
+            )
+        )
+    return result
+
+
+def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
+    """Refresh the Terraform peers from outputs; keep manual peers; keep known addresses."""
+    tf_peers = list(tf_peers)
+    old = {p.name: p for p in inv.peers}
+    for p in tf_peers:
+        if p.name in old and old[p.name].source == MANUAL:
+            raise BadInput(
+                f"terraform output peers.{p.name}",
+                p.name,
+                "a peer added with addpeer already has this name",
+                hint=f"remove it with 'wgmesh delpeer {p.name}' or rename the Terraform peer",
+            )
+    kept = [p for p in inv.peers if p.source == MANUAL]
+    used = {p.address for p in kept} | {old[p.name].address for p in tf_peers if p.name in old}
+    fresh = [p.name for p in tf_peers if p.name not in old]
+    new_addrs = iter(allocate(inv.mesh.pool, used, len(fresh)))
+    merged = list(kept)
+    for p in tf_peers:
+        addr = old[p.name].address if p.name in old else next(new_addrs)
+        merged.append(replace(p, address=addr))
+    out = replace(inv, peers=tuple(sorted(merged, key=lambda p: p.name)))
+    check(out)
+    return out
+
+
+def forget_terraform(inv: Inventory) -> Inventory:
+    return replace(inv, peers=tuple(p for p in inv.peers if p.source != TERRAFORM))
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def allocate(pool: IPNetwork, used: set[IPAddress], count: int) -> list[IPAddress]:
+    """The `count` lowest free host addresses of `pool`, in order."""
+    if count <= 0:
+        return []
+    out: list[IPAddress] = []
+    for addr in pool.hosts():
+        if addr not in used:
+            out.append(addr)
+            if len(out) == count:
+                return out
+    capacity = pool.num_addresses - 2 if pool.prefixlen < pool.max_prefixlen - 1 else pool.num_addresses
+    raise BadInput(
+        "mesh.pool",
+        str(pool),
+        f"too small: {len(used) + count} peers need addresses, the pool holds {capacity}",
+        hint="choose a larger pool with --pool",
+    )
+
+
+# --------------------------------------------------------------------------- changes
+
+
+def add_peer(inv: Inventory, peer: Peer, address: IPAddress | None) -> Inventory:
+    """Add a manual peer; allocate its address unless one is given."""
+    wanted = peer.name.strip().lower()
+    for p in inv.peers:
+        if p.name == wanted:
+            raise BadInput("name", peer.name, "a peer with this name already exists")
+    if address is None:
+        address = allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0]
+    out = replace(inv, peers=tuple(sorted(inv.peers + (replace(peer, address=address),), key=lambda p: p.name)))
+    check(out)
+    return out
+
+
+def remove_peer(inv: Inventory, name: str) -> Inventory:
+    if name not in inv.names:
+        raise BadInput("name", name, "no such peer in this inventory")
+    return replace(inv, peers=tuple(p for p in inv.peers if p.name != name))
+
+
+# --------------------------------------------------------------------------- mesh-wide checks
+
+
+def _ip_or_none(text: str | None) -> IPAddress | None:
+    if text is None:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None  # a DNS name: cannot be checked here
+
+
+def check(inv: Inventory) -> None:
+    """Mesh-wide rules. Raises BadInput naming the peer, the field and the value."""
+    pool = inv.mesh.pool
+    seen_names: dict[str, str] = {}
+    seen_addr: dict[IPAddress, str] = {}
+    owners: list[tuple[IPNetwork, str]] = []
+    for p in inv.peers:
+        key = p.name.strip().lower()
+        if key in seen_names:
+            raise BadInput(f"peers.{p.name}", p.name, f"duplicate of peer {seen_names[key]!r}")
+        seen_names[key] = p.name
+        if p.address not in pool:
+            raise BadInput(f"peers.{p.name}.address", str(p.address), f"outside the mesh pool {pool}")
+        if p.address in (pool.network_address, pool.broadcast_address) and pool.prefixlen < pool.max_prefixlen - 1:
+            raise BadInput(f"peers.{p.name}.address", str(p.address), f"is not a host address of {pool}")
+        if p.address in seen_addr:
+            raise BadInput(f"peers.{p.name}.address", str(p.address), f"already used by peer {seen_addr[p.address]!r}")
+        seen_addr[p.address] = p.name
+        for s in p.subnets:
+            if s.prefixlen == 0:
+                raise BadInput(
+                    f"peers.{p.name}.subnets", str(s), "a default route cannot be an AllowedIPs in a mesh"
+                )
+            if s.version == pool.version and s.overlaps(pool):
+                raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh pool {pool}")
+        for inst in p.instances:
+            if not any(inst.address in s for s in p.subnets):
+                raise BadInput(
+                    f"peers.{p.name}.instances.{inst.name}.address",
+                    str(inst.address),
+                    "is not inside any subnet of the peer",
+                )
+        owners.extend((net, p.name) for net in p.allowed_ips)
+    # One prefix belongs to one peer: sort and compare neighbours (O(n log n)).
+    for version in (4, 6):
+        nets = sorted(((n, o) for n, o in owners if n.version == version), key=lambda x: (x[0].network_address, x[0].prefixlen))
+        widest: tuple[IPNetwork, str] | None = None
+        for net, owner in nets:
+            if widest is not None and widest[0].overlaps(net):
+                raise BadInput(
+                    f"peers.{owner}.allowed_ips",
+                    str(net),
+                    f"overlaps {widest[0]} of peer {widest[1]!r}: an AllowedIPs prefix belongs to one peer only",
+                )
+            if widest is None or net.broadcast_address > widest[0].broadcast_address:
+                widest = (net, owner)
+    # No AllowedIPs may cover the controller's path to a peer: SSH addresses and endpoints.
+    paths: list[tuple[IPAddress, str, str]] = []
+    for p in inv.peers:
+        if (a := _ip_or_none(p.endpoint_host)) is not None:
+            paths.append((a, p.name, "endpoint"))
+        if p.ssh is not None and (a := _ip_or_none(p.ssh.host)) is not None:
+            paths.append((a, p.name, "ssh address"))
+    if paths:
+        paths.sort(key=lambda x: (x[0].version, int(x[0])))
+        keys = [(a.version, int(a)) for a, _, _ in paths]
+        for p in inv.peers:
+            for net in p.allowed_ips:
+                lo = bisect.bisect_left(keys, (net.version, int(net.network_address)))
+                hi = bisect.bisect_right(keys, (net.version, int(net.broadcast_address)))
+                for addr, owner, what in paths[lo:hi]:
+                    if what == "ssh address" and owner == p.name:
+                        continue  # reaching a peer through its own subnet does not cut anything
+                    raise BadInput(
+                        f"peers.{p.name}.allowed_ips",
+                        str(net),
+                        f"covers the {what} {addr} of peer {owner!r}: that would cut the management link",
+                    )

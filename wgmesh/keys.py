@@ -1,0 +1,140 @@
+"""The keystore: X25519 key pairs and the preshared-key secret, kept apart from the inventory.
+
+One file, `keystore.json`, mode 0600 in a 0700 directory. A key pair is made once per
+peer and never regenerated; its public key is derived once, when it is made, and stored
+beside it. Per-pair preshared keys are derived from one stored secret and the two public
+keys (HMAC-SHA256), so every pair has its own PSK, a new key pair gives its pairs new PSKs,
+and purging a peer's key pair purges its PSKs.
+
+Nothing here ever puts key material into a message or a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from wgmesh.errors import BadInput, WgmeshError
+from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
+from wgmesh.model import KeyPair
+
+STORE_FILE = "keystore.json"
+PSK_LABEL = b"wgmesh-psk-v1\0"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def decode_key(field_name: str, text: object) -> bytes:
+    """32 bytes of canonical base64, as wg(8) writes them. The value is never echoed back."""
+    if not isinstance(text, str) or len(text) != 44 or not text.endswith("="):
+        raise BadInput(field_name, "(hidden)", "not a WireGuard key: 44 characters of base64 ending in '='")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(field_name, "(hidden)", "not a WireGuard key: invalid base64") from None
+    if len(raw) != 32 or _b64(raw) != text:
+        raise BadInput(field_name, "(hidden)", "not a WireGuard key: not 32 bytes of canonical base64")
+    return raw
+
+
+def public_key(private_b64: str) -> str:
+    raw = decode_key("private key", private_b64)
+    pub = X25519PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw()
+    return _b64(pub)
+
+
+def generate_keypair() -> KeyPair:
+    priv = X25519PrivateKey.generate()
+    return KeyPair(private=_b64(priv.private_bytes_raw()), public=_b64(priv.public_key().public_bytes_raw()))
+
+
+def psk_for(secret: bytes, pub_a: str, pub_b: str) -> str:
+    lo, hi = sorted((pub_a, pub_b))
+    return _b64(hmac.digest(secret, PSK_LABEL + lo.encode() + b"\0" + hi.encode(), hashlib.sha256))
+
+
+@dataclass
+class Keys:
+    """The keystore's content in memory."""
+
+    pairs: dict[str, KeyPair] = field(default_factory=dict)
+    psk_secret: bytes = field(default=b"", repr=False)
+
+    def psk(self, a: str, b: str) -> str:
+        return psk_for(self.psk_secret, self.pairs[a].public, self.pairs[b].public)
+
+    def public(self, name: str) -> str:
+        return self.pairs[name].public
+
+
+class Keystore:
+    """The keystore directory of one inventory."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.path = directory / STORE_FILE
+
+    def _check_permissions(self) -> None:
+        for p, want in ((self.dir, 0o700), (self.path, 0o600)):
+            if not p.exists():
+                continue
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if mode & 0o077:
+                raise WgmeshError(
+                    f"keystore {p} has mode {mode:04o}: refusing to use key material others can read",
+                    hint=f"chmod {want:04o} {p}",
+                )
+
+    def load(self) -> Keys:
+        self._check_permissions()
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return Keys()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise WgmeshError(f"keystore {self.path} is not valid JSON", hint="restore it from a .bak file") from None
+        pairs = {}
+        for name, d in (doc.get("peers") or {}).items():
+            pairs[name] = KeyPair(private=d["private_key"], public=d["public_key"])
+        secret = base64.b64decode(doc["psk_secret"]) if doc.get("psk_secret") else b""
+        return Keys(pairs=pairs, psk_secret=secret)
+
+    def save(self, keys: Keys) -> bool:
+        ensure_private_dir(self.dir)
+        doc = {
+            "format": 1,
+            "psk_secret": _b64(keys.psk_secret) if keys.psk_secret else None,
+            "peers": {
+                n: {"private_key": kp.private, "public_key": kp.public} for n, kp in sorted(keys.pairs.items())
+            },
+        }
+        return write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
+
+
+def ensure(keys: Keys, names: Iterable[str]) -> tuple[Keys, list[str]]:
+    """Make key pairs for the names that have none (and the PSK secret). Returns the new store and who got keys."""
+    pairs = dict(keys.pairs)
+    made = []
+    for n in sorted(set(names)):
+        if n not in pairs:
+            pairs[n] = generate_keypair()
+            made.append(n)
+    secret = keys.psk_secret or os.urandom(32)
+    return Keys(pairs=pairs, psk_secret=secret), made
+
+
+def purge(keys: Keys, names: Iterable[str]) -> Keys:
+    drop = set(names)
+    return Keys(pairs={n: kp for n, kp in keys.pairs.items() if n not in drop}, psk_secret=keys.psk_secret)

@@ -1,0 +1,129 @@
+"""Plain, frozen values passed between the layers. No behaviour with effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+SCHEMA_VERSION = 1
+DEFAULT_POOL = "10.200.0.0/16"
+DEFAULT_PORT = 51820
+DEFAULT_MTU = 1420
+DEFAULT_INTERFACE = "wg0"
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str
+    host: str
+    port: int = 22
+    key: str | None = None  # path of a private key file; the key itself never enters the inventory
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}" + (f":{self.port}" if self.port != 22 else "")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A private machine behind a peer, reached through the peer as an SSH jump host."""
+
+    name: str
+    address: IPAddress
+    ssh_user: str = "root"
+    ssh_port: int = 22
+    host_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    address: IPAddress  # tunnel address, allocated from the mesh pool
+    endpoint_host: str | None = None
+    endpoint_port: int | None = None
+    subnets: tuple[IPNetwork, ...] = ()
+    listen_port: int = DEFAULT_PORT
+    keepalive: int | None = None
+    ssh: SshTarget | None = None
+    host_keys: tuple[str, ...] = ()
+    egress_interface: str = "detect"
+    private_address: IPAddress | None = None
+    region: str = ""
+    cloud: str = ""
+    source: str = "manual"  # "terraform" (refreshed from outputs) or "manual" (addpeer)
+    instances: tuple[Instance, ...] = ()
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.endpoint_host is None:
+            return None
+        host = f"[{self.endpoint_host}]" if ":" in self.endpoint_host else self.endpoint_host
+        return f"{host}:{self.endpoint_port or self.listen_port}"
+
+    @property
+    def allowed_ips(self) -> tuple[IPNetwork, ...]:
+        """What every other peer routes to this one: its tunnel /32 (/128) plus its subnets."""
+        from ipaddress import ip_network
+
+        return (ip_network(self.address),) + self.subnets
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    pool: IPNetwork
+    interface: str = DEFAULT_INTERFACE
+    mtu: int = DEFAULT_MTU
+    listen_port: int = DEFAULT_PORT
+    psk: bool = True
+
+
+@dataclass(frozen=True)
+class Inventory:
+    name: str
+    mesh: MeshSettings
+    peers: tuple[Peer, ...] = ()  # always sorted by name
+    stack: str | None = None
+    vars: tuple[tuple[str, str], ...] = ()
+
+    def peer(self, name: str) -> Peer:
+        for p in self.peers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.peers)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: str = field(repr=False)  # base64; never printed
+    public: str
+
+    def __str__(self) -> str:
+        return f"KeyPair(public={self.public})"
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What a host reported before a push."""
+
+    reachable: bool
+    interface_up: bool = False
+    file_sha: str | None = None  # sha256 of the whole wg0.conf, None if missing
+    iface_sha: str | None = None  # sha256 of its [Interface] section
+    systemd: bool = False
+    running_peers: frozenset[str] = frozenset()  # public keys on the running interface
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    ok: bool
+    action: str = ""  # what was done: "unchanged", "syncconf", "restart", "start", ...
+    detail: str = ""  # reason for a failure, or a short note
+    seconds: float = 0.0

@@ -1,0 +1,588 @@
+"""The commands' work: each function is one slice of the pipeline.
+
+No printing and no exiting here: progress goes to a Reporter, results come back as
+values, and failures as WgmeshError subclasses that carry their exit code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from wgmesh import inventory as invmod
+from wgmesh import keys as keymod
+from wgmesh import plan as planmod
+from wgmesh import status as statmod
+from wgmesh import validate as v
+from wgmesh.adapters import ssh
+from wgmesh.adapters.terraform import TerraformRunner
+from wgmesh.errors import BadInput, TerraformFailed, WgmeshError
+from wgmesh.executor import DEFAULT_PARALLEL, fan_out
+from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
+from wgmesh.hosts import PROBE_TIMEOUT, HostPool
+from wgmesh.model import HostResult, Inventory, Peer, SshTarget
+from wgmesh.render import iter_render
+from wgmesh.workspace import Workspace
+
+APPLY_TIMEOUT = 90.0
+
+
+class Reporter:
+    """Progress events. The CLI's console implements these; the default ignores them."""
+
+    def phase(self, text: str) -> None: ...
+
+    def line(self, text: str) -> None: ...
+
+    def host_start(self, name: str) -> None: ...
+
+    def host_done(self, result: HostResult) -> None: ...
+
+
+# ---------------------------------------------------------------- inventory and keys
+
+
+def load(ws: Workspace, must_exist: bool = True) -> Inventory | None:
+    try:
+        text = ws.inventory_path.read_text()
+    except FileNotFoundError:
+        if must_exist:
+            raise BadInput(
+                "--inventory", ws.name, f"no inventory at {ws.inventory_path}",
+                hint="run 'wgmesh up' or 'wgmesh addpeer' first",
+            ) from None
+        return None
+    return invmod.from_document(text, str(ws.inventory_path))
+
+
+def save(ws: Workspace, inv: Inventory) -> bool:
+    return write_atomic(ws.inventory_path, invmod.to_document(inv), 0o644, backups=BACKUPS)
+
+
+def keystore(ws: Workspace) -> keymod.Keystore:
+    return keymod.Keystore(ws.keys_dir)
+
+
+def ensure_keys(ws: Workspace, inv: Inventory) -> tuple[keymod.Keys, list[str]]:
+    store = keystore(ws)
+    current = store.load()
+    updated, made = keymod.ensure(current, inv.names)
+    if made or not current.psk_secret:
+        ws.private_state_dir()
+        store.save(updated)
+    return updated, made
+
+
+def public_keys(keys: keymod.Keys, inv: Inventory) -> dict[str, str]:
+    return {n: keys.public(n) for n in inv.names if n in keys.pairs}
+
+
+# ---------------------------------------------------------------- genconfig
+
+
+@dataclass
+class GenResult:
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    directory: str = ""
+
+
+def write_configs(ws: Workspace, inv: Inventory, keys: keymod.Keys) -> tuple[GenResult, dict[str, str]]:
+    out_dir = ws.output_dir
+    ensure_private_dir(out_dir.parent)
+    ensure_private_dir(out_dir)
+    res = GenResult(directory=str(out_dir))
+    texts: dict[str, str] = {}
+    for name, text in iter_render(inv, keys):
+        texts[name] = text
+        (res.written if write_atomic(out_dir / f"{name}.conf", text, 0o600) else res.unchanged).append(name)
+    for f in sorted(out_dir.glob("*.conf")):
+        if f.stem not in texts:
+            f.unlink()
+            res.removed.append(f.stem)
+    return res, texts
+
+
+def genconfig(ws: Workspace) -> GenResult:
+    inv = load(ws)
+    keys, _ = ensure_keys(ws, inv)
+    return write_configs(ws, inv, keys)[0]
+
+
+# ---------------------------------------------------------------- addpeer / delpeer
+
+
+def build_peer(
+    inv: Inventory,
+    name: str,
+    endpoint: str | None,
+    address: str | None,
+    allowedips: list[str],
+    listen_port: int | None,
+    keepalive: int | None,
+    ssh_target: str | None,
+    ssh_key: str | None,
+    egress_interface: str | None,
+    private_address: str | None,
+    host_keys: list[str],
+) -> tuple[Peer, ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
+    """Parse addpeer's options into a Peer. Raises BadInput naming the option and value."""
+    if not isinstance(name, str):
+        raise BadInput("name", name, "a peer name is required")
+    for p in inv.peers:
+        if p.name == name.strip().lower():
+            raise BadInput("name", name, f"a peer named {p.name!r} already exists")
+    name = v.name("name", name)
+    lp = v.port("--listen-port", listen_port) if listen_port is not None else inv.mesh.listen_port
+    ep_host = ep_port = None
+    if endpoint is not None:
+        ep_host, ep_port = v.host_port("--endpoint", endpoint, lp)
+    addr = None
+    if address is not None:
+        addr = v.address("--address", address.split("/")[0] if address.endswith(("/32", "/128")) else address)
+    ssh_t = None
+    if ssh_target is not None:
+        user, host, port = v.ssh_target("--ssh", ssh_target)
+        if ssh_key is not None and (not ssh_key or "\n" in ssh_key or not Path(ssh_key).is_file()):
+            raise BadInput("--ssh-key", ssh_key, "no such key file")
+        ssh_t = SshTarget(user=user, host=host, port=port, key=str(Path(ssh_key).resolve()) if ssh_key else None)
+    elif ssh_key is not None:
+        raise BadInput("--ssh-key", ssh_key, "only makes sense with --ssh USER@HOST")
+    peer = Peer(
+        name=name,
+        address=ipaddress.ip_address("0.0.0.0"),
+        endpoint_host=ep_host,
+        endpoint_port=ep_port,
+        subnets=tuple(v.network("--allowedips", s) for s in allowedips),
+        listen_port=lp,
+        keepalive=v.keepalive("--keepalive", keepalive),
+        ssh=ssh_t,
+        host_keys=tuple(v.host_key("--host-key", k) for k in host_keys),
+        egress_interface=v.egress("--egress-interface", egress_interface),
+        private_address=v.address("--private-address", private_address) if private_address else None,
+        source=invmod.MANUAL,
+    )
+    return peer, addr
+
+
+def addpeer(ws: Workspace, peer: Peer, address) -> tuple[Inventory, Peer, bool]:
+    inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name)
+    new_inv = invmod.add_peer(inv, peer, address)
+    keys, made = ensure_keys(ws, new_inv)
+    save(ws, new_inv)
+    return new_inv, new_inv.peer(peer.name), bool(made)
+
+
+# ---------------------------------------------------------------- push
+
+
+@dataclass
+class PushResult:
+    results: dict[str, HostResult]
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, r in self.results.items() if not r.ok]
+
+
+def _push_host(pool: HostPool, inv: Inventory, peer: Peer, text: str, peer_keys: frozenset[str]) -> HostResult:
+    t0 = time.monotonic()
+    if peer.ssh is None:
+        return HostResult(peer.name, True, "skipped", "no SSH access: install its config from the output directory")
+    conn = pool.get(peer)
+    iface = inv.mesh.interface
+    rc, out, err = conn.run(planmod.wrap(planmod.probe_script(iface), peer.ssh.user), timeout=PROBE_TIMEOUT)
+    if rc != 0:
+        return HostResult(peer.name, False, "failed", _remote_reason("probe", rc, err))
+    try:
+        state = planmod.parse_probe(out)
+    except ValueError as exc:
+        return HostResult(peer.name, False, "failed", str(exc))
+    p = planmod.decide(text, peer_keys, state)
+    if p.action == planmod.UNCHANGED:
+        return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
+    allowed = [n for other in inv.peers if other.name != peer.name for n in other.allowed_ips]
+    script = planmod.apply_script(p, iface, state.systemd, allowed)
+    rc, out, err = conn.run(
+        planmod.wrap(script, peer.ssh.user), stdin=text.encode() if p.write else None, timeout=APPLY_TIMEOUT
+    )
+    if rc != 0:
+        what = {42: "wg-quick up failed, previous config restored", 43: "wg syncconf failed"}.get(rc, "apply")
+        return HostResult(peer.name, False, "failed", _remote_reason(what, rc, err))
+    return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
+
+
+def _remote_reason(what: str, rc: int, err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and "wireguard-go" not in ln and "│" not in ln]
+    tail = "; ".join(lines[-3:])
+    if "sudo" in err and "password" in err:
+        return "sudo needs a password: give the SSH user passwordless sudo (sudo -n is used)"
+    return f"{what} (exit {rc})" + (f": {tail}" if tail else "")
+
+
+def push_configs(
+    ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: HostPool, reporter: Reporter, parallel: int
+) -> PushResult:
+    _, texts = write_configs(ws, inv, keys)
+    pubs = public_keys(keys, inv)
+    wanted = {p.name: frozenset(k for n, k in pubs.items() if n != p.name) for p in inv.peers}
+    results = fan_out(
+        inv.peers,
+        key=lambda p: p.name,
+        work=lambda p: _push_host(pool, inv, p, texts[p.name], wanted[p.name]),
+        parallel=parallel,
+        on_start=reporter.host_start,
+        on_done=reporter.host_done,
+    )
+    return PushResult(results)
+
+
+def push(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> PushResult:
+    inv = load(ws)
+    keys, _ = ensure_keys(ws, inv)
+    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+        return push_configs(ws, inv, keys, pool, reporter, parallel)
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass
+class StatusResult:
+    links: list[statmod.Link]
+    unreachable: dict[str, str]  # peer → reason
+    foreign_keys: dict[str, list[str]]  # peer → public keys configured there that no inventory peer has
+
+
+def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int) -> StatusResult:
+    dumps: dict[str, statmod.InterfaceStatus | None] = {}
+    reasons: dict[str, str] = {}
+
+    def one(peer: Peer) -> HostResult:
+        if peer.ssh is None:
+            dumps[peer.name] = None
+            return HostResult(peer.name, False, "skipped", "no SSH access")
+        rc, out, err = pool.get(peer).run(
+            planmod.wrap(statmod.dump_script(inv.mesh.interface), peer.ssh.user), timeout=PROBE_TIMEOUT
+        )
+        if rc != 0 or not out.strip():
+            dumps[peer.name] = None
+            return HostResult(peer.name, False, "down", f"interface {inv.mesh.interface} is not up")
+        dumps[peer.name] = statmod.parse_dump(out)
+        return HostResult(peer.name, True, "ok")
+
+    results = fan_out(inv.peers, key=lambda p: p.name, work=one, parallel=parallel)
+    for name, r in results.items():
+        if not r.ok:
+            reasons[name] = r.detail
+            dumps.setdefault(name, None)
+    pubs = public_keys(keys, inv)
+    foreign = {n: statmod.unknown_keys(pubs, d) for n, d in dumps.items() if d is not None}
+    links = statmod.matrix(inv, pubs, dumps, int(time.time()))
+    return StatusResult(links, reasons, {n: k for n, k in foreign.items() if k})
+
+
+def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> StatusResult:
+    inv = load(ws)
+    keys = keystore(ws).load()
+    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+        return collect_status(inv, keys, pool, parallel)
+
+
+# ---------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Probe:
+    src: str  # peer name, or "peer/instance"
+    dst: str  # peer name, or "peer/instance"
+    kind: str  # "tunnel" / "private" / "instance"
+    address: str
+    ok: bool
+    rtt_ms: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class VerifyResult:
+    probes: list[Probe]
+    handshakes: list[statmod.Link]
+    unreachable: dict[str, str]
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[str]:
+        out = [f"{p.src} → {p.dst} ({p.kind} {p.address}): {p.detail or 'no reply'}" for p in self.probes if not p.ok]
+        out += [
+            f"{l.src} → {l.dst}: handshake {l.state}" for l in self.handshakes if l.state not in (statmod.FRESH,)
+            and l.state != statmod.UNKNOWN
+        ]
+        out += [f"{n}: {r}" for n, r in sorted(self.unreachable.items())]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _ping_from(conn: ssh.Connection, user: str, targets: list[str]) -> dict[str, float | None]:
+    if not targets:
+        return {}
+    rc, out, err = conn.run(planmod.wrap(statmod.ping_script(targets), user), timeout=PROBE_TIMEOUT + 10)
+    return statmod.parse_pings(out)
+
+
+def run_verify(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int) -> VerifyResult:
+    t0 = time.monotonic()
+    managed = [p for p in inv.peers if p.ssh is not None]
+    names = inv.names
+    order = {n: i for i, n in enumerate(names)}
+    probes: list[Probe] = []
+    unreachable: dict[str, str] = {}
+
+    # 1. One direction per pair first, so two peers never start a handshake with each other at once.
+    def prime(peer: Peer) -> HostResult:
+        later = [str(o.address) for o in inv.peers if order[o.name] > order[peer.name]]
+        _ping_from(pool.get(peer), peer.ssh.user, later)
+        return HostResult(peer.name, True, "primed")
+
+    for name, r in fan_out(managed, key=lambda p: p.name, work=prime, parallel=parallel).items():
+        if not r.ok:
+            unreachable[name] = r.detail
+
+    # 2. Every gateway → every other peer's tunnel and private address.
+    def full(peer: Peer) -> HostResult:
+        targets: list[tuple[str, str, str]] = []
+        for o in inv.peers:
+            if o.name == peer.name:
+                continue
+            targets.append((o.name, "tunnel", str(o.address)))
+            if o.private_address is not None:
+                targets.append((o.name, "private", str(o.private_address)))
+        got = _ping_from(pool.get(peer), peer.ssh.user, sorted({t[2] for t in targets}))
+        for dst, kind, addr in targets:
+            rtt = got.get(addr)
+            probes.append(Probe(peer.name, dst, kind, addr, rtt is not None, rtt))
+        return HostResult(peer.name, True, "probed")
+
+    reachable = [p for p in managed if p.name not in unreachable]
+    for name, r in fan_out(reachable, key=lambda p: p.name, work=full, parallel=parallel).items():
+        if not r.ok:
+            unreachable[name] = r.detail
+
+    # 3. Private instance → every other peer's private instances, through the gateway as a jump host.
+    all_instances = [(p, i) for p in inv.peers for i in p.instances]
+
+    def from_instance(item) -> HostResult:
+        peer, inst = item
+        conn = pool.get_instance(peer, inst)
+        targets = [(o, oi) for o, oi in all_instances if o.name != peer.name]
+        got = _ping_from(conn, inst.ssh_user, sorted({str(oi.address) for _, oi in targets}))
+        for o, oi in targets:
+            rtt = got.get(str(oi.address))
+            probes.append(
+                Probe(f"{peer.name}/{inst.name}", f"{o.name}/{oi.name}", "instance", str(oi.address), rtt is not None, rtt)
+            )
+        return HostResult(f"{peer.name}/{inst.name}", True, "probed")
+
+    with_instances = [(p, i) for p, i in all_instances if p.ssh is not None and p.name not in unreachable]
+    for name, r in fan_out(with_instances, key=lambda x: f"{x[0].name}/{x[1].name}", work=from_instance,
+                           parallel=parallel).items():
+        if not r.ok:
+            unreachable[name] = r.detail
+
+    # 4. Handshakes: every reachable peer has a fresh one with every other peer.
+    st = collect_status(inv, keys, pool, parallel)
+    for name, reason in st.unreachable.items():
+        if any(p.name == name for p in managed):
+            unreachable.setdefault(name, reason)
+    handshakes = [l for l in st.links if l.src not in unreachable and any(p.name == l.src for p in managed)]
+    probes.sort(key=lambda p: (p.src, p.dst, p.kind))
+    return VerifyResult(probes, handshakes, unreachable, round(time.monotonic() - t0, 2))
+
+
+def verify(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> VerifyResult:
+    inv = load(ws)
+    keys = keystore(ws).load()
+    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+        return run_verify(inv, keys, pool, parallel)
+
+
+# ---------------------------------------------------------------- up / destroy
+
+
+@dataclass
+class UpResult:
+    inventory: Inventory
+    new_keys: list[str]
+    push: PushResult
+    verify: VerifyResult | None
+    timings: dict[str, float]
+
+
+def _terraform(ws: Workspace, stack: str, reporter: Reporter) -> TerraformRunner:
+    stack_dir = ws.stack_dir(stack)
+    if not stack_dir.is_dir():
+        have = sorted(p.name for p in ws.stacks_dir.iterdir() if p.is_dir() and p.name != "modules") if ws.stacks_dir.is_dir() else []
+        raise BadInput("--stack", stack, f"no such stack in {ws.stacks_dir}", hint="stacks: " + ", ".join(have))
+    return TerraformRunner(ws.tf_dir, stack_dir, on_line=reporter.line)
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for item in pairs:
+        if "=" not in item:
+            raise BadInput("--var", item, "expected KEY=VALUE")
+        k, val = item.split("=", 1)
+        if not k or not k.replace("_", "a").replace("-", "a").isalnum():
+            raise BadInput("--var", item, "the key must be a Terraform variable name")
+        out[k] = val
+    return out
+
+
+def up(
+    ws: Workspace,
+    stack: str | None,
+    var_pairs: list[str],
+    reporter: Reporter,
+    pool_cidr: str | None = None,
+    parallel: int = DEFAULT_PARALLEL,
+    do_verify: bool = True,
+) -> UpResult:
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name, stack=stack or "lab")
+    if pool_cidr is not None:
+        inv = replace(inv, mesh=replace(inv.mesh, pool=v.network("--pool", pool_cidr)))
+    stack = stack or inv.stack or "lab"
+    v.name("--stack", stack)
+    variables = dict(inv.vars)
+    variables.update(parse_vars(var_pairs))
+    inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
+    invmod.check(inv)
+    tf = _terraform(ws, stack, reporter)
+    tf.prepare(variables)  # refuses unknown variables before Terraform runs
+
+    reporter.phase(f"terraform apply ({stack})")
+    ws.private_state_dir()
+    tf.init()
+    try:
+        tf.apply()
+    except TerraformFailed:
+        # Keep the inventory true to what Terraform holds, then report the failure.
+        try:
+            merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(tf.outputs().get("peers") or {}))
+            save(ws, merged)
+            ensure_keys(ws, merged)
+        except WgmeshError:
+            pass
+        raise
+    outputs = tf.outputs()
+    timings["terraform"] = round(time.monotonic() - t, 2)
+    if "peers" not in outputs:
+        raise TerraformFailed(f"the stack {stack!r} has no 'peers' output (see the output contract in DESIGN.md)")
+    inv = invmod.merge_terraform(inv, invmod.peers_from_outputs(outputs["peers"]))
+    save(ws, inv)
+    keys, made = ensure_keys(ws, inv)
+
+    t = time.monotonic()
+    reporter.phase(f"push to {len(inv.peers)} peers")
+    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+        pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
+        timings["push"] = round(time.monotonic() - t, 2)
+        result = None
+        if do_verify:
+            t = time.monotonic()
+            reporter.phase("verify")
+            result = run_verify(inv, keys, pool, parallel)
+            timings["verify"] = round(time.monotonic() - t, 2)
+    return UpResult(inv, made, pushed, result, timings)
+
+
+@dataclass
+class DestroyResult:
+    stopped: dict[str, HostResult]
+    terraform: str  # "destroyed" / "no state" / "no stack"
+    removed_peers: list[str]
+    purged_keys: list[str]
+    kept_keys: list[str]
+    configs_removed: int
+    pins_forgotten: bool
+
+
+def stop_everywhere(inv: Inventory, pool: HostPool, reporter: Reporter, parallel: int, names=None) -> dict[str, HostResult]:
+    def one(peer: Peer) -> HostResult:
+        if peer.ssh is None:
+            return HostResult(peer.name, True, "skipped", "no SSH access")
+        rc, out, err = pool.get(peer).run(
+            planmod.wrap(planmod.stop_script(inv.mesh.interface), peer.ssh.user), timeout=APPLY_TIMEOUT
+        )
+        if rc != 0:
+            return HostResult(peer.name, False, "failed", _remote_reason("stop", rc, err))
+        return HostResult(peer.name, True, "stopped")
+
+    peers = [p for p in inv.peers if names is None or p.name in names]
+    return fan_out(peers, key=lambda p: p.name, work=one, parallel=parallel,
+                   on_start=reporter.host_start, on_done=reporter.host_done)
+
+
+def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> DestroyResult:
+    inv = load(ws, must_exist=False)
+    stopped: dict[str, HostResult] = {}
+    if inv is not None and inv.peers:
+        reporter.phase("stop WireGuard on the peers")
+        with HostPool(ssh.Pins(ws.pins_path)) as pool:
+            stopped = stop_everywhere(inv, pool, reporter, parallel)
+    tf_state = "no stack"
+    stack = inv.stack if inv is not None else None
+    if stack:
+        tf = _terraform(ws, stack, reporter)
+        if tf.has_state():
+            reporter.phase(f"terraform destroy ({stack})")
+            tf.prepare(dict(inv.vars))
+            tf.init()
+            tf.destroy()
+            tf_state = "destroyed"
+        else:
+            tf_state = "no state"
+    removed, purged, kept = [], [], []
+    if inv is not None:
+        removed = [p.name for p in inv.peers if p.source == invmod.TERRAFORM]
+        remaining = invmod.forget_terraform(inv)
+        save(ws, remaining)
+        store = keystore(ws)
+        keys = store.load()
+        purged = sorted(n for n in keys.pairs if n not in remaining.names)
+        kept = sorted(n for n in keys.pairs if n in remaining.names)
+        if purged:
+            store.save(keymod.purge(keys, purged))
+    count = 0
+    if ws.output_dir.is_dir():
+        for f in ws.output_dir.glob("*.conf"):
+            f.unlink()
+            count += 1
+        ws.output_dir.rmdir() if not any(ws.output_dir.iterdir()) else None
+    pins = ws.pins_path.exists()
+    ws.pins_path.unlink(missing_ok=True)
+    return DestroyResult(stopped, tf_state, removed, purged, kept, count, pins)
+
+
+def delpeer(ws: Workspace, name: str, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> tuple[HostResult | None, PushResult]:
+    inv = load(ws)
+    if name not in inv.names:
+        raise BadInput("name", name, "no such peer in this inventory", hint="peers: " + ", ".join(inv.names))
+    removed = inv.peer(name)
+    remaining = invmod.remove_peer(inv, name)
+    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+        stop = None
+        if removed.ssh is not None:
+            stop = stop_everywhere(inv, pool, reporter, parallel, names={name}).get(name)
+        save(ws, remaining)
+        store = keystore(ws)
+        keys = keymod.purge(store.load(), [name])
+        store.save(keys)
+        pushed = push_configs(ws, remaining, keys, pool, reporter, parallel)
+    return stop, pushed

@@ -1,0 +1,183 @@
+"""Desired config + what a host reports → what to do on that host. Pure.
+
+Also builds the shell scripts the SSH adapter runs (from validated values only) and
+parses what the probe prints. Configs always travel on standard input, never in argv.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from wgmesh.model import HostState, IPNetwork
+from wgmesh.render import fingerprints, route_tokens
+
+# Actions, mildest first.
+UNCHANGED = "unchanged"
+SYNCCONF = "syncconf"  # only peers (or the private key / port) changed: hitless
+RESTART = "restart"  # [Interface] changed
+START = "start"  # interface down: first start (or start after a stop)
+STOP = "stop"
+
+# Keep in step with render.interface_fingerprint_lines.
+REMOTE_IFACE_FILTER = (
+    r"awk '/^\[Peer\]/{exit} /^[ \t]*(#|$)/{next} "
+    r"/^[ \t]*(PrivateKey|ListenPort|FwMark)[ \t]*=/{next} {print}'"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str
+    write: bool  # the config file must be (re)written
+    reason: str
+
+
+def decide(desired_text: str, desired_peers: frozenset[str], state: HostState) -> Plan:
+    file_sha, iface_sha = fingerprints(desired_text)
+    same_file = state.file_sha == file_sha
+    if not state.interface_up:
+        return Plan(START, not same_file, "interface is down" if same_file else "interface is down; new config")
+    if state.iface_sha != iface_sha:
+        return Plan(RESTART, not same_file, "[Interface] changed")
+    if not same_file:
+        return Plan(SYNCCONF, True, "peers changed")
+    if state.running_peers != desired_peers:
+        return Plan(SYNCCONF, False, "running peers differ from the config file")
+    return Plan(UNCHANGED, False, "up to date")
+
+
+# ---------------------------------------------------------------- remote scripts
+
+
+def conf_path(iface: str) -> str:
+    return f"/etc/wireguard/{iface}.conf"
+
+
+def probe_script(iface: str) -> str:
+    """Prints: 'file SHA|-', 'iface SHA|-', 'up'|'down', 'peer PUBKEY'..., 'systemd'?, 'wg missing'?"""
+    c = conf_path(iface)
+    return "\n".join(
+        [
+            "command -v wg >/dev/null 2>&1 && command -v wg-quick >/dev/null 2>&1 || echo 'wg missing'",
+            f"if [ -r {c} ]; then",
+            f"  echo \"file $(sha256sum < {c} | cut -d' ' -f1)\"",
+            f"  echo \"iface $({REMOTE_IFACE_FILTER} {c} | sha256sum | cut -d' ' -f1)\"",
+            "else echo 'file -'; echo 'iface -'; fi",
+            f"if p=$(wg show {iface} peers 2>/dev/null); then echo up; "
+            "printf '%s\\n' \"$p\" | sed -n 's/^\\(..*\\)$/peer \\1/p'; else echo down; fi",
+            "[ -d /run/systemd/system ] && echo systemd",
+            "echo end",
+        ]
+    )
+
+
+def parse_probe(text: str) -> HostState:
+    file_sha = iface_sha = None
+    up = systemd = False
+    peers = set()
+    ended = False
+    for line in text.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "file" and rest != "-":
+            file_sha = rest
+        elif word == "iface" and rest != "-":
+            iface_sha = rest
+        elif word == "up":
+            up = True
+        elif word == "peer" and rest:
+            peers.add(rest)
+        elif word == "systemd":
+            systemd = True
+        elif word == "wg" and rest == "missing":
+            raise ValueError("wireguard-tools (wg, wg-quick) is not installed on the host")
+        elif word == "end":
+            ended = True
+    if not ended:
+        raise ValueError("the host's probe output was cut short")
+    return HostState(
+        reachable=True,
+        interface_up=up,
+        file_sha=file_sha,
+        iface_sha=iface_sha,
+        systemd=systemd,
+        running_peers=frozenset(peers),
+    )
+
+
+def _route_sync(iface: str, nets: list[IPNetwork]) -> list[str]:
+    """Add routes for every AllowedIPs, remove routes via the interface that are no longer wanted."""
+    lines = []
+    for version in (4, 6):
+        want = [n for n in nets if n.version == version]
+        tokens = " ".join(route_tokens(want))
+        for n in want:
+            lines.append(f"ip -{version} route replace {n} dev {iface}")
+        lines.append(
+            f"ip -o -{version} route show dev {iface} | while read -r dst rest; do "
+            'case "$rest" in *"proto kernel"*) continue ;; esac; '
+            f'case " {tokens} " in *" $dst "*) ;; *) ip -{version} route del "$dst" dev {iface} || true ;; esac; done'
+        )
+    return lines
+
+
+def apply_script(plan: Plan, iface: str, systemd: bool, allowed: list[IPNetwork]) -> str:
+    """The script run on the host (config on stdin when plan.write). Exit 0 on success.
+
+    When a start or restart fails, the previous file is put back and, if the interface
+    was up before, brought up again, so a failed host keeps its previous state.
+    """
+    c = conf_path(iface)
+    unit = f"wg-quick@{iface}"
+    up_cmd = f"systemctl enable --now {unit}" if systemd else f"wg-quick up {iface}"
+    down_cmd = f"systemctl stop {unit}" if systemd else f"wg-quick down {iface}"
+    s = ["set -u", "umask 077", "mkdir -p /etc/wireguard", "chmod 700 /etc/wireguard"]
+    if plan.write:
+        s += [
+            f't=$(mktemp /etc/wireguard/.{iface}.conf.XXXXXX) || exit 1',
+            'trap \'rm -f "$t"\' EXIT',
+            'cat > "$t" || exit 1',
+            'chmod 600 "$t"; chown 0:0 "$t" 2>/dev/null || true',
+            f"[ -f {c} ] && cp -p {c} /etc/wireguard/.{iface}.conf.prev",
+        ]
+    if plan.action == RESTART:
+        s.append(f"{down_cmd} >/dev/null 2>&1 || wg-quick down {iface} >/dev/null 2>&1 || true")
+    if plan.write:
+        s.append(f'mv -f "$t" {c} || exit 1')
+    if plan.action in (START, RESTART):
+        was_up = "1" if plan.action == RESTART else "0"
+        s += [
+            f"if ! {up_cmd} >/tmp/.wgmesh-up.$$ 2>&1; then",
+            f"  cat /tmp/.wgmesh-up.$$ >&2; rm -f /tmp/.wgmesh-up.$$",
+            f"  wg-quick down {iface} >/dev/null 2>&1 || ip link del {iface} >/dev/null 2>&1 || true",
+            f"  if [ -f /etc/wireguard/.{iface}.conf.prev ]; then mv -f /etc/wireguard/.{iface}.conf.prev {c};"
+            f" [ {was_up} = 1 ] && {up_cmd} >/dev/null 2>&1; fi",
+            "  exit 42",
+            "fi",
+            f"rm -f /tmp/.wgmesh-up.$$ /etc/wireguard/.{iface}.conf.prev",
+        ]
+    elif plan.action == SYNCCONF:
+        s += [f"wg-quick strip {iface} | wg syncconf {iface} /dev/stdin || exit 43"]
+        s += _route_sync(iface, allowed)
+        s.append(f"rm -f /etc/wireguard/.{iface}.conf.prev")
+    s.append("exit 0")
+    return "\n".join(s)
+
+
+def stop_script(iface: str) -> str:
+    """Stop and disable the interface; keep nothing of the mesh running. Idempotent."""
+    unit = f"wg-quick@{iface}"
+    return "\n".join(
+        [
+            f"if [ -d /run/systemd/system ]; then systemctl disable --now {unit} >/dev/null 2>&1 || true; fi",
+            f"if wg show {iface} >/dev/null 2>&1; then wg-quick down {iface} >/dev/null 2>&1 || ip link del {iface} || true; fi",
+            f"rm -f {conf_path(iface)} /etc/wireguard/.{iface}.conf.prev",
+            "exit 0",
+        ]
+    )
+
+
+def wrap(script: str, user: str) -> str:
+    """The remote command line: a fixed shell running a generated script (no secrets in it)."""
+    cmd = "sh -c " + shlex.quote(script)
+    return cmd if user == "root" else "sudo -n " + cmd

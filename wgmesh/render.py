@@ -1,0 +1,160 @@
+"""wg0.conf text for every peer: a pure function of the inventory and the keys.
+
+The INI is produced with wgconfig, in memory. Every value that reaches the file or a
+PostUp/PostDown line comes from a parsed and re-serialised value (ipaddress objects,
+validated names and numbers): no user text is pasted into a shell line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator
+
+from wgconfig import WGConfig
+
+from wgmesh.keys import Keys
+from wgmesh.model import Inventory, IPNetwork, Peer
+
+HEADER = "# rendered by wgmesh: changes made here are replaced by the next push"
+
+
+def chain_names(iface: str) -> tuple[str, str]:
+    return f"WGM-{iface}-FWD", f"WGM-{iface}-NAT"
+
+
+def _egress_expr(peer: Peer) -> str:
+    if peer.egress_interface != "detect":
+        return peer.egress_interface
+    # The interface of the default route, read on the host when the tunnel comes up.
+    # (wg-quick cuts a line at '#', so none may appear here.)
+    return "$(ip -o -4 route show default | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p' | head -n 1)"
+
+
+def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
+    """PostUp / PostDown lines: forwarding and MASQUERADE, idempotent, in chains of their own."""
+    iface = inv.mesh.interface
+    fwd, nat = chain_names(iface)
+    families = {inv.mesh.pool.version} | {s.version for s in peer.subnets}
+    up: list[str] = []
+    down: list[str] = []
+    for version in sorted(families):
+        ipt = "iptables" if version == 4 else "ip6tables"
+        sysctl = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
+        sources = [inv.mesh.pool] if inv.mesh.pool.version == version else []
+        sources += [s for s in peer.subnets if s.version == version]
+        up.append(f"sysctl -q -w {sysctl}=1")
+        up.append(
+            f"{ipt} -w -N {fwd} 2>/dev/null || {ipt} -w -F {fwd}; "
+            f"{ipt} -w -A {fwd} -i {iface} -j ACCEPT; {ipt} -w -A {fwd} -o {iface} -j ACCEPT; "
+            f"{ipt} -w -C FORWARD -j {fwd} 2>/dev/null || {ipt} -w -I FORWARD -j {fwd}"
+        )
+        if sources:
+            srcs = " ".join(str(s) for s in sources)
+            up.append(
+                f"{ipt} -w -t nat -N {nat} 2>/dev/null || {ipt} -w -t nat -F {nat}; "
+                f'e="{_egress_expr(peer)}"; if [ -n "$e" ]; then for s in {srcs}; do '
+                f'{ipt} -w -t nat -A {nat} -s "$s" -o "$e" -j MASQUERADE; done; fi; '
+                f"{ipt} -w -t nat -C POSTROUTING -j {nat} 2>/dev/null || {ipt} -w -t nat -A POSTROUTING -j {nat}"
+            )
+            down.append(
+                f"{ipt} -w -t nat -D POSTROUTING -j {nat} 2>/dev/null; {ipt} -w -t nat -F {nat} 2>/dev/null; "
+                f"{ipt} -w -t nat -X {nat} 2>/dev/null; true"
+            )
+        down.append(
+            f"{ipt} -w -D FORWARD -j {fwd} 2>/dev/null; {ipt} -w -F {fwd} 2>/dev/null; "
+            f"{ipt} -w -X {fwd} 2>/dev/null; true"
+        )
+    return up, down
+
+
+def _host_prefix(peer: Peer) -> str:
+    return f"{peer.address}/{peer.address.max_prefixlen}"
+
+
+def interface_lines(inv: Inventory, keys: Keys, peer: Peer) -> list[str]:
+    cfg = WGConfig()
+    cfg.initialize_file(HEADER)
+    cfg.add_attr(None, "Address", _host_prefix(peer))
+    cfg.add_attr(None, "ListenPort", peer.listen_port)
+    cfg.add_attr(None, "PrivateKey", keys.pairs[peer.name].private)
+    cfg.add_attr(None, "MTU", inv.mesh.mtu)
+    up, down = firewall_hooks(inv, peer)
+    for line in up:
+        cfg.add_attr(None, "PostUp", line, append_as_line=True)
+    for line in down:
+        cfg.add_attr(None, "PostDown", line, append_as_line=True)
+    return cfg.lines
+
+
+def peer_block(peer: Peer, public: str) -> list[str]:
+    """The part of a [Peer] section that is the same in every other peer's file."""
+    cfg = WGConfig()
+    cfg.add_peer(public, leading_comment=f"# {peer.name}")
+    cfg.add_attr(public, "AllowedIPs", ", ".join(str(n) for n in peer.allowed_ips))
+    if peer.endpoint is not None:
+        cfg.add_attr(public, "Endpoint", peer.endpoint)
+    return cfg.lines[1:]  # drop the empty [Interface] header of the scratch config
+
+
+def iter_render(inv: Inventory, keys: Keys) -> Iterator[tuple[str, str]]:
+    """Yield (peer name, wg0.conf text) in name order. Each block is built once per peer."""
+    blocks = {p.name: peer_block(p, keys.public(p.name)) for p in inv.peers}
+    psk = inv.mesh.psk
+    for me in inv.peers:
+        lines = interface_lines(inv, keys, me)
+        for other in inv.peers:
+            if other.name == me.name:
+                continue
+            block = blocks[other.name]
+            # block = ['', '# name', '[Peer]', 'PublicKey = ...', <shared lines>]
+            lines.extend(block[:4])
+            if psk:
+                lines.append(f"PresharedKey = {keys.psk(me.name, other.name)}")
+            lines.extend(block[4:])
+            if me.keepalive:
+                lines.append(f"PersistentKeepalive = {me.keepalive}")
+        yield me.name, "\n".join(lines) + "\n"
+
+
+def render(inv: Inventory, keys: Keys) -> dict[str, str]:
+    return dict(iter_render(inv, keys))
+
+
+# ---------------------------------------------------------------- fingerprints for the plan
+
+# Lines of [Interface] that `wg syncconf` applies by itself: changing only these needs no restart.
+SYNCABLE_INTERFACE_KEYS = ("PrivateKey", "ListenPort", "FwMark")
+
+
+def interface_fingerprint_lines(text: str) -> list[str]:
+    """The [Interface] lines whose change needs a restart (comments, blanks and syncable keys dropped).
+
+    The same selection is made on the host by `plan.REMOTE_IFACE_FILTER`; keep the two in step.
+    """
+    out = []
+    for line in text.split("\n"):
+        if line.startswith("[Peer]"):
+            break
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key = stripped.split("=", 1)[0].strip()
+        if key in SYNCABLE_INTERFACE_KEYS:
+            continue
+        out.append(line)
+    return out
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprints(text: str) -> tuple[str, str]:
+    """(sha256 of the whole file, sha256 of its restart-relevant [Interface] lines)."""
+    iface = "".join(line + "\n" for line in interface_fingerprint_lines(text))
+    return sha256(text), sha256(iface)
+
+
+def route_tokens(nets: list[IPNetwork]) -> list[str]:
+    """Destinations as `ip route show` prints them (host routes without their /32 or /128)."""
+    return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in nets]

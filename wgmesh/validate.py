@@ -1,0 +1,194 @@
+"""Parse and check every value that comes from a user or from Terraform.
+
+Each function takes the name of the field it checks (for the message) and
+the raw value, and returns a normalised value or raises BadInput. Nothing
+here touches the disk or the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from wgmesh.errors import BadInput
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+IFACE_RE = re.compile(r"^[A-Za-z0-9_=+.-]{1,15}$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+HOSTKEY_RE = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}$")
+
+
+def name(field: str, value: object) -> str:
+    """Peer and inventory names: [a-z0-9-], 1..63, no leading/trailing dash."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise BadInput(
+            field,
+            value,
+            "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+        )
+    return value
+
+
+def address(field: str, value: object) -> IPAddress:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(field, value, "an IP address is required")
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise BadInput(field, value, "not a valid IPv4 or IPv6 address") from None
+
+
+def network(field: str, value: object) -> IPNetwork:
+    """A CIDR with no host bits set (10.8.0.0/24, not 10.8.0.5/24)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(field, value, "a CIDR such as 10.8.0.0/24 is required")
+    text = value.strip()
+    if "/" not in text:
+        raise BadInput(field, value, "a prefix length is required, e.g. 10.8.0.0/24")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise BadInput(field, value, f"not a valid CIDR ({exc})") from None
+        raise BadInput(field, value, "host bits are set", hint=f"did you mean {loose}?") from None
+
+
+def port(field: str, value: object, allow_zero: bool = False) -> int:
+    try:
+        number = int(value) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        raise BadInput(field, value, "a port must be a whole number from 1 to 65535") from None
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise BadInput(field, value, "a port must be a whole number from 1 to 65535")
+    low = 0 if allow_zero else 1
+    if not low <= number <= 65535:
+        raise BadInput(field, value, "a port must be a whole number from 1 to 65535")
+    return number
+
+
+def keepalive(field: str, value: object) -> int | None:
+    if value is None or value == "" or value == 0 or value == "0":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadInput(field, value, "seconds from 1 to 65535 (0 or empty turns it off)") from None
+    if not 1 <= number <= 65535:
+        raise BadInput(field, value, "seconds from 1 to 65535 (0 or empty turns it off)")
+    return number
+
+
+def host(field: str, value: object) -> str:
+    """An IP address or a DNS name (no port, no brackets)."""
+    if not isinstance(value, str) or not value:
+        raise BadInput(field, value, "a host name or IP address is required")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not HOSTNAME_RE.fullmatch(value) or value.replace(".", "").isdigit():
+        raise BadInput(field, value, "not a valid host name or IP address")
+    return value.lower()
+
+
+def host_port(field: str, value: object, default_port: int | None) -> tuple[str, int | None]:
+    """HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address (no port).
+
+    A bare IPv6 address followed by what looks like a port is refused: write [addr]:port.
+    """
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise BadInput(field, value, "HOST[:PORT] is required, e.g. 203.0.113.7:51820 or [2001:db8::1]:51820")
+    text = value
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise BadInput(field, value, "unclosed '[' around an IPv6 address")
+        inner, rest = text[1:close], text[close + 1 :]
+        try:
+            addr = ipaddress.ip_address(inner)
+        except ValueError:
+            raise BadInput(field, value, "only an IPv6 address may stand between [ and ]") from None
+        if addr.version != 6:
+            raise BadInput(field, value, "only an IPv6 address may stand between [ and ]")
+        if rest == "":
+            return str(addr), default_port
+        if not rest.startswith(":") or ":" in rest[1:]:
+            raise BadInput(field, value, "expected [IPv6]:PORT with one port")
+        return str(addr), _port_of(field, value, rest[1:])
+    if text.count(":") > 1:
+        first = text.split(":", 1)[0]
+        if any(c not in "0123456789abcdefABCDEF" for c in first):
+            raise BadInput(field, value, "the port is given more than once")
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            raise BadInput(
+                field, value, "an IPv6 endpoint with a port must be bracketed, e.g. [2001:db8::1]:51820"
+            ) from None
+        return str(addr), default_port
+    if ":" in text:
+        h, p = text.split(":", 1)
+        return host(field, h), _port_of(field, value, p)
+    return host(field, text), default_port
+
+
+def _port_of(field: str, whole: str, text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise BadInput(field, whole, "the port must be a whole number from 1 to 65535, given once")
+    return int(text)
+
+
+def interface_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not IFACE_RE.fullmatch(value):
+        raise BadInput(field, value, "an interface name is 1-15 characters of A-Z a-z 0-9 _ = + . -")
+    return value
+
+
+def egress(field: str, value: object) -> str:
+    if value in (None, "", "detect"):
+        return "detect"
+    return interface_name(field, value)
+
+
+def ssh_user(field: str, value: object) -> str:
+    if not isinstance(value, str) or not USER_RE.fullmatch(value):
+        raise BadInput(field, value, "not a valid user name")
+    return value
+
+
+def ssh_target(field: str, value: object) -> tuple[str, str, int]:
+    """USER@HOST[:PORT] (HOST may be [IPv6])."""
+    if not isinstance(value, str) or "@" not in value:
+        raise BadInput(field, value, "expected USER@HOST[:PORT], e.g. root@203.0.113.7")
+    user, rest = value.split("@", 1)
+    h, p = host_port(field, rest, 22)
+    return ssh_user(field, user), h, p or 22
+
+
+def host_key(field: str, value: object) -> str:
+    """An OpenSSH public host key, 'type base64' (a trailing comment is dropped)."""
+    if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+        raise BadInput(field, value, "expected one OpenSSH public key line")
+    parts = value.strip().split()
+    if len(parts) < 2 or not HOSTKEY_RE.fullmatch(f"{parts[0]} {parts[1]}"):
+        raise BadInput(field, value, "expected an OpenSSH public key line such as 'ssh-ed25519 AAAA...'")
+    return f"{parts[0]} {parts[1]}"
+
+
+def text_label(field: str, value: object, limit: int = 64) -> str:
+    """Free labels (region, cloud): shown to people only, never rendered into configs."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit or not re.fullmatch(r"[A-Za-z0-9_.:/-]*", value):
+        raise BadInput(field, value, f"up to {limit} characters of A-Z a-z 0-9 _ . : / -")
+    return value
