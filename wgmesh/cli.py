@@ -48,14 +48,17 @@ def main_options(
     ctx.obj = make
 
 
-def _run(ctx: typer.Context, command: str, body: Callable, lock: bool = True) -> None:
-    """Run `body(ws)` under the lock; map every failure to its exit code."""
+def _run(ctx: typer.Context, command: str, body: Callable, lock: bool = True, pre: Callable | None = None) -> None:
+    """Run `pre(ws)` (checks that must pass before anything is written, even the lock file),
+    then `body(ws)` under the lock; map every failure to its exit code."""
     from wgmesh import console
     from wgmesh.workspace import RunLock
 
     code = errors.OK
     try:
         ws = ctx.obj()
+        if pre is not None:
+            pre(ws)
         if lock:
             with RunLock(ws, command):
                 code = body(ws) or errors.OK
@@ -68,6 +71,12 @@ def _run(ctx: typer.Context, command: str, body: Callable, lock: bool = True) ->
         console.error(errors.Interrupted("interrupted"))
         code = errors.INTERRUPTED
     raise typer.Exit(code)
+
+
+def _need_inventory(ws) -> None:
+    from wgmesh import ops
+
+    ops.load(ws)
 
 
 def _reporter(quiet: bool = False):
@@ -92,15 +101,6 @@ def up(
         from wgmesh import console, ops
 
         rep = _reporter()
-        rep.expect = rep.expect  # progress bars are set per phase below
-        orig_phase = rep.phase
-
-        def phase(text):
-            orig_phase(text)
-            if text.startswith("push"):
-                rep.expect(int(text.split()[2]), "push")
-
-        rep.phase = phase
         try:
             res = ops.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify)
         finally:
@@ -124,7 +124,12 @@ def up(
             console.info("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
         return errors.HOSTS_FAILED if failed or not ok_verify else errors.OK
 
-    _run(ctx, "up", body)
+    def pre(ws):
+        from wgmesh import ops
+
+        ops.check_up_args(ws, stack, var, pool)
+
+    _run(ctx, "up", body, pre=pre)
 
 
 @app.command()
@@ -188,7 +193,7 @@ def delpeer(
                 console.info(f"{name} was not reached: {stop.detail}")
         return errors.HOSTS_FAILED if pushed.failed or (stop is not None and not stop.ok) else errors.OK
 
-    _run(ctx, "delpeer", body)
+    _run(ctx, "delpeer", body, pre=_need_inventory)
 
 
 @app.command()
@@ -225,7 +230,7 @@ def genconfig(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         else:
             console.gen_summary(res)
 
-    _run(ctx, "genconfig", body)
+    _run(ctx, "genconfig", body, pre=_need_inventory)
 
 
 @app.command()
@@ -247,7 +252,7 @@ def push(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_
             console.host_table("push", res.results)
         return errors.HOSTS_FAILED if res.failed else errors.OK
 
-    _run(ctx, "push", body)
+    _run(ctx, "push", body, pre=_need_inventory)
 
 
 @app.command()

@@ -123,6 +123,12 @@ class Keystore:
         return write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
 
 
+def drop_backups(store: "Keystore") -> None:
+    """After a purge: the rolling backups would still hold the purged keys."""
+    for old in store.dir.glob(f"{STORE_FILE}.bak*"):
+        old.unlink()
+
+
 def ensure(keys: Keys, names: Iterable[str]) -> tuple[Keys, list[str]]:
     """Make key pairs for the names that have none (and the PSK secret). Returns the new store and who got keys."""
     pairs = dict(keys.pairs)

@@ -36,6 +36,8 @@ class Reporter:
 
     def line(self, text: str) -> None: ...
 
+    def expect(self, total: int, what: str) -> None: ...
+
     def host_start(self, name: str) -> None: ...
 
     def host_done(self, result: HostResult) -> None: ...
@@ -443,6 +445,31 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _up_inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> Inventory:
+    inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name, stack=stack or "lab")
+    if pool_cidr is not None:
+        new_pool = v.network("--pool", pool_cidr)
+        if inv.peers and new_pool != inv.mesh.pool:
+            raise BadInput(
+                "--pool", pool_cidr, f"the inventory's peers already have addresses in {inv.mesh.pool}",
+                hint="a pool is chosen when an inventory is created",
+            )
+        inv = replace(inv, mesh=replace(inv.mesh, pool=new_pool))
+    stack = stack or inv.stack or "lab"
+    v.name("--stack", stack)
+    variables = dict(inv.vars)
+    variables.update(parse_vars(var_pairs))
+    inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
+    invmod.check(inv)
+    _terraform(ws, stack, Reporter()).check_vars(variables)
+    return inv
+
+
+def check_up_args(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> None:
+    """Everything `up` can refuse before it writes anything."""
+    _up_inventory(ws, stack, var_pairs, pool_cidr)
+
+
 def up(
     ws: Workspace,
     stack: str | None,
@@ -454,17 +481,11 @@ def up(
 ) -> UpResult:
     timings: dict[str, float] = {}
     t = time.monotonic()
-    inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name, stack=stack or "lab")
-    if pool_cidr is not None:
-        inv = replace(inv, mesh=replace(inv.mesh, pool=v.network("--pool", pool_cidr)))
-    stack = stack or inv.stack or "lab"
-    v.name("--stack", stack)
+    inv = _up_inventory(ws, stack, var_pairs, pool_cidr)
+    stack = inv.stack
     variables = dict(inv.vars)
-    variables.update(parse_vars(var_pairs))
-    inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
-    invmod.check(inv)
     tf = _terraform(ws, stack, reporter)
-    tf.prepare(variables)  # refuses unknown variables before Terraform runs
+    tf.prepare(variables)
 
     reporter.phase(f"terraform apply ({stack})")
     ws.private_state_dir()
@@ -490,6 +511,7 @@ def up(
 
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
+    reporter.expect(len(inv.peers), "push")
     with HostPool(ssh.Pins(ws.pins_path)) as pool:
         pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
         timings["push"] = round(time.monotonic() - t, 2)
@@ -559,6 +581,7 @@ def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL)
         kept = sorted(n for n in keys.pairs if n in remaining.names)
         if purged:
             store.save(keymod.purge(keys, purged))
+            keymod.drop_backups(store)
     count = 0
     if ws.output_dir.is_dir():
         for f in ws.output_dir.glob("*.conf"):
@@ -584,5 +607,6 @@ def delpeer(ws: Workspace, name: str, reporter: Reporter, parallel: int = DEFAUL
         store = keystore(ws)
         keys = keymod.purge(store.load(), [name])
         store.save(keys)
+        keymod.drop_backups(store)
         pushed = push_configs(ws, remaining, keys, pool, reporter, parallel)
     return stop, pushed

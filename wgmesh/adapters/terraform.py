@@ -162,6 +162,8 @@ class TerraformRunner:
             try:
                 for line in proc.stdout:
                     out_lines.append(line)
+                    if line.startswith("Outputs:"):
+                        stream = False  # the outputs are read as JSON next; no need to print them
                     if stream:
                         self.on_line(line.rstrip("\n"))
                 proc.wait()

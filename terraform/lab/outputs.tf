@@ -1,0 +1,56 @@
+locals {
+  # Public host keys as "type base64" (no comment). The paths come from the
+  # resources' output, which is unknown while a host is being (re)created, so
+  # file() only runs once the key exists (right after the first apply too).
+  # A missing file (lab removed behind Terraform's back) gives no key.
+  host_keys = { for k, r in terraform_data.host : k => {
+    gw = fileexists(r.output.gw_host_key) ? [regex("^\\S+ \\S+", trimspace(file(r.output.gw_host_key)))] : []
+    vm = fileexists(r.output.vm_host_key) ? [regex("^\\S+ \\S+", trimspace(file(r.output.vm_host_key)))] : []
+  } }
+
+  peer_objects = { for k, h in merge(local.sites, local.servers) : k => {
+    endpoint         = h.public
+    listen_port      = 51820
+    private_address  = cidrhost(h.subnet, 1)
+    subnets          = [h.subnet]
+    ssh_user         = "root"
+    ssh_host         = h.public
+    ssh_port         = 22
+    ssh_key          = local.ssh_key
+    ssh_host_keys    = local.host_keys[k].gw
+    egress_interface = "detect"
+    region           = h.region
+    cloud            = "lab"
+    instances = [{
+      name          = "${k}-vm"
+      address       = cidrhost(h.subnet, 10)
+      ssh_user      = "root"
+      ssh_port      = 22
+      ssh_host_keys = local.host_keys[k].vm
+    }]
+  } }
+}
+
+output "peers" {
+  description = "The sites, in the wgmesh Terraform output contract: peer name => endpoint, addresses, subnets, SSH access (with pinned host keys), region, cloud, private instances."
+  value       = { for k in local.site_names : k => local.peer_objects[k] }
+}
+
+output "servers" {
+  description = "Hosts built like sites but not managed as peers (for tests that add them by hand); same shape as peers."
+  value       = { for k in local.server_names : k => local.peer_objects[k] }
+}
+
+output "lab" {
+  description = "The lab itself: name, underlay, state dir, the labctl helper and the namespaces."
+  value = {
+    name      = var.name
+    underlay  = var.underlay
+    state_dir = local.state_dir
+    labctl    = local.labctl
+    namespaces = concat(
+      [local.router_ns],
+      flatten([for k in concat(local.site_names, local.server_names) : ["wgm-${var.name}-${k}", "wgm-${var.name}-${k}-vm"]]),
+    )
+  }
+}

@@ -1,0 +1,86 @@
+variable "name" {
+  description = "Identifies the lab; every namespace is named wgm-<name>-*, the root-namespace veth wgm-<name>."
+  type        = string
+  default     = "lab"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]{1,8}$", var.name))
+    error_message = "name must be 1 to 8 characters of [a-z0-9]."
+  }
+}
+
+variable "sites" {
+  description = "Number of sites (gateway + private instance), exported in the peers output as site1..siteN."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.sites >= 1 && var.sites <= 200 && floor(var.sites) == var.sites
+    error_message = "sites must be a whole number from 1 to 200."
+  }
+}
+
+variable "servers" {
+  description = "Number of extra hosts built like sites but NOT in the peers output (servers Terraform does not manage), exported as srv1..srvN in the servers output."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.servers >= 0 && var.servers <= 50 && floor(var.servers) == var.servers
+    error_message = "servers must be a whole number from 0 to 50."
+  }
+}
+
+variable "underlay" {
+  description = "The simulated internet: a /16 inside 198.18.0.0/15 (RFC 2544 benchmarking space), routed from the root namespace to the lab router."
+  type        = string
+  default     = "198.18.0.0/16"
+
+  validation {
+    condition     = contains(["198.18.0.0/16", "198.19.0.0/16"], var.underlay)
+    error_message = "underlay must be a /16 inside 198.18.0.0/15: \"198.18.0.0/16\" or \"198.19.0.0/16\"."
+  }
+}
+
+variable "state_dir" {
+  description = "Directory for the lab's files (controller key, host keys, sshd configs, pid files). Empty means <root module>/lab-state. Made absolute."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = !can(regex("[\\s\"'\\\\]", var.state_dir))
+    error_message = "state_dir must not contain whitespace, quotes or backslashes."
+  }
+}
+
+variable "site_supernet" {
+  description = "Site i gets the subnet cidrsubnet(site_supernet, 8, i); its gateway is host 1, its private instance host 10."
+  type        = string
+  default     = "10.10.0.0/16"
+
+  validation {
+    condition = (
+      can(cidrsubnet(var.site_supernet, 0, 0)) &&
+      can(regex("^[0-9.]+/[0-9]+$", var.site_supernet)) &&
+      try(cidrsubnet(var.site_supernet, 0, 0) == var.site_supernet, false) &&
+      try(tonumber(split("/", var.site_supernet)[1]) >= 8 && tonumber(split("/", var.site_supernet)[1]) <= 20, false)
+    )
+    error_message = "site_supernet must be an IPv4 network address in CIDR form with a prefix length from /8 to /20, e.g. \"10.10.0.0/16\"."
+  }
+}
+
+variable "server_supernet" {
+  description = "Server k (0-based) gets the subnet cidrsubnet(server_supernet, 8, k + 1); its gateway is host 1, its private instance host 10."
+  type        = string
+  default     = "10.77.0.0/16"
+
+  validation {
+    condition = (
+      can(cidrsubnet(var.server_supernet, 0, 0)) &&
+      can(regex("^[0-9.]+/[0-9]+$", var.server_supernet)) &&
+      try(cidrsubnet(var.server_supernet, 0, 0) == var.server_supernet, false) &&
+      try(tonumber(split("/", var.server_supernet)[1]) >= 8 && tonumber(split("/", var.server_supernet)[1]) <= 20, false)
+    )
+    error_message = "server_supernet must be an IPv4 network address in CIDR form with a prefix length from /8 to /20, e.g. \"10.77.0.0/16\"."
+  }
+}

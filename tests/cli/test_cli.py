@@ -1,0 +1,169 @@
+"""CLI contract: options, exit codes, --json shapes, and "bad input changes nothing"."""
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from wgmesh import __version__
+from wgmesh.cli import app
+from wgmesh.workspace import RunLock, Workspace, default_stacks_dir
+
+runner = CliRunner()
+
+
+def run(tmp_path, *args, env=None):
+    e = {"WGMESH_DIR": str(tmp_path), "COLUMNS": "200"}
+    e.update(env or {})
+    return runner.invoke(app, list(args), env=e)
+
+
+def snapshot(root: Path) -> dict:
+    snap = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        data = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        snap[str(p.relative_to(root))] = (stat.S_IMODE(st.st_mode), data)
+    return snap
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    assert run(tmp_path, "addpeer", "a", "--endpoint", "203.0.113.1", "--allowedips", "10.1.0.0/24").exit_code == 0
+    assert run(tmp_path, "addpeer", "b", "--endpoint", "203.0.113.2:51000", "--allowedips", "10.2.0.0/24",
+               "--keepalive", "25").exit_code == 0
+    return tmp_path
+
+
+def test_version(tmp_path):
+    r = run(tmp_path, "--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"wgmesh {__version__}"
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess, sys
+
+    r = subprocess.run([sys.executable, "-m", "wgmesh", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and __version__ in r.stdout
+
+
+BAD = [
+    (["addpeer", "c", "--allowedips", "10.0.0.0/33"], "--allowedips", "10.0.0.0/33"),
+    (["addpeer", "c", "--allowedips", "10.0.0.300/24"], "--allowedips", "10.0.0.300/24"),
+    (["addpeer", "c", "--allowedips", "abc"], "--allowedips", "abc"),
+    (["addpeer", "c", "--allowedips", ""], "--allowedips", "''"),
+    (["addpeer", "c", "--allowedips", "10.8.0.5/24"], "--allowedips", "did you mean 10.8.0.0/24"),
+    (["addpeer", "c", "--allowedips", "10.1.0.0/25"], "allowed_ips", "10.1.0.0/25"),
+    (["addpeer", "c", "--allowedips", "0.0.0.0/0"], "subnets", "0.0.0.0/0"),
+    (["addpeer", "c", "--allowedips", "203.0.113.0/24"], "allowed_ips", "endpoint 203.0.113.1"),
+    (["addpeer", "A"], "name", "already exists"),
+    (["addpeer", " a "], "name", "already exists"),
+    (["addpeer", "../evil"], "name", "../evil"),
+    (["addpeer", "x\ny"], "name", "x\\ny"),
+    (["addpeer", ""], "name", "''"),
+    (["addpeer", "c", "--endpoint", "1.2.3.4:0"], "--endpoint", "1.2.3.4:0"),
+    (["addpeer", "c", "--endpoint", "h:65536"], "--endpoint", "h:65536"),
+    (["addpeer", "c", "--endpoint", "2001:db8::1:51820"], "--endpoint", "bracketed"),
+    (["addpeer", "c", "--endpoint", "1.2.3.4:5:6"], "--endpoint", "more than once"),
+    (["addpeer", "c", "--egress-interface", "eth0;reboot"], "--egress-interface", "eth0;reboot"),
+    (["addpeer", "c", "--egress-interface", "a-very-long-interface"], "--egress-interface", "1-15"),
+    (["addpeer", "c", "--address", "10.200.0.1"], "address", "already used"),
+    (["addpeer", "c", "--ssh", "nohost"], "--ssh", "USER@HOST"),
+    (["addpeer", "c", "--ssh", "root@h", "--ssh-key", "/nonexistent"], "--ssh-key", "/nonexistent"),
+    (["addpeer", "c", "--keepalive", "70000"], "--keepalive", "70000"),
+    (["up", "--stack", "nosuch"], "--stack", "nosuch"),
+    (["up", "--var", "nosuchvar=1"], "--var", "nosuchvar"),
+    (["up", "--var", "novalue"], "--var", "KEY=VALUE"),
+    (["up", "--pool", "10.1.0.0/16"], "--pool", "already have addresses in 10.200.0.0/16"),
+    (["up", "--pool", "10.1.0.0/33"], "--pool", "10.1.0.0/33"),
+    (["-i", "../x", "showpeers"], "--inventory", "../x"),
+    (["-i", "nosuch", "push"], "--inventory", "nosuch"),
+]
+
+
+@pytest.mark.parametrize("args,field,value", BAD, ids=[" ".join(a[0]) for a in BAD])
+def test_bad_input_exit_2_and_nothing_changed(mesh, args, field, value):
+    before = snapshot(mesh)
+    r = run(mesh, *args)
+    assert r.exit_code == 2, r.output
+    msg = r.stderr
+    assert field in msg and value in msg, msg
+    assert snapshot(mesh) == before
+
+
+def test_showpeers_json_public_only(mesh):
+    r = run(mesh, "showpeers", "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert list(doc["peers"]) == ["a", "b"]
+    assert doc["peers"]["b"]["endpoint"] == "203.0.113.2:51000"
+    assert doc["peers"]["b"]["keepalive"] == 25
+    assert doc["mesh"]["pool"] == "10.200.0.0/16"
+    keys = json.loads((mesh / ".wgmesh/lab/keys/keystore.json").read_text())
+    for kp in keys["peers"].values():
+        assert kp["private_key"] not in r.stdout
+
+
+def test_genconfig_writes_0600_and_removes_stale(mesh):
+    r = run(mesh, "genconfig", "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["written"] == ["a", "b"]
+    out = mesh / "output/lab"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert "PrivateKey" not in r.stdout
+    # unchanged on a second run, and a removed peer's file goes away
+    assert json.loads(run(mesh, "genconfig", "--json").stdout)["unchanged"] == ["a", "b"]
+    inv = json.loads((mesh / "inventories/lab.json").read_text())
+    del inv["peers"]["b"]
+    (mesh / "inventories/lab.json").write_text(json.dumps(inv))
+    doc = json.loads(run(mesh, "genconfig", "--json").stdout)
+    assert doc["removed"] == ["b"] and not (out / "b.conf").exists()
+
+
+def test_keys_made_once(mesh):
+    store = mesh / ".wgmesh/lab/keys/keystore.json"
+    before = json.loads(store.read_text())["peers"]
+    assert run(mesh, "genconfig").exit_code == 0
+    assert run(mesh, "addpeer", "c").exit_code == 0
+    after = json.loads(store.read_text())["peers"]
+    assert {k: after[k] for k in before} == before and "c" in after
+
+
+def test_lock_held_exit_3(mesh):
+    ws = Workspace(root=mesh, name="lab", stacks_dir=default_stacks_dir())
+    with RunLock(ws, "test holder"):
+        r = run(mesh, "addpeer", "c")
+    assert r.exit_code == 3
+    assert f"pid {os.getpid()}" in r.stderr and "test holder" in r.stderr
+    assert run(mesh, "addpeer", "c").exit_code == 0  # released
+
+
+def test_push_unreachable_host_exit_4(mesh):
+    # A closed port on loopback: connection refused, reported per host.
+    assert run(mesh, "addpeer", "c", "--ssh", "root@127.0.0.1:1").exit_code == 0
+    r = run(mesh, "push", "--json")
+    assert r.exit_code == 4, r.output
+    doc = json.loads(r.stdout)
+    assert doc["failed"] == ["c"] and "unreachable" in doc["hosts"]["c"]["detail"]
+    assert doc["hosts"]["a"]["action"] == "skipped"  # no SSH access: config stays in output/
+
+
+def test_terraform_failure_exit_5(tmp_path):
+    stacks = tmp_path / "stacks"
+    (stacks / "broken").mkdir(parents=True)
+    (stacks / "broken" / "main.tf").write_text(
+        'resource "terraform_data" "x" {\n  provisioner "local-exec" {\n    command = "echo boom-from-stack >&2; exit 3"\n  }\n}\n'
+        'output "peers" {\n  value = {}\n}\n'
+    )
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    r = run(proj, "up", "--stack", "broken", env={"WGMESH_STACKS": str(stacks)})
+    assert r.exit_code == 5, r.output
+    assert "terraform apply failed" in r.stderr and "boom-from-stack" in r.stderr

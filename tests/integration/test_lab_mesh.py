@@ -1,0 +1,178 @@
+"""End to end on the real lab, in order: up → verify → up again (no-op) → addpeer + push (hitless)
+→ restart path → faults (sshd down, changed host key) → delpeer → destroy (nothing left)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+
+from tests.integration.conftest import lab_leftovers
+
+LAB_NAME = "it"
+LAB_UNDERLAY = "198.19.0.0/16"
+SITES = ["site1", "site2", "site3"]
+STATE = {}
+
+
+def _live_processes(lab):
+    ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    rows = [l.split(None, 2) for l in ps.splitlines()[1:]]
+    return {r[0]: r[2] for r in rows if len(r) == 3 and not r[1].startswith("Z")
+            and ("wireguard-go" in r[2] or str(lab.root) in r[2])}
+
+
+def _remote_state(lab, hosts):
+    """(wireguard-go pid, wg0.conf mtime+inode) per host: a restart or a rewrite changes them."""
+    return {h: (lab.wg_pids(h), lab.host(h, "stat", "-c", "%Y.%i", "/etc/wireguard/wg0.conf").stdout) for h in hosts}
+
+
+def _actions(doc):
+    return {n: h["action"] for n, h in doc["hosts"].items()}
+
+
+def _peer_keys(lab, host):
+    return set(lab.host(host, "wg", "show", "wg0", "peers").stdout.split())
+
+
+def test_up_builds_a_verified_mesh(lab):
+    STATE["procs"] = _live_processes(lab)
+    doc = lab.json("up", "--var", f"name={lab.name}", "--var", f"underlay={lab.underlay}", "--var", "sites=3")
+    assert doc["ok"] is True and doc["peers"] == SITES
+    assert set(_actions(doc["push"]).values()) == {"start"}
+    v = doc["verify"]
+    assert v["ok"] and not v["failures"]
+    inst = {(p["from"], p["to"]) for p in v["probes"] if p["path"] == "instance" and p["ok"]}
+    assert inst == {(f"{a}/{a}-vm", f"{b}/{b}-vm") for a, b in itertools.permutations(SITES, 2)}
+    for path in ("tunnel", "private"):
+        assert {(p["from"], p["to"]) for p in v["probes"] if p["path"] == path and p["ok"]} == set(
+            itertools.permutations(SITES, 2)
+        )
+    assert len(v["handshakes"]) == 6 and all(h["state"] == "fresh" for h in v["handshakes"])
+    for h in SITES:  # secrets on the hosts
+        assert lab.host(h, "stat", "-c", "%a %U", "/etc/wireguard").stdout.split() == ["700", "root"]
+        assert lab.host(h, "stat", "-c", "%a %U", "/etc/wireguard/wg0.conf").stdout.split() == ["600", "root"]
+    rules = lab.host("site1", "iptables", "-w", "-S").stdout
+    assert rules.count("-A FORWARD -j WGM-wg0-FWD") == 1
+    nat = lab.host("site1", "iptables", "-w", "-t", "nat", "-S").stdout
+    assert "-A WGM-wg0-NAT -s 10.10.1.0/24 -o eth0 -j MASQUERADE" in nat  # egress detected on the host
+    # The inventory holds public data only; the keystore is private.
+    inv_text = (lab.root / "inventories" / f"{lab.name}.json").read_text()
+    store = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())
+    assert not any(kp["private_key"] in inv_text for kp in store["peers"].values())
+    tfstate = (lab.tf_dir / "terraform.tfstate").read_text()
+    assert not any(kp["private_key"] in tfstate for kp in store["peers"].values())
+
+
+def test_up_again_writes_nothing_restarts_nothing(lab):
+    before = _remote_state(lab, SITES)
+    rules = lab.host("site1", "iptables", "-w", "-S").stdout
+    doc = lab.json("up")
+    assert doc["ok"] and set(_actions(doc["push"]).values()) == {"unchanged"}
+    assert _remote_state(lab, SITES) == before
+    assert lab.host("site1", "iptables", "-w", "-S").stdout == rules
+
+
+def test_status_every_pair_fresh(lab):
+    st = lab.json("status")
+    assert len(st["links"]) == 6 and {l["state"] for l in st["links"]} == {"fresh"}
+    assert all(l["rx_bytes"] > 0 and l["tx_bytes"] > 0 for l in st["links"])
+    assert st["unreachable"] == {} and st["unknown_keys"] == {}
+
+
+def test_addpeer_unmanaged_server_is_pushed_hitlessly(lab):
+    srv = lab.tf_output("servers")["srv1"]
+    STATE["srv"] = srv
+    lab.wgmesh(
+        "addpeer", "pub", "--endpoint", srv["endpoint"], "--ssh", f"root@{srv['ssh_host']}",
+        "--ssh-key", srv["ssh_key"], "--allowedips", srv["subnets"][0],
+        "--private-address", srv["private_address"], "--host-key", srv["ssh_host_keys"][0],
+    )
+    pids = {h: lab.wg_pids(h) for h in SITES}
+    assert all(len(p) == 1 for p in pids.values()), pids
+    doc = lab.json("push")
+    assert doc["ok"] and _actions(doc) == {"pub": "start", **{h: "syncconf" for h in SITES}}
+    assert {h: lab.wg_pids(h) for h in SITES} == pids  # no restart on the existing peers
+    assert srv["subnets"][0] in lab.host("site1", "ip", "-4", "route", "show", "dev", "wg0").stdout
+    v = lab.json("verify")
+    assert v["ok"], v["failures"]
+    assert {p["from"] for p in v["probes"] if p["to"] == "pub" and p["ok"]} == set(SITES)
+    assert {p["path"] for p in v["probes"] if p["from"] == "pub" and p["ok"]} == {"tunnel", "private"}
+
+
+def test_interface_change_restarts(lab):
+    path = lab.root / "inventories" / f"{lab.name}.json"
+    doc = json.loads(path.read_text())
+    doc["mesh"]["mtu"] = 1380
+    path.write_text(json.dumps(doc))
+    res = lab.json("push")
+    assert res["ok"] and set(_actions(res).values()) == {"restart"}
+    assert "mtu 1380" in lab.host("site2", "ip", "link", "show", "wg0").stdout
+    assert lab.host("site1", "iptables", "-w", "-S").stdout.count("-A FORWARD -j WGM-wg0-FWD") == 1
+    assert lab.json("verify")["ok"]
+
+
+def test_unreachable_host_others_converge_then_repaired(lab):
+    state_dir = str(lab.tf_dir / "lab-state")
+    lab.wgmesh("addpeer", "roamer", "--allowedips", "10.88.0.0/24", "--keepalive", "25")
+    subprocess.run([str(lab_ctl()), "sshd-stop", lab.name, "site3", state_dir], check=True, capture_output=True)
+    try:
+        doc = lab.json("push", check_rc=4)
+        assert doc["failed"] == ["site3"] and "unreachable" in doc["hosts"]["site3"]["detail"]
+        assert _actions(doc)["site1"] == "syncconf" and _actions(doc)["roamer"] == "skipped"
+    finally:
+        subprocess.run([str(lab_ctl()), "sshd-start", lab.name, "site3", state_dir], check=True, capture_output=True)
+    doc = lab.json("push")
+    assert _actions(doc)["site3"] == "syncconf" and _actions(doc)["site1"] == "unchanged"
+
+
+def test_changed_host_key_is_refused(lab):
+    pins = lab.root / ".wgmesh" / lab.name / "known_hosts"
+    original = pins.read_text()
+    other = STATE["srv"]["instances"][0]["ssh_host_keys"][0]  # a real key that is not site2's
+    site2 = "198.19.1.12"
+    pins.write_text("".join(
+        f"{site2} {other}\n" if line.startswith(f"{site2} ") else line + "\n" for line in original.splitlines()
+    ))
+    try:
+        r = lab.wgmesh("push", "--json", check_rc=4)
+        doc = json.loads(r.stdout)
+        assert doc["failed"] == ["site2"]
+        assert "host key" in doc["hosts"]["site2"]["detail"] and "SHA256:" in doc["hosts"]["site2"]["detail"]
+        assert "ssh-keygen -R" in doc["hosts"]["site2"]["detail"]
+    finally:
+        pins.write_text(original)
+
+
+def test_delpeer_removes_it_everywhere(lab):
+    store = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())
+    pub_key = store["peers"]["pub"]["public_key"]
+    assert all(pub_key in _peer_keys(lab, h) for h in SITES)
+    pids = {h: lab.wg_pids(h) for h in SITES}
+    r = lab.wgmesh("delpeer", "pub", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["stopped"] is True
+    assert {h: _actions(doc["push"])[h] for h in SITES} == {h: "syncconf" for h in SITES}
+    assert not any(pub_key in _peer_keys(lab, h) for h in SITES)
+    assert {h: lab.wg_pids(h) for h in SITES} == pids
+    assert lab.wg_pids("srv1") == []  # WireGuard stopped on the removed host
+    keys_dir = lab.root / ".wgmesh" / lab.name / "keys"
+    assert not any(store["peers"]["pub"]["private_key"] in f.read_text() for f in keys_dir.iterdir())
+    lab.wgmesh("delpeer", "roamer")
+
+
+def test_destroy_leaves_nothing(lab):
+    doc = lab.json("destroy")
+    assert doc["terraform"] == "destroyed" and sorted(doc["removed_peers"]) == SITES
+    assert lab_leftovers(lab.name) == []
+    assert _live_processes(lab) == STATE["procs"]  # no sshd, holder or wireguard-go of this lab left
+    assert not (lab.root / "output" / lab.name).exists()
+    assert not (lab.root / ".wgmesh" / lab.name / "known_hosts").exists()
+    assert not (lab.tf_dir / "lab-state").exists()
+    assert json.loads((lab.root / "inventories" / f"{lab.name}.json").read_text())["peers"] == {}
+
+
+def lab_ctl():
+    from tests.integration.conftest import LABCTL
+
+    return LABCTL
