@@ -11,13 +11,17 @@ PROBE_TIMEOUT = 20.0
 
 
 class HostPool:
-    def __init__(self, pins: ssh.Pins):
+    def __init__(self, pins: ssh.Pins, inventory=None):
         self.pins = pins
+        # A peer added without --ssh-key may use the keys the other peers of its inventory use
+        # (e.g. the key a Terraform stack made for its hosts), after ssh-agent and ~/.ssh.
+        self.fallback_keys = tuple(
+            sorted({p.ssh.key for p in (inventory.peers if inventory else ()) if p.ssh and p.ssh.key})
+        )
         self._conns: dict[str, ssh.Connection] = {}
         self._lock = threading.Lock()
 
-    @staticmethod
-    def target(peer: Peer) -> ssh.Target:
+    def target(self, peer: Peer) -> ssh.Target:
         if peer.ssh is None:
             raise ssh.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
         return ssh.Target(
@@ -25,6 +29,7 @@ class HostPool:
             host=peer.ssh.host,
             port=peer.ssh.port,
             key_file=peer.ssh.key,
+            fallback_keys=self.fallback_keys,
             expected_keys=peer.host_keys,
             label=peer.name,
         )
@@ -51,6 +56,7 @@ class HostPool:
             host=str(inst.address),
             port=inst.ssh_port,
             key_file=peer.ssh.key if peer.ssh else None,
+            fallback_keys=self.fallback_keys,
             expected_keys=inst.host_keys,
             label=key,
         )

@@ -245,7 +245,7 @@ def push_configs(
 def push(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> PushResult:
     inv = load(ws)
     keys, _ = ensure_keys(ws, inv)
-    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
         return push_configs(ws, inv, keys, pool, reporter, parallel)
 
 
@@ -290,7 +290,7 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: 
 def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> StatusResult:
     inv = load(ws)
     keys = keystore(ws).load()
-    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
         return collect_status(inv, keys, pool, parallel)
 
 
@@ -409,7 +409,7 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int)
 def verify(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> VerifyResult:
     inv = load(ws)
     keys = keystore(ws).load()
-    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
         return run_verify(inv, keys, pool, parallel)
 
 
@@ -512,7 +512,7 @@ def up(
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
     reporter.expect(len(inv.peers), "push")
-    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
         pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
         timings["push"] = round(time.monotonic() - t, 2)
         result = None
@@ -556,7 +556,7 @@ def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL)
     stopped: dict[str, HostResult] = {}
     if inv is not None and inv.peers:
         reporter.phase("stop WireGuard on the peers")
-        with HostPool(ssh.Pins(ws.pins_path)) as pool:
+        with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
             stopped = stop_everywhere(inv, pool, reporter, parallel)
     tf_state = "no stack"
     stack = inv.stack if inv is not None else None
@@ -599,7 +599,7 @@ def delpeer(ws: Workspace, name: str, reporter: Reporter, parallel: int = DEFAUL
         raise BadInput("name", name, "no such peer in this inventory", hint="peers: " + ", ".join(inv.names))
     removed = inv.peer(name)
     remaining = invmod.remove_peer(inv, name)
-    with HostPool(ssh.Pins(ws.pins_path)) as pool:
+    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
         stop = None
         if removed.ssh is not None:
             stop = stop_everywhere(inv, pool, reporter, parallel, names={name}).get(name)

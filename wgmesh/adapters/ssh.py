@@ -99,11 +99,12 @@ class Target:
     host: str
     port: int = 22
     key_file: str | None = None
+    fallback_keys: tuple[str, ...] = ()  # tried, after ssh-agent and ~/.ssh, when key_file is None
     expected_keys: tuple[str, ...] = ()  # host keys known from the stack, 'type base64'
     label: str = ""
 
 
-def _load_client_keys(key_file: str | None) -> list[paramiko.PKey]:
+def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> list[paramiko.PKey]:
     if key_file:
         try:
             return [paramiko.PKey.from_path(key_file)]
@@ -122,6 +123,11 @@ def _load_client_keys(key_file: str | None) -> list[paramiko.PKey]:
                 keys.append(paramiko.PKey.from_path(p))
             except (paramiko.SSHException, ValueError):
                 continue
+    for p in fallback:
+        try:
+            keys.append(paramiko.PKey.from_path(p))
+        except (OSError, paramiko.SSHException, ValueError):
+            continue
     if not keys:
         raise SshError("no SSH key: give --ssh-key or load a key into ssh-agent")
     return keys
@@ -220,7 +226,7 @@ def _handshake(sock, target: Target, pins: Pins) -> Connection:
         if not pinned:
             pins.pin(target.host, target.port, shown)
         last: Exception | None = None
-        for key in _load_client_keys(target.key_file):
+        for key in _load_client_keys(target.key_file, target.fallback_keys):
             try:
                 transport.auth_publickey(target.user, key)
                 break
