@@ -146,6 +146,8 @@ def addpeer(
     egress_interface: str = typer.Option("detect", "--egress-interface", help="Interface for MASQUERADE, or 'detect'."),
     private_address: Optional[str] = typer.Option(None, "--private-address", help="An address of the peer inside its subnet, probed by verify."),
     host_key: List[str] = typer.Option([], "--host-key", help="Expected SSH host key 'TYPE BASE64' (repeatable); else pinned at first contact."),
+    private_key_file: Optional[str] = typer.Option(None, "--private-key-file", help="Import this peer's existing WireGuard private key (a file, never argv)."),
+    public_key: Optional[str] = typer.Option(None, "--public-key", help="Its public key, checked against --private-key-file."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
@@ -154,11 +156,11 @@ def addpeer(
         from wgmesh import console, inventory, ops
 
         inv = ops.load(ws, must_exist=False) or inventory.new_inventory(ws.name)
-        peer, addr = ops.build_peer(
+        peer, addr, imported = ops.build_peer(
             inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
-            egress_interface, private_address, host_key,
+            egress_interface, private_address, host_key, private_key_file, public_key,
         )
-        inv, peer, made = ops.addpeer(ws, peer, addr)
+        inv, peer, made = ops.addpeer(ws, peer, addr, imported)
         if as_json:
             console.emit_json({"added": peer.name, "peer": inventory.peer_to_dict(peer), "new_key": made})
         else:

@@ -36,6 +36,12 @@ class BadInput(WgmeshError):
         self.problem = problem
 
 
+class Refused(WgmeshError):
+    """Local state wgmesh will not use as it is (e.g. a keystore others can read); nothing changed."""
+
+    exit_code = BAD_INPUT
+
+
 class LockHeld(WgmeshError):
     exit_code = LOCKED
 

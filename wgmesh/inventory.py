@@ -273,6 +273,14 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
     return out
 
 
+def check_capacity(inv: Inventory, terraform_names: Iterable[str]) -> None:
+    """Would the pool hold the manual peers plus these Terraform peers? Raises BadInput if not."""
+    names = set(terraform_names)
+    keep = [p for p in inv.peers if p.source == MANUAL or p.name in names]
+    fresh = len(names - {p.name for p in keep})
+    allocate(inv.mesh.pool, {p.address for p in keep}, fresh)
+
+
 def forget_terraform(inv: Inventory) -> Inventory:
     return replace(inv, peers=tuple(p for p in inv.peers if p.source != TERRAFORM))
 

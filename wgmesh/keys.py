@@ -24,7 +24,7 @@ from typing import Iterable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from wgmesh.errors import BadInput, WgmeshError
+from wgmesh.errors import BadInput, Refused
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.model import KeyPair
 
@@ -92,7 +92,7 @@ class Keystore:
                 continue
             mode = stat.S_IMODE(p.stat().st_mode)
             if mode & 0o077:
-                raise WgmeshError(
+                raise Refused(
                     f"keystore {p} has mode {mode:04o}: refusing to use key material others can read",
                     hint=f"chmod {want:04o} {p}",
                 )
@@ -104,11 +104,17 @@ class Keystore:
         except FileNotFoundError:
             return Keys()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise WgmeshError(f"keystore {self.path} is not valid JSON", hint="restore it from a .bak file") from None
+            raise Refused(f"keystore {self.path} is not valid JSON", hint="restore it from a .bak file") from None
         pairs = {}
-        for name, d in (doc.get("peers") or {}).items():
-            pairs[name] = KeyPair(private=d["private_key"], public=d["public_key"])
-        secret = base64.b64decode(doc["psk_secret"]) if doc.get("psk_secret") else b""
+        try:
+            for name, d in (doc.get("peers") or {}).items():
+                decode_key(f"keystore: key of {name}", d["private_key"])
+                decode_key(f"keystore: public key of {name}", d["public_key"])
+                pairs[name] = KeyPair(private=d["private_key"], public=d["public_key"])
+            secret = base64.b64decode(doc["psk_secret"], validate=True) if doc.get("psk_secret") else b""
+        except (KeyError, TypeError, AttributeError, binascii.Error, BadInput) as exc:
+            where = exc.message if isinstance(exc, BadInput) else type(exc).__name__
+            raise Refused(f"keystore {self.path} is damaged ({where})", hint="restore it from a .bak file") from None
         return Keys(pairs=pairs, psk_secret=secret)
 
     def save(self, keys: Keys) -> bool:

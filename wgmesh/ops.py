@@ -22,7 +22,7 @@ from wgmesh.errors import BadInput, TerraformFailed, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.hosts import PROBE_TIMEOUT, HostPool
-from wgmesh.model import HostResult, Inventory, Peer, SshTarget
+from wgmesh.model import HostResult, Inventory, KeyPair, Peer, SshTarget
 from wgmesh.render import iter_render
 from wgmesh.workspace import Workspace
 
@@ -130,8 +130,11 @@ def build_peer(
     egress_interface: str | None,
     private_address: str | None,
     host_keys: list[str],
-) -> tuple[Peer, ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
-    """Parse addpeer's options into a Peer. Raises BadInput naming the option and value."""
+    private_key_file: str | None = None,
+    public_key: str | None = None,
+) -> tuple[Peer, ipaddress.IPv4Address | ipaddress.IPv6Address | None, KeyPair | None]:
+    """Parse addpeer's options into a Peer (and an imported key pair). Raises BadInput naming
+    the option and value; key material is never echoed."""
     if not isinstance(name, str):
         raise BadInput("name", name, "a peer name is required")
     for p in inv.peers:
@@ -167,13 +170,39 @@ def build_peer(
         private_address=v.address("--private-address", private_address) if private_address else None,
         source=invmod.MANUAL,
     )
-    return peer, addr
+    return peer, addr, _imported_key(private_key_file, public_key)
 
 
-def addpeer(ws: Workspace, peer: Peer, address) -> tuple[Inventory, Peer, bool]:
+def _imported_key(private_key_file: str | None, public_key: str | None) -> KeyPair | None:
+    if private_key_file is None:
+        if public_key is not None:
+            raise BadInput("--public-key", "(given)", "only checks an imported key: give --private-key-file too")
+        return None
+    try:
+        text = Path(private_key_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput("--private-key-file", private_key_file, f"cannot be read ({type(exc).__name__})") from None
+    keymod.decode_key("--private-key-file", text)
+    derived = keymod.public_key(text)
+    if public_key is not None:
+        keymod.decode_key("--public-key", public_key)
+        if public_key != derived:
+            raise BadInput("--public-key", public_key, "does not match the private key in --private-key-file")
+    return KeyPair(private=text, public=derived)
+
+
+def addpeer(ws: Workspace, peer: Peer, address, imported: KeyPair | None = None) -> tuple[Inventory, Peer, bool]:
     inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name)
     new_inv = invmod.add_peer(inv, peer, address)
-    keys, made = ensure_keys(ws, new_inv)
+    store = keystore(ws)
+    current = store.load()
+    if imported is not None:
+        if imported.public in {kp.public for kp in current.pairs.values()}:
+            raise BadInput("--private-key-file", "(hidden)", "this key already belongs to another peer")
+        current = keymod.Keys(pairs={**current.pairs, peer.name: imported}, psk_secret=current.psk_secret)
+    keys, made = keymod.ensure(current, new_inv.names)
+    ws.private_state_dir()
+    store.save(keys)
     save(ws, new_inv)
     return new_inv, new_inv.peer(peer.name), bool(made)
 
@@ -487,9 +516,14 @@ def up(
     tf = _terraform(ws, stack, reporter)
     tf.prepare(variables)
 
-    reporter.phase(f"terraform apply ({stack})")
+    reporter.phase(f"terraform plan ({stack})")
     ws.private_state_dir()
     tf.init()
+    planned = tf.plan().get("peers")
+    if isinstance(planned, dict):
+        # Refuse before anything is created: every planned peer must get a tunnel address.
+        invmod.check_capacity(inv, planned.keys())
+    reporter.phase(f"terraform apply ({stack})")
     try:
         tf.apply()
     except TerraformFailed:

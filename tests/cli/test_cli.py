@@ -167,3 +167,85 @@ def test_terraform_failure_exit_5(tmp_path):
     r = run(proj, "up", "--stack", "broken", env={"WGMESH_STACKS": str(stacks)})
     assert r.exit_code == 5, r.output
     assert "terraform apply failed" in r.stderr and "boom-from-stack" in r.stderr
+
+
+def _keyfile(tmp_path, text, name="k"):
+    f = tmp_path / name
+    f.write_text(text + "\n")
+    f.chmod(0o600)
+    return str(f)
+
+
+def test_import_private_key(mesh, tmp_path_factory):
+    from wgmesh import keys as keymod
+
+    kp = keymod.generate_keypair()
+    d = tmp_path_factory.mktemp("keys")
+    r = run(mesh, "addpeer", "c", "--private-key-file", _keyfile(d, kp.private), "--public-key", kp.public)
+    assert r.exit_code == 0, r.output
+    store = json.loads((mesh / ".wgmesh/lab/keys/keystore.json").read_text())
+    assert store["peers"]["c"] == {"private_key": kp.private, "public_key": kp.public}
+    assert kp.private not in r.output
+
+
+@pytest.mark.parametrize("case", ["short", "noncanonical", "garbage", "mismatch", "pub-only", "duplicate"])
+def test_bad_keys_exit_2_nothing_changed(mesh, tmp_path_factory, case):
+    import base64
+    from wgmesh import keys as keymod
+
+    d = tmp_path_factory.mktemp("keys")
+    kp, other = keymod.generate_keypair(), keymod.generate_keypair()
+    raw = base64.b64decode(kp.private)
+    noncanon = kp.private[:-2] + chr(ord(kp.private[-2]) ^ 1) + "="  # padding bits set: not canonical
+    args = {
+        "short": ["--private-key-file", _keyfile(d, base64.b64encode(raw[:31]).decode())],
+        "noncanonical": ["--private-key-file", _keyfile(d, noncanon)],
+        "garbage": ["--private-key-file", _keyfile(d, "not a key at all")],
+        "mismatch": ["--private-key-file", _keyfile(d, kp.private), "--public-key", other.public],
+        "pub-only": ["--public-key", kp.public],
+        "duplicate": ["--private-key-file", _keyfile(d, json.loads(
+            (mesh / ".wgmesh/lab/keys/keystore.json").read_text())["peers"]["a"]["private_key"])],
+    }[case]
+    before = snapshot(mesh)
+    r = run(mesh, "addpeer", "c", *args)
+    assert r.exit_code == 2, r.output
+    assert "--private-key-file" in r.stderr or "--public-key" in r.stderr
+    assert kp.private not in r.output and kp.private[:20] not in r.stderr
+    assert snapshot(mesh) == before
+
+
+def test_loose_keystore_refused_exit_2(mesh):
+    (mesh / ".wgmesh/lab/keys/keystore.json").chmod(0o644)
+    before = snapshot(mesh)
+    r = run(mesh, "genconfig")
+    assert r.exit_code == 2 and "refusing" in r.stderr and "chmod 0600" in r.stderr
+    assert snapshot(mesh) == before
+
+
+def test_pool_too_small_refused_before_terraform_applies(tmp_path):
+    """A /29 holds 6 peers: 7 planned lab sites are refused after `terraform plan`, before anything exists."""
+    r = run(tmp_path, "-i", "cap", "up", "--pool", "10.9.0.0/29", "--var", "name=cap",
+            "--var", "underlay=198.19.0.0/16", "--var", "sites=7")
+    assert r.exit_code == 2, r.output
+    assert "mesh.pool" in r.stderr and "10.9.0.0/29" in r.stderr and "too small" in r.stderr
+    import subprocess
+
+    assert "wgm-cap" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not (tmp_path / "inventories/cap.json").exists()
+    state = tmp_path / ".wgmesh/cap/terraform/terraform.tfstate"
+    assert not state.exists() or not json.loads(state.read_text()).get("resources")
+
+
+INJECTIONS = ["10.9.0.0/24\n[Peer]", "eth0$(reboot)", "a;b", "x\nPostUp = rm -rf /", "`id`", "10.9.0.0/24 #"]
+OPTIONS = ["--allowedips", "--endpoint", "--egress-interface", "--ssh", "--private-address", "--host-key",
+           "--address", "--listen-port", "--keepalive"]
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_no_raw_text_reaches_the_config(mesh, option, payload):
+    """Shell metacharacters and newlines are refused in every value that could reach PostUp or the INI."""
+    before = snapshot(mesh)
+    r = run(mesh, "addpeer", "c", option, payload)
+    assert r.exit_code == 2, (option, payload, r.output)
+    assert snapshot(mesh) == before

@@ -124,3 +124,11 @@ def test_bad_output_value_named():
     with pytest.raises(BadInput) as e:
         invmod.peers_from_outputs(outs)
     assert e.value.field == "terraform output peers.site1.subnets"
+
+
+def test_capacity_counts_planned_terraform_peers():
+    inv = invmod.new_inventory("t", pool="10.9.0.0/29")
+    inv = invmod.add_peer(inv, manual("pub"), None)
+    invmod.check_capacity(inv, [f"site{i}" for i in range(5)])  # 1 + 5 = 6 fits
+    with pytest.raises(BadInput, match="too small: 7 peers"):
+        invmod.check_capacity(inv, [f"site{i}" for i in range(6)])

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from wgmesh import keys as keymod
-from wgmesh.errors import BadInput, WgmeshError
+from wgmesh.errors import BadInput, Refused
 
 
 def test_generated_pair_matches_and_is_canonical():
@@ -59,7 +59,7 @@ def test_refuses_loose_permissions(tmp_path, mode_dir, mode_file):
     store.save(keymod.ensure(keymod.Keys(), ["a"])[0])
     os.chmod(store.dir, mode_dir)
     os.chmod(store.path, mode_file)
-    with pytest.raises(WgmeshError, match="refusing"):
+    with pytest.raises(Refused, match="refusing"):
         store.load()
 
 
@@ -75,3 +75,15 @@ def test_store_file_holds_no_surprises(tmp_path):
     store.save(keymod.ensure(keymod.Keys(), ["a"])[0])
     doc = json.loads(store.path.read_text())
     assert set(doc) == {"format", "psk_secret", "peers"}
+
+
+def test_damaged_keystore_is_refused_without_echoing_keys(tmp_path):
+    store = keymod.Keystore(tmp_path / "k")
+    store.save(keymod.ensure(keymod.Keys(), ["a"])[0])
+    doc = json.loads(store.path.read_text())
+    good = doc["peers"]["a"]["private_key"]
+    doc["peers"]["a"]["private_key"] = good[:-2] + "B="  # padding bits set: not canonical
+    store.path.write_text(json.dumps(doc))
+    with pytest.raises(Refused, match="damaged") as e:
+        store.load()
+    assert good[:20] not in str(e.value)

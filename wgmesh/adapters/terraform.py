@@ -189,8 +189,27 @@ class TerraformRunner:
         rc, out, err = self._run("init", "init", stream=False, no_color=IsFlagged, input=False, upgrade=False)
         self._check("init", rc, out, err)
 
+    PLAN_FILE = "wgmesh.tfplan"
+
+    def plan(self) -> dict:
+        """Plan into a file and return the planned output values (unknown parts left out)."""
+        rc, out, err = self._run("plan", "plan", no_color=IsFlagged, input=False, out=self.PLAN_FILE)
+        self._check("plan", rc, out, err)
+        rc, out, err = self._run("show", "show", self.PLAN_FILE, stream=False, json=IsFlagged, no_color=IsFlagged)
+        self._check("show", rc, out, err)
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            raise TerraformFailed("terraform show -json did not print JSON") from None
+        return {k: v.get("after") for k, v in (doc.get("output_changes") or {}).items()}
+
     def apply(self) -> None:
-        rc, out, err = self._run("apply", "apply", no_color=IsFlagged, input=False, auto_approve=IsFlagged)
+        """Apply the plan made by plan() (nothing else), then forget it."""
+        plan = self.workdir / self.PLAN_FILE
+        try:
+            rc, out, err = self._run("apply", "apply", self.PLAN_FILE, no_color=IsFlagged, input=False)
+        finally:
+            plan.unlink(missing_ok=True)
         self._check("apply", rc, out, err)
 
     def destroy(self) -> None:
