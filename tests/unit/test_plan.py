@@ -110,3 +110,11 @@ case "$*" in *"-4 route show"*) printf '10.200.0.9 scope link\\n10.10.2.0/24 sco
     assert "-4 route replace 10.200.0.2/32 dev wg0" in calls
     assert "-4 route del 10.200.0.9 dev wg0" in calls and "-4 route del 10.10.9.0/24 dev wg0" in calls
     assert not any("del 10.10.2.0/24" in c or "fe80" in c for c in calls)
+
+
+def test_sudo_password_prompt_is_a_clear_failure():
+    from wgmesh.ops import _remote_reason
+
+    msg = _remote_reason("probe", 1, "sudo: a password is required\n")
+    assert "passwordless sudo" in msg and "sudo -n" in msg
+    assert _remote_reason("apply", 42, "[#] ip link add wg0 type wireguard\nError: boom\n").endswith("Error: boom")
