@@ -188,12 +188,14 @@ def delpeer(
         finally:
             rep.close()
         if as_json:
-            console.emit_json({"removed": name, "stopped": bool(stop and stop.ok), "push": console.push_json(pushed)})
+            console.emit_json({"removed": name, "stopped": bool(stop and stop.ok), "stop_detail": stop.detail if stop else "",
+                               "push": console.push_json(pushed)})
         else:
             console.host_table(f"after removing {name}", pushed.results)
+            console.pending_lines(pushed)
             if stop is not None and not stop.ok:
                 console.info(f"{name} was not reached: {stop.detail}")
-        return errors.HOSTS_FAILED if pushed.failed or (stop is not None and not stop.ok) else errors.OK
+        return errors.HOSTS_FAILED if not pushed.ok or (stop is not None and not stop.ok) else errors.OK
 
     _run(ctx, "delpeer", body, pre=_need_inventory)
 
@@ -252,26 +254,115 @@ def push(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_
             console.emit_json(console.push_json(res))
         else:
             console.host_table("push", res.results)
-        return errors.HOSTS_FAILED if res.failed else errors.OK
+            console.pending_lines(res)
+        return errors.OK if res.ok else errors.HOSTS_FAILED
 
     _run(ctx, "push", body, pre=_need_inventory)
 
 
 @app.command()
-def status(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
-    """Who has a handshake with whom, how long ago, bytes each way."""
+def status(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    watch: Optional[float] = typer.Option(None, "--watch", min=0.5, help="Refresh in place every SECONDS until Ctrl-C."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The mesh at a glance: handshake age for every pair, endpoints, transfer, pending revocations."""
 
     def body(ws):
         from wgmesh import console, ops
 
+        if watch is not None and not as_json:
+            console.watch(lambda: ops.status(ws, parallel), watch)
+            return errors.OK
         res = ops.status(ws, parallel)
         if as_json:
             console.emit_json(console.status_json(res))
         else:
             console.status_table(res)
-        return errors.HOSTS_FAILED if res.unreachable else errors.OK
+        return errors.HOSTS_FAILED if res.unreachable or res.pending else errors.OK
 
-    _run(ctx, "status", body, lock=False)
+    _run(ctx, "status", body, lock=False, pre=_need_inventory)
+
+
+@app.command()
+def graph(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Draw the mesh (peers, tunnels coloured by handshake health) to output/<inventory>/mesh.svg and .png."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        res = ops.graph(ws, parallel)
+        if as_json:
+            console.emit_json({"files": res.files})
+        else:
+            for f in res.files:
+                console.out.print(f)
+
+    _run(ctx, "graph", body, lock=False, pre=_need_inventory)
+
+
+@app.command()
+def setpeer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A peer added with addpeer."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="New public HOST[:PORT]."),
+    allowedips: Optional[List[str]] = typer.Option(None, "--allowedips", help="The new full list of subnets (repeatable)."),
+    listen_port: Optional[int] = typer.Option(None, "--listen-port", help="New UDP listen port."),
+    keepalive: Optional[int] = typer.Option(None, "--keepalive", help="New PersistentKeepalive (0 = off)."),
+    private_address: Optional[str] = typer.Option(None, "--private-address", help="New probe address in its subnet."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Change a hand-added peer. Run 'wgmesh push' next: the change reaches every peer hitlessly."""
+
+    def body(ws):
+        from wgmesh import console, inventory, ops
+
+        peer = ops.setpeer(ws, name, {
+            "endpoint": endpoint, "allowedips": allowedips, "listen_port": listen_port,
+            "keepalive": keepalive, "private_address": private_address,
+        })
+        if as_json:
+            console.emit_json({"updated": peer.name, "peer": inventory.peer_to_dict(peer)})
+        else:
+            console.info(f"updated {peer.name}; run 'wgmesh -i {ws.name} push' to apply it")
+
+    _run(ctx, "setpeer", body, pre=_need_inventory)
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    ctx: typer.Context,
+    names: Optional[List[str]] = typer.Argument(None, help="Peers whose key pairs to replace."),
+    all_: bool = typer.Option(False, "--all", help="Replace every peer's key pair."),
+    parallel: int = PARALLEL_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """New key pairs (and PSKs) for some or all peers, pushed everywhere at once."""
+
+    def pre(ws):
+        from wgmesh.errors import BadInput
+
+        _need_inventory(ws)
+        if bool(names) == all_:
+            raise BadInput("NAME", " ".join(names or []), "give peer names or --all (not both, not neither)")
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        rep = _reporter(quiet=as_json)
+        try:
+            rotated, pushed = ops.rotate_keys(ws, None if all_ else list(names), rep, parallel)
+        finally:
+            rep.close()
+        if as_json:
+            console.emit_json({"rotated": rotated, "push": console.push_json(pushed)})
+        else:
+            console.host_table(f"rotated {', '.join(rotated)}", pushed.results)
+            console.pending_lines(pushed)
+        return errors.OK if pushed.ok else errors.HOSTS_FAILED
+
+    _run(ctx, "rotate-keys", body, pre=pre)
 
 
 @app.command()

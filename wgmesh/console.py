@@ -27,6 +27,7 @@ STATE_STYLE = {
     statmod.STALE: "yellow",
     statmod.NEVER: "red",
     statmod.MISSING: "red",
+    statmod.DOWN: "bold red",
     statmod.UNKNOWN: "dim",
 }
 
@@ -119,10 +120,18 @@ def host_table(title: str, results: dict[str, HostResult]) -> None:
     out.print(t)
 
 
+def pending_lines(res: PushResult) -> None:
+    for r in res.pending:
+        out.print(Text(f"pending revocation: {r.hosts and ', '.join(r.hosts)} still trust(s) the old key of "
+                       f"{r.peer} ({r.why}); 'wgmesh push' retries", style="bold yellow"))
+
+
 def push_json(res: PushResult) -> dict:
     return {
-        "ok": not res.failed,
+        "ok": res.ok,
         "failed": res.failed,
+        "pending_revocations": [{"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts)}
+                                for r in res.pending],
         "hosts": {n: {"ok": r.ok, "action": r.action, "detail": r.detail, "seconds": r.seconds} for n, r in res.results.items()},
     }
 
@@ -145,24 +154,72 @@ def _bytes(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
-def status_table(res: StatusResult) -> None:
-    t = Table(title="mesh status (as seen from each peer)")
-    for col in ("from", "to", "handshake", "age", "endpoint", "rx", "tx"):
+def _cell(link: statmod.Link) -> Text:
+    shown = {statmod.FRESH: _age(link.age), statmod.STALE: _age(link.age)}.get(link.state, link.state)
+    return Text(shown, style=STATE_STYLE.get(link.state, ""))
+
+
+def status_view(res: StatusResult):
+    """The mesh at a glance: a matrix of handshake ages, then one row per peer."""
+    from rich.console import Group
+
+    names = [p.name for p in res.peers]
+    by_pair = {(l.src, l.dst): l for l in res.links}
+    fresh = sum(1 for l in res.links if l.state == statmod.FRESH)
+    m = Table(title=f"handshakes: {fresh}/{len(res.links)} fresh (row = as seen from)", show_lines=False)
+    m.add_column("from \\ to", style="bold")
+    for n in names:
+        m.add_column(n, justify="center")
+    for src in names:
+        cells = [Text("·", style="dim") if src == dst else _cell(by_pair[(src, dst)]) for dst in names]
+        m.add_row(Text(src, style="red" if src in res.unreachable else ""), *cells)
+    t = Table(title="peers")
+    for col in ("peer", "endpoint", "where", "reached", "rx", "tx", "note"):
         t.add_column(col)
-    for l in res.links:
-        t.add_row(
-            l.src, l.dst, Text(l.state, style=STATE_STYLE.get(l.state, "")), _age(l.age),
-            l.endpoint or "-", _bytes(l.rx), _bytes(l.tx),
+    pending_by_host: dict[str, list[str]] = {}
+    for r in res.pending:
+        for h in r.hosts:
+            pending_by_host.setdefault(h, []).append(f"still trusts {r.peer} ({r.why})")
+    for p in res.peers:
+        mine = [l for l in res.links if l.src == p.name]
+        notes = pending_by_host.get(p.name, []) + (
+            [f"{len(res.foreign_keys[p.name])} unknown key(s)"] if p.name in res.foreign_keys else []
         )
-    out.print(t)
-    for name, reason in sorted(res.unreachable.items()):
-        out.print(Text(f"{name}: not reached: {reason}", style="yellow"))
-    for name, keys in sorted(res.foreign_keys.items()):
-        out.print(Text(f"{name}: trusts {len(keys)} key(s) of no peer in the inventory", style="yellow"))
+        t.add_row(
+            p.name, p.endpoint or "-", "/".join(x for x in (p.cloud, p.region) if x) or "-",
+            Text("no", style="red") if p.name in res.unreachable else Text("yes", style="green"),
+            _bytes(sum(l.rx for l in mine)), _bytes(sum(l.tx for l in mine)),
+            Text("; ".join(notes) or (res.unreachable.get(p.name) or ""), style="yellow"),
+        )
+    parts = [m, t]
+    if res.pending:
+        parts.append(Text(
+            f"{len(res.pending)} pending revocation(s): " + ", ".join(
+                f"{r.peer} ({r.why}) on {', '.join(r.hosts)}" for r in res.pending
+            ) + " — 'wgmesh push' retries them", style="bold yellow"))
+    return Group(*parts)
+
+
+def status_table(res: StatusResult) -> None:
+    out.print(status_view(res))
 
 
 def status_json(res: StatusResult) -> dict:
+    by_pair = {(l.src, l.dst): l for l in res.links}
+    names = [p.name for p in res.peers]
     return {
+        "peers": [
+            {"name": p.name, "endpoint": p.endpoint, "address": str(p.address), "region": p.region,
+             "cloud": p.cloud, "reached": p.name not in res.unreachable,
+             "rx_bytes": sum(l.rx for l in res.links if l.src == p.name),
+             "tx_bytes": sum(l.tx for l in res.links if l.src == p.name)}
+            for p in res.peers
+        ],
+        "matrix": {
+            a: {b: {"state": by_pair[(a, b)].state, "handshake_age": by_pair[(a, b)].age}
+                for b in names if b != a and (a, b) in by_pair}
+            for a in names
+        },
         "links": [
             {"from": l.src, "to": l.dst, "state": l.state, "handshake_age": l.age, "endpoint": l.endpoint,
              "rx_bytes": l.rx, "tx_bytes": l.tx}
@@ -170,7 +227,26 @@ def status_json(res: StatusResult) -> dict:
         ],
         "unreachable": res.unreachable,
         "unknown_keys": res.foreign_keys,
+        "pending_revocations": [
+            {"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since}
+            for r in res.pending
+        ],
     }
+
+
+def watch(fetch, interval: float) -> None:
+    """Refresh the status view in place until Ctrl-C."""
+    import time
+
+    from rich.live import Live
+
+    with Live(status_view(fetch()), console=out, refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(status_view(fetch()))
+        except KeyboardInterrupt:
+            pass
 
 
 def verify_table(res: VerifyResult) -> None:

@@ -71,6 +71,8 @@ class Keys:
 
     pairs: dict[str, KeyPair] = field(default_factory=dict)
     psk_secret: bytes = field(default=b"", repr=False)
+    # Key pairs replaced by rotate-keys, kept until every peer has the new ones.
+    retired: dict[str, list[KeyPair]] = field(default_factory=dict)
 
     def psk(self, a: str, b: str) -> str:
         return psk_for(self.psk_secret, self.pairs[a].public, self.pairs[b].public)
@@ -111,11 +113,15 @@ class Keystore:
                 decode_key(f"keystore: key of {name}", d["private_key"])
                 decode_key(f"keystore: public key of {name}", d["public_key"])
                 pairs[name] = KeyPair(private=d["private_key"], public=d["public_key"])
+            retired = {
+                name: [KeyPair(private=d["private_key"], public=d["public_key"]) for d in olds]
+                for name, olds in (doc.get("retired") or {}).items()
+            }
             secret = base64.b64decode(doc["psk_secret"], validate=True) if doc.get("psk_secret") else b""
         except (KeyError, TypeError, AttributeError, binascii.Error, BadInput) as exc:
             where = exc.message if isinstance(exc, BadInput) else type(exc).__name__
             raise Refused(f"keystore {self.path} is damaged ({where})", hint="restore it from a .bak file") from None
-        return Keys(pairs=pairs, psk_secret=secret)
+        return Keys(pairs=pairs, psk_secret=secret, retired=retired)
 
     def save(self, keys: Keys) -> bool:
         ensure_private_dir(self.dir)
@@ -126,6 +132,11 @@ class Keystore:
                 n: {"private_key": kp.private, "public_key": kp.public} for n, kp in sorted(keys.pairs.items())
             },
         }
+        if keys.retired:
+            doc["retired"] = {
+                n: [{"private_key": kp.private, "public_key": kp.public} for kp in olds]
+                for n, olds in sorted(keys.retired.items()) if olds
+            }
         return write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
 
 
@@ -144,9 +155,34 @@ def ensure(keys: Keys, names: Iterable[str]) -> tuple[Keys, list[str]]:
             pairs[n] = generate_keypair()
             made.append(n)
     secret = keys.psk_secret or os.urandom(32)
-    return Keys(pairs=pairs, psk_secret=secret), made
+    return Keys(pairs=pairs, psk_secret=secret, retired=keys.retired), made
 
 
 def purge(keys: Keys, names: Iterable[str]) -> Keys:
+    """Forget these peers' key pairs, current and retired."""
     drop = set(names)
-    return Keys(pairs={n: kp for n, kp in keys.pairs.items() if n not in drop}, psk_secret=keys.psk_secret)
+    return Keys(
+        pairs={n: kp for n, kp in keys.pairs.items() if n not in drop},
+        psk_secret=keys.psk_secret,
+        retired={n: olds for n, olds in keys.retired.items() if n not in drop},
+    )
+
+
+def rotate(keys: Keys, names: Iterable[str]) -> tuple[Keys, dict[str, str]]:
+    """New key pairs for `names`; the old ones are retired. Returns the store and name → old public key."""
+    pairs = dict(keys.pairs)
+    retired = {n: list(olds) for n, olds in keys.retired.items()}
+    old_public = {}
+    for n in sorted(set(names)):
+        old = pairs[n]
+        retired.setdefault(n, []).append(old)
+        old_public[n] = old.public
+        pairs[n] = generate_keypair()
+    return Keys(pairs=pairs, psk_secret=keys.psk_secret, retired=retired), old_public
+
+
+def purge_retired(keys: Keys, public_keys: Iterable[str]) -> Keys:
+    """Forget retired key pairs whose public key every peer has stopped trusting."""
+    gone = set(public_keys)
+    retired = {n: [kp for kp in olds if kp.public not in gone] for n, olds in keys.retired.items()}
+    return Keys(pairs=keys.pairs, psk_secret=keys.psk_secret, retired={n: o for n, o in retired.items() if o})

@@ -14,6 +14,7 @@ from pathlib import Path
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
 from wgmesh import plan as planmod
+from wgmesh import revocations as revmod
 from wgmesh import status as statmod
 from wgmesh import validate as v
 from wgmesh.adapters import ssh
@@ -213,10 +214,15 @@ def addpeer(ws: Workspace, peer: Peer, address, imported: KeyPair | None = None)
 @dataclass
 class PushResult:
     results: dict[str, HostResult]
+    pending: list[revmod.Revocation] = field(default_factory=list)  # still trusted somewhere
 
     @property
     def failed(self) -> list[str]:
         return [n for n, r in self.results.items() if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.pending
 
 
 def _push_host(pool: HostPool, inv: Inventory, peer: Peer, text: str, peer_keys: frozenset[str]) -> HostResult:
@@ -268,7 +274,28 @@ def push_configs(
         on_start=reporter.host_start,
         on_done=reporter.host_done,
     )
-    return PushResult(results)
+    pending = settle_revocations(ws, inv, [n for n, r in results.items() if r.ok and r.action != "skipped"])
+    return PushResult(results, pending)
+
+
+def managed(inv: Inventory) -> list[str]:
+    return [p.name for p in inv.peers if p.ssh is not None]
+
+
+def settle_revocations(ws: Workspace, inv: Inventory, done_hosts: list[str]) -> list[revmod.Revocation]:
+    """Hosts that now run the full config no longer trust any revoked key; purge retired keys
+    once no host trusts them."""
+    revs = revmod.load(ws.revocations_path)
+    if not revs:
+        return []
+    pending, finished = revmod.settle(revs, done_hosts, managed(inv))
+    rotated = [r.key for r in finished if r.why == revmod.ROTATED]
+    if rotated:
+        store = keystore(ws)
+        store.save(keymod.purge_retired(store.load(), rotated))
+        keymod.drop_backups(store)
+    revmod.save(ws.revocations_path, pending)
+    return pending
 
 
 def push(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> PushResult:
@@ -286,11 +313,14 @@ class StatusResult:
     links: list[statmod.Link]
     unreachable: dict[str, str]  # peer → reason
     foreign_keys: dict[str, list[str]]  # peer → public keys configured there that no inventory peer has
+    peers: list[Peer] = field(default_factory=list)
+    pending: list[revmod.Revocation] = field(default_factory=list)
 
 
 def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int) -> StatusResult:
     dumps: dict[str, statmod.InterfaceStatus | None] = {}
     reasons: dict[str, str] = {}
+    down: set[str] = set()
 
     def one(peer: Peer) -> HostResult:
         if peer.ssh is None:
@@ -301,6 +331,7 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: 
         )
         if rc != 0 or not out.strip():
             dumps[peer.name] = None
+            down.add(peer.name)
             return HostResult(peer.name, False, "down", f"interface {inv.mesh.interface} is not up")
         dumps[peer.name] = statmod.parse_dump(out)
         return HostResult(peer.name, True, "ok")
@@ -312,15 +343,17 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: 
             dumps.setdefault(name, None)
     pubs = public_keys(keys, inv)
     foreign = {n: statmod.unknown_keys(pubs, d) for n, d in dumps.items() if d is not None}
-    links = statmod.matrix(inv, pubs, dumps, int(time.time()))
-    return StatusResult(links, reasons, {n: k for n, k in foreign.items() if k})
+    links = statmod.matrix(inv, pubs, dumps, int(time.time()), down)
+    return StatusResult(links, reasons, {n: k for n, k in foreign.items() if k}, list(inv.peers))
 
 
 def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> StatusResult:
     inv = load(ws)
     keys = keystore(ws).load()
     with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
-        return collect_status(inv, keys, pool, parallel)
+        res = collect_status(inv, keys, pool, parallel)
+    res.pending = revmod.load(ws.revocations_path)
+    return res
 
 
 # ---------------------------------------------------------------- verify
@@ -624,6 +657,7 @@ def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL)
         ws.output_dir.rmdir() if not any(ws.output_dir.iterdir()) else None
     pins = ws.pins_path.exists()
     ws.pins_path.unlink(missing_ok=True)
+    revmod.save(ws.revocations_path, [])
     return DestroyResult(stopped, tf_state, removed, purged, kept, count, pins)
 
 
@@ -637,10 +671,96 @@ def delpeer(ws: Workspace, name: str, reporter: Reporter, parallel: int = DEFAUL
         stop = None
         if removed.ssh is not None:
             stop = stop_everywhere(inv, pool, reporter, parallel, names={name}).get(name)
-        save(ws, remaining)
         store = keystore(ws)
-        keys = keymod.purge(store.load(), [name])
+        current = store.load()
+        revs = revmod.load(ws.revocations_path)
+        for kp in [current.pairs[name]] if name in current.pairs else []:
+            revs = revmod.add(revs, name, kp.public, revmod.REMOVED, managed(remaining), int(time.time()))
+        for kp in current.retired.get(name, []):
+            revs = revmod.add(revs, name, kp.public, revmod.REMOVED, managed(remaining), int(time.time()))
+        revmod.save(ws.revocations_path, revs)
+        save(ws, remaining)
+        keys = keymod.purge(current, [name])
         store.save(keys)
         keymod.drop_backups(store)
         pushed = push_configs(ws, remaining, keys, pool, reporter, parallel)
     return stop, pushed
+
+
+def rotate_keys(ws: Workspace, names: list[str] | None, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> tuple[list[str], PushResult]:
+    """New key pairs (and so new PSKs) for `names` (None = all), pushed to every peer at once.
+
+    The old public keys are pending revocations until every managed host runs the new configs;
+    the retired key pairs are purged then.
+    """
+    inv = load(ws)
+    chosen = list(inv.names) if names is None else names
+    for n in chosen:
+        if n not in inv.names:
+            raise BadInput("NAME", n, "no such peer in this inventory", hint="peers: " + ", ".join(inv.names))
+    store = keystore(ws)
+    current, _ = keymod.ensure(store.load(), inv.names)
+    keys, old = keymod.rotate(current, chosen)
+    revs = revmod.load(ws.revocations_path)
+    now = int(time.time())
+    for n, pub in old.items():
+        revs = revmod.add(revs, n, pub, revmod.ROTATED, managed(inv), now)
+    ws.private_state_dir()
+    store.save(keys)
+    revmod.save(ws.revocations_path, revs)
+    reporter.expect(len(inv.peers), "push")
+    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+        pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
+    return sorted(old), pushed
+
+
+def setpeer(ws: Workspace, name: str, changes: dict) -> Peer:
+    """Change a hand-added peer: endpoint, subnets, keepalive, listen port, private address, SSH."""
+    inv = load(ws)
+    if name not in inv.names:
+        raise BadInput("name", name, "no such peer in this inventory", hint="peers: " + ", ".join(inv.names))
+    peer = inv.peer(name)
+    if peer.source == invmod.TERRAFORM:
+        raise BadInput("name", name, "is managed by Terraform: change the stack and run 'wgmesh up'")
+    upd: dict = {}
+    lp = v.port("--listen-port", changes["listen_port"]) if changes.get("listen_port") is not None else peer.listen_port
+    if changes.get("listen_port") is not None:
+        upd["listen_port"] = lp
+        if peer.endpoint_host is not None and peer.endpoint_port == peer.listen_port:
+            upd["endpoint_port"] = lp  # the endpoint followed the old listen port: keep it so
+    if changes.get("endpoint") is not None:
+        upd["endpoint_host"], upd["endpoint_port"] = v.host_port("--endpoint", changes["endpoint"], lp)
+    if changes.get("allowedips") is not None:
+        upd["subnets"] = tuple(v.network("--allowedips", s) for s in changes["allowedips"])
+    if changes.get("keepalive") is not None:
+        upd["keepalive"] = v.keepalive("--keepalive", changes["keepalive"])
+    if changes.get("private_address") is not None:
+        upd["private_address"] = v.address("--private-address", changes["private_address"]) if changes["private_address"] else None
+    if not upd:
+        raise BadInput("setpeer", name, "nothing to change", hint="give --endpoint, --allowedips, --keepalive, --listen-port or --private-address")
+    new_inv = replace(inv, peers=tuple(replace(p, **upd) if p.name == name else p for p in inv.peers))
+    invmod.check(new_inv)
+    save(ws, new_inv)
+    return new_inv.peer(name)
+
+
+@dataclass
+class GraphResult:
+    files: list[str]
+    dot: str
+    status: StatusResult
+
+
+def graph(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> GraphResult:
+    from wgmesh.adapters import graphviz
+    from wgmesh.graph import to_dot
+
+    st = status(ws, parallel)
+    inv = load(ws)
+    dot = to_dot(inv, st.links, set(st.unreachable))
+    ensure_private_dir(ws.output_dir.parent)
+    ensure_private_dir(ws.output_dir)
+    base = ws.output_dir / "mesh"
+    write_atomic(base.with_suffix(".dot"), dot, 0o644)
+    files = [base.with_suffix(".dot")] + graphviz.render(dot, base)
+    return GraphResult([str(f) for f in files], dot, st)

@@ -10,6 +10,7 @@ from wgmesh.model import Inventory
 FRESH_SECONDS = 180  # WireGuard drops a session 180 s after its last handshake (REJECT_AFTER_TIME)
 
 FRESH, STALE, NEVER, MISSING, UNKNOWN = "fresh", "stale", "never", "missing", "unknown"
+DOWN = "down"  # the source host was reached, but its interface is not up
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Link:
 
     src: str
     dst: str
-    state: str  # fresh / stale / never / missing (peer not configured) / unknown (host unreachable)
+    state: str  # fresh / stale / never / missing (peer not configured) / down (interface down) / unknown (not reached)
     age: int | None  # seconds since the last handshake
     endpoint: str | None
     rx: int
@@ -87,9 +88,11 @@ class Link:
 
 
 def matrix(
-    inv: Inventory, public_keys: dict[str, str], dumps: dict[str, InterfaceStatus | None], now: int
+    inv: Inventory, public_keys: dict[str, str], dumps: dict[str, InterfaceStatus | None], now: int,
+    down: frozenset[str] | set[str] = frozenset(),
 ) -> list[Link]:
-    """Every ordered pair (src, dst), src's view of dst. `dumps[src]` None = src not reachable."""
+    """Every ordered pair (src, dst), src's view of dst. `dumps[src]` None = src not reachable,
+    or, for names in `down`, reached with its interface down."""
     by_key = {k: n for n, k in public_keys.items()}
     links = []
     for src in inv.names:
@@ -104,7 +107,7 @@ def matrix(
             if dst == src:
                 continue
             if dump is None:
-                links.append(Link(src, dst, UNKNOWN, None, None, 0, 0))
+                links.append(Link(src, dst, DOWN if src in down else UNKNOWN, None, None, 0, 0))
                 continue
             ps = seen.get(dst)
             if ps is None:

@@ -30,6 +30,7 @@ class Workspace:
         .wgmesh/<name>/keys/           keystore, 0600 in 0700
         .wgmesh/<name>/terraform/      Terraform root module, state, CLI config
         .wgmesh/<name>/known_hosts     pinned SSH host keys
+        .wgmesh/<name>/revocations.json  public keys some hosts may still trust (pending)
         .wgmesh/<name>/lock            held for the whole run of a writing command
     """
 
@@ -56,6 +57,10 @@ class Workspace:
     @property
     def pins_path(self) -> Path:
         return self.state_dir / "known_hosts"
+
+    @property
+    def revocations_path(self) -> Path:
+        return self.state_dir / "revocations.json"
 
     @property
     def output_dir(self) -> Path:

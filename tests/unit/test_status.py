@@ -71,3 +71,22 @@ def test_ping_script_and_parse(tmp_path):
     out = subprocess.run(["sh", "-c", S.ping_script(["10.0.0.1", "10.0.0.2"], attempts=2, wait=1)],
                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True).stdout
     assert S.parse_pings(out) == {"10.0.0.1": 0.123, "10.0.0.2": None}
+
+
+def test_matrix_marks_a_host_with_its_interface_down(lab_inventory):
+    keys = fixed_keys(lab_inventory.names)
+    pubs = {n: keys.public(n) for n in lab_inventory.names}
+    links = S.matrix(lab_inventory, pubs, {"site1": None, "site2": None, "site3": None}, 0, down={"site1"})
+    states = {(l.src, l.dst): l.state for l in links}
+    assert states[("site1", "site2")] == S.DOWN and states[("site2", "site1")] == S.UNKNOWN
+
+
+def test_graph_edge_health():
+    from wgmesh.graph import edge_health
+
+    L = lambda st: S.Link("a", "b", st, 1, None, 0, 0)
+    assert edge_health(L(S.FRESH), L(S.FRESH)) == "up"
+    assert edge_health(L(S.FRESH), L(S.DOWN)) == "down"
+    assert edge_health(L(S.FRESH), L(S.STALE)) == "stale"
+    assert edge_health(L(S.UNKNOWN), None) == "unknown"
+    assert edge_health(L(S.FRESH), L(S.UNKNOWN)) == "up"

@@ -1,0 +1,56 @@
+"""Pending revocations: public keys that some reachable-later hosts may still trust.
+
+A key is revoked when its peer is deleted or its key pair rotated. Every managed host must
+receive a config without it; until a push to a host succeeds, that host is pending. The
+file holds public data only (peer names and public keys). Pure functions, plus load/save.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from wgmesh.fsutil import write_atomic
+
+REMOVED, ROTATED = "removed", "rotated"
+
+
+@dataclass(frozen=True)
+class Revocation:
+    peer: str
+    key: str  # the public key no host may trust any more
+    why: str  # removed / rotated
+    hosts: tuple[str, ...]  # hosts not yet known to have dropped it
+    since: int = 0
+
+
+def add(revs: list[Revocation], peer: str, key: str, why: str, hosts: Iterable[str], now: int) -> list[Revocation]:
+    return [r for r in revs if r.key != key] + [Revocation(peer, key, why, tuple(sorted(set(hosts))), now)]
+
+
+def settle(revs: list[Revocation], done_hosts: Iterable[str], known_hosts: Iterable[str]) -> tuple[list[Revocation], list[Revocation]]:
+    """Drop hosts that now run a config without the key (or no longer exist). → (pending, finished)."""
+    done, known = set(done_hosts), set(known_hosts)
+    pending, finished = [], []
+    for r in revs:
+        left = tuple(h for h in r.hosts if h in known and h not in done)
+        (pending if left else finished).append(Revocation(r.peer, r.key, r.why, left, r.since))
+    return pending, finished
+
+
+def load(path: Path) -> list[Revocation]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    return [Revocation(d["peer"], d["key"], d["why"], tuple(d["hosts"]), d.get("since", 0)) for d in doc]
+
+
+def save(path: Path, revs: list[Revocation]) -> None:
+    if not revs:
+        path.unlink(missing_ok=True)
+        return
+    doc = [{"peer": r.peer, "key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since} for r in revs]
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", 0o600)
