@@ -159,6 +159,20 @@ def test_up_again_after_all_that_changes_nothing(lab):
     assert {h: lab.host(h, "stat", "-c", "%Y.%i", "/etc/wireguard/wg0.conf").stdout for h in SITES} == mtimes
 
 
+def test_status_watch_refreshes_until_ctrl_c(lab):
+    import os
+    import sys
+
+    env = dict(os.environ, WGMESH_DIR=str(lab.root), COLUMNS="160")
+    p = subprocess.Popen([sys.executable, "-m", "wgmesh", "-i", lab.name, "status", "--watch", "0.5"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    assert "handshakes: 6/6 fresh" in out and "site3" in out
+
+
 def test_graph_is_a_real_picture_of_the_mesh(lab):
     doc = lab.json("graph")
     files = {f.rsplit(".", 1)[1]: f for f in doc["files"]}
