@@ -93,6 +93,7 @@ def up(
     pool: Optional[str] = typer.Option(None, "--pool", help="Mesh pool for tunnel addresses [default: 10.200.0.0/16]."),
     parallel: int = PARALLEL_OPT,
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
+    no_push: bool = typer.Option(False, "--no-push", help="Provision, inventory, keys and output/ configs only: no host is touched."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
@@ -102,7 +103,8 @@ def up(
 
         rep = _reporter()
         try:
-            res = ops.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify)
+            res = ops.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify,
+                         do_push=not no_push)
         finally:
             rep.close()
         failed = res.push.failed
@@ -113,12 +115,16 @@ def up(
                 "inventory": ws.name,
                 "peers": list(res.inventory.names),
                 "new_keys": res.new_keys,
-                "push": console.push_json(res.push),
+                "push": None if no_push else console.push_json(res.push),
                 "verify": console.verify_json(res.verify) if res.verify else None,
                 "timings": res.timings,
             })
         else:
-            console.host_table("push", res.push.results)
+            if no_push:
+                console.peers_table(res.inventory)
+                console.info(f"configs rendered in {ws.output_dir}; nothing was pushed")
+            else:
+                console.host_table("push", res.push.results)
             if res.verify:
                 console.verify_table(res.verify)
             console.info("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))

@@ -15,6 +15,7 @@ from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
 from wgmesh import plan as planmod
 from wgmesh import revocations as revmod
+from wgmesh import stacks
 from wgmesh import status as statmod
 from wgmesh import validate as v
 from wgmesh.adapters import ssh
@@ -487,12 +488,12 @@ class UpResult:
     timings: dict[str, float]
 
 
-def _terraform(ws: Workspace, stack: str, reporter: Reporter) -> TerraformRunner:
-    stack_dir = ws.stack_dir(stack)
-    if not stack_dir.is_dir():
-        have = sorted(p.name for p in ws.stacks_dir.iterdir() if p.is_dir() and p.name != "modules") if ws.stacks_dir.is_dir() else []
-        raise BadInput("--stack", stack, f"no such stack in {ws.stacks_dir}", hint="stacks: " + ", ".join(have))
-    return TerraformRunner(ws.tf_dir, stack_dir, on_line=reporter.line)
+def _terraform(ws: Workspace, stack: str, variables: dict[str, str], reporter: Reporter) -> tuple[TerraformRunner, dict]:
+    """The runner for this inventory's working directory, and the root module to write there
+    (after every check that can refuse the variables)."""
+    st = stacks.load_stack(ws.stacks_dir, stack)
+    stacks.check_vars(st, variables)
+    return TerraformRunner(ws.tf_dir, on_line=reporter.line), stacks.root_module(st, ws.tf_dir, variables)
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -523,7 +524,7 @@ def _up_inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_c
     variables.update(parse_vars(var_pairs))
     inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
     invmod.check(inv)
-    _terraform(ws, stack, Reporter()).check_vars(variables)
+    _terraform(ws, stack, variables, Reporter())
     return inv
 
 
@@ -540,14 +541,15 @@ def up(
     pool_cidr: str | None = None,
     parallel: int = DEFAULT_PARALLEL,
     do_verify: bool = True,
+    do_push: bool = True,
 ) -> UpResult:
     timings: dict[str, float] = {}
     t = time.monotonic()
     inv = _up_inventory(ws, stack, var_pairs, pool_cidr)
     stack = inv.stack
     variables = dict(inv.vars)
-    tf = _terraform(ws, stack, reporter)
-    tf.prepare(variables)
+    tf, root = _terraform(ws, stack, variables, reporter)
+    tf.prepare(root)
 
     reporter.phase(f"terraform plan ({stack})")
     ws.private_state_dir()
@@ -575,6 +577,9 @@ def up(
     inv = invmod.merge_terraform(inv, invmod.peers_from_outputs(outputs["peers"]))
     save(ws, inv)
     keys, made = ensure_keys(ws, inv)
+    if not do_push:
+        write_configs(ws, inv, keys)
+        return UpResult(inv, made, PushResult({}), None, timings)
 
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
@@ -628,10 +633,10 @@ def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL)
     tf_state = "no stack"
     stack = inv.stack if inv is not None else None
     if stack:
-        tf = _terraform(ws, stack, reporter)
+        tf, root = _terraform(ws, stack, dict(inv.vars), reporter)
         if tf.has_state():
             reporter.phase(f"terraform destroy ({stack})")
-            tf.prepare(dict(inv.vars))
+            tf.prepare(root)
             tf.init()
             tf.destroy()
             tf_state = "destroyed"

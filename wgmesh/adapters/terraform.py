@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -23,7 +22,7 @@ from typing import Callable
 
 from python_terraform import IsFlagged, Terraform
 
-from wgmesh.errors import BadInput, Interrupted, TerraformFailed
+from wgmesh.errors import Interrupted, TerraformFailed
 from wgmesh.fsutil import write_atomic
 
 MIRROR_CANDIDATES = (
@@ -32,10 +31,6 @@ MIRROR_CANDIDATES = (
     "/usr/local/share/terraform/plugins",
     "/usr/share/terraform/plugins",
 )
-_VAR_RE = re.compile(r'^\s*variable\s+"([A-Za-z0-9_-]+)"', re.M)
-_OUT_RE = re.compile(r'^\s*output\s+"([A-Za-z0-9_-]+)"', re.M)
-
-
 def find_mirror() -> str | None:
     env = os.environ.get("WGMESH_TF_PLUGIN_MIRROR")
     for cand in ([env] if env else []) + list(MIRROR_CANDIDATES):
@@ -56,59 +51,18 @@ def cli_config(mirror: str | None) -> str:
     )
 
 
-def stack_declarations(stack_dir: Path) -> tuple[set[str], set[str]]:
-    """Variable and output names declared by a stack's *.tf files."""
-    variables, outputs = set(), set()
-    for f in sorted(stack_dir.glob("*.tf")):
-        text = f.read_text()
-        variables.update(_VAR_RE.findall(text))
-        outputs.update(_OUT_RE.findall(text))
-    return variables, outputs
-
-
-def parse_var_value(raw: str):
-    """--var values: JSON lists/objects/numbers/booleans are passed as such, anything else as a string."""
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw
-    return value if isinstance(value, (list, dict, int, float, bool)) else raw
-
-
 class TerraformRunner:
-    def __init__(self, workdir: Path, stack_dir: Path, on_line: Callable[[str], None] | None = None):
+    def __init__(self, workdir: Path, on_line: Callable[[str], None] | None = None):
         self.workdir = workdir
-        self.stack_dir = stack_dir
         self.on_line = on_line or (lambda line: None)
         self.tf = Terraform(working_dir=str(workdir))
 
     # ------------------------------------------------------------ root module
 
-    def check_vars(self, variables: dict[str, str]) -> None:
-        declared, _ = stack_declarations(self.stack_dir)
-        for key in variables:
-            if key not in declared:
-                raise BadInput(
-                    "--var", key, f"the stack {self.stack_dir.name!r} has no such variable",
-                    hint="it has: " + ", ".join(sorted(declared)),
-                )
-
-    def prepare(self, variables: dict[str, str]) -> None:
-        """Write the root module for this inventory (calls the stack, re-exports its outputs)."""
-        if not (self.stack_dir / "main.tf").exists() and not list(self.stack_dir.glob("*.tf")):
-            raise BadInput("--stack", self.stack_dir.name, f"no Terraform stack in {self.stack_dir}")
-        self.check_vars(variables)
-        _, outputs = stack_declarations(self.stack_dir)
+    def prepare(self, root: dict) -> None:
+        """Write the root module (made by wgmesh.stacks) and the CLI configuration."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
-        module = {"source": os.path.relpath(self.stack_dir, self.workdir)}
-        module.update({k: parse_var_value(v) for k, v in sorted(variables.items())})
-        root = {
-            "module": {"stack": module},
-            "output": {name: {"value": f"${{module.stack.{name}}}"} for name in sorted(outputs)},
-        }
-        if not module["source"].startswith("."):
-            module["source"] = "./" + module["source"]
         write_atomic(self.workdir / "main.tf.json", json.dumps(root, indent=2, sort_keys=True) + "\n", 0o644)
         write_atomic(self.workdir / "terraform.rc", cli_config(find_mirror()), 0o644)
 

@@ -1,0 +1,153 @@
+"""Terraform stacks: what a stack declares, and the root module wgmesh writes for an inventory. Pure
+(except reading the stack's own files).
+
+Two layouts:
+
+- single (the default, e.g. terraform/lab): the root calls the stack once with the --var values
+  and re-exports its outputs.
+- per-region (declared in the stack's wgmesh-stack.json, e.g. terraform/aws): Terraform cannot
+  loop over providers, so the root gets one aliased provider block per chosen region and one
+  call of the stack per region, each handed its own provider, its index, the region list and
+  the other regions' outputs it needs (e.g. the other gateways' public addresses); the root's
+  `peers` is the merge of every region's `peers`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wgmesh.errors import BadInput
+
+MANIFEST = "wgmesh-stack.json"
+_VAR_RE = re.compile(r'^\s*variable\s+"([A-Za-z0-9_-]+)"', re.M)
+_OUT_RE = re.compile(r'^\s*output\s+"([A-Za-z0-9_-]+)"', re.M)
+REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    directory: Path
+    variables: frozenset[str]
+    outputs: frozenset[str]
+    layout: str = "single"
+    provider: str = ""
+    provider_source: str = ""
+    regions_var: str = "regions"
+    cross: dict = field(default_factory=dict)  # module input → the output of every OTHER region it gets
+    merge_outputs: tuple[str, ...] = ("peers",)
+    set_by_wgmesh: tuple[str, ...] = ()
+
+
+def load_stack(stacks_dir: Path, name: str) -> Stack:
+    directory = stacks_dir / name
+    if not directory.is_dir() or not list(directory.glob("*.tf")):
+        have = sorted(p.name for p in stacks_dir.iterdir() if p.is_dir() and list(p.glob("*.tf"))) if stacks_dir.is_dir() else []
+        raise BadInput("--stack", name, f"no such stack in {stacks_dir}", hint="stacks: " + ", ".join(have))
+    variables, outputs = set(), set()
+    for f in sorted(directory.glob("*.tf")):
+        text = f.read_text()
+        variables.update(_VAR_RE.findall(text))
+        outputs.update(_OUT_RE.findall(text))
+    manifest = {}
+    if (directory / MANIFEST).exists():
+        manifest = json.loads((directory / MANIFEST).read_text())
+    layout = manifest.get("layout", "single")
+    if layout == "per-region":
+        return Stack(
+            name, directory, frozenset(variables), frozenset(outputs), layout,
+            provider=manifest["provider"], provider_source=manifest.get("provider_source", ""),
+            regions_var=manifest.get("regions_var", "regions"), cross=dict(manifest.get("cross") or {}),
+            merge_outputs=tuple(manifest.get("merge_outputs") or ("peers",)),
+            set_by_wgmesh=("region", "index", *sorted((manifest.get("cross") or {}).keys())),
+        )
+    return Stack(name, directory, frozenset(variables), frozenset(outputs))
+
+
+def parse_var_value(raw: str):
+    """--var values: JSON lists/objects/numbers/booleans are passed as such, anything else as a string."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (list, dict, int, float, bool)) else raw
+
+
+def check_vars(stack: Stack, variables: dict[str, str]) -> None:
+    for key in variables:
+        if key in stack.set_by_wgmesh:
+            raise BadInput("--var", key, f"is set by wgmesh for every region of the {stack.name!r} stack")
+        if key not in stack.variables:
+            raise BadInput(
+                "--var", key, f"the stack {stack.name!r} has no such variable",
+                hint="it has: " + ", ".join(sorted(stack.variables - set(stack.set_by_wgmesh))),
+            )
+    if stack.layout == "per-region":
+        regions(stack, variables)
+
+
+def regions(stack: Stack, variables: dict[str, str]) -> list[str]:
+    raw = variables.get(stack.regions_var)
+    if raw is None:
+        raise BadInput(
+            f"--var {stack.regions_var}", "(missing)", "is required: the regions to build, at least two",
+            hint=f'--var {stack.regions_var}=\'["eu-west-1","us-east-1"]\' (or a comma-separated list)',
+        )
+    value = parse_var_value(raw)
+    items = value if isinstance(value, list) else [r.strip() for r in str(raw).split(",") if r.strip()]
+    for r in items:
+        if not isinstance(r, str) or not REGION_RE.fullmatch(r):
+            raise BadInput(f"--var {stack.regions_var}", r, "not a region name such as eu-west-1 or cn-north-1")
+    if len(items) < 2 or len(set(items)) != len(items):
+        raise BadInput(f"--var {stack.regions_var}", raw, "give at least two different regions")
+    return items
+
+
+def alias(region: str) -> str:
+    return region.replace("-", "_")
+
+
+def _source(stack: Stack, workdir: Path) -> str:
+    import os
+
+    rel = os.path.relpath(stack.directory, workdir)
+    return rel if rel.startswith(".") else "./" + rel
+
+
+def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict:
+    """The root module (Terraform JSON) for one inventory."""
+    values = {k: parse_var_value(v) for k, v in sorted(variables.items())}
+    if stack.layout != "per-region":
+        return {
+            "module": {"stack": {"source": _source(stack, workdir), **values}},
+            "output": {name: {"value": f"${{module.stack.{name}}}"} for name in sorted(stack.outputs)},
+        }
+    names = regions(stack, variables)
+    values[stack.regions_var] = names
+    modules = {}
+    for i, region in enumerate(names):
+        m = {
+            "source": _source(stack, workdir),
+            "providers": {stack.provider: f"{stack.provider}.{alias(region)}"},
+            "region": region,
+            "index": i,
+            **values,
+        }
+        for inp, out in sorted(stack.cross.items()):
+            others = ", ".join(f"module.{alias(r)}.{out}" for r in names if r != region)
+            m[inp] = f"${{[{others}]}}"
+        modules[alias(region)] = m
+    root: dict = {
+        "provider": {stack.provider: [{"alias": alias(r), "region": r} for r in names]},
+        "module": modules,
+        "output": {
+            name: {"value": "${merge(" + ", ".join(f"module.{alias(r)}.{name}" for r in names) + ")}"}
+            for name in stack.merge_outputs
+        },
+    }
+    if stack.provider_source:
+        root["terraform"] = {"required_providers": {stack.provider: {"source": stack.provider_source}}}
+    return root
