@@ -94,6 +94,7 @@ def up(
     parallel: int = PARALLEL_OPT,
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
     no_push: bool = typer.Option(False, "--no-push", help="Provision, inventory, keys and output/ configs only: no host is touched."),
+    wait_ssh: float = typer.Option(0, "--wait-ssh", min=0, help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
@@ -104,7 +105,7 @@ def up(
         rep = _reporter()
         try:
             res = ops.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify,
-                         do_push=not no_push)
+                         do_push=not no_push, wait_ssh=wait_ssh)
         finally:
             rep.close()
         failed = res.push.failed
@@ -389,7 +390,12 @@ def verify(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSO
 
 
 @app.command()
-def destroy(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+def destroy(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    no_stop: bool = typer.Option(False, "--no-stop", help="Do not SSH to the peers to stop WireGuard first."),
+    as_json: bool = JSON_OPT,
+) -> None:
     """Stop WireGuard on the peers, terraform destroy, remove configs and pins, forget Terraform peers."""
 
     def body(ws):
@@ -397,7 +403,7 @@ def destroy(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JS
 
         rep = _reporter(quiet=as_json)
         try:
-            res = ops.destroy(ws, rep, parallel)
+            res = ops.destroy(ws, rep, parallel, stop=not no_stop)
         finally:
             rep.close()
         if as_json:

@@ -17,11 +17,16 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, backups: int = 0) -> bool:
-    """Write `data` to `path` atomically with `mode`. Returns False (and writes nothing) if unchanged."""
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, backups: int = 0, durable: bool = True) -> bool:
+    """Write `data` to `path` atomically with `mode`. Returns False (and writes nothing) if unchanged.
+
+    durable=False skips the fsyncs: for files wgmesh can always render again (output/), where
+    only atomicity (never a half-written file) matters.
+    """
     raw = data.encode() if isinstance(data, str) else data
     try:
-        if path.read_bytes() == raw and stat.S_IMODE(path.stat().st_mode) == mode:
+        st = path.stat()
+        if st.st_size == len(raw) and stat.S_IMODE(st.st_mode) == mode and path.read_bytes() == raw:
             return False
     except FileNotFoundError:
         pass
@@ -34,7 +39,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, backups: int 
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -43,7 +49,8 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, backups: int 
     if backups and path.exists():
         _rotate(path, backups)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return True
 
 

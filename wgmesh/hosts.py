@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from wgmesh.adapters import ssh
 from wgmesh.model import Instance, Peer
@@ -11,8 +12,9 @@ PROBE_TIMEOUT = 20.0
 
 
 class HostPool:
-    def __init__(self, pins: ssh.Pins, inventory=None):
+    def __init__(self, pins: ssh.Pins, inventory=None, wait_ssh: float = 0.0):
         self.pins = pins
+        self.wait_ssh = wait_ssh  # keep retrying unreachable hosts this long (hosts still booting)
         # A peer added without --ssh-key may use the keys the other peers of its inventory use
         # (e.g. the key a Terraform stack made for its hosts), after ssh-agent and ~/.ssh.
         self.fallback_keys = tuple(
@@ -39,7 +41,15 @@ class HostPool:
             conn = self._conns.get(peer.name)
         if conn is not None and conn.transport.is_active():
             return conn
-        conn = ssh.connect(self.target(peer), self.pins)
+        deadline = time.monotonic() + self.wait_ssh
+        while True:
+            try:
+                conn = ssh.connect(self.target(peer), self.pins)
+                break
+            except ssh.SshError as exc:
+                if not exc.reason.startswith("unreachable") or time.monotonic() >= deadline:
+                    raise
+                time.sleep(3)
         with self._lock:
             self._conns[peer.name] = conn
         return conn

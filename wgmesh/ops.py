@@ -7,6 +7,7 @@ values, and failures as WgmeshError subclasses that carry their exit code.
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.hosts import PROBE_TIMEOUT, HostPool
 from wgmesh.model import HostResult, Inventory, KeyPair, Peer, SshTarget
-from wgmesh.render import iter_render
+from wgmesh.render import Renderer, iter_render
 from wgmesh.workspace import Workspace
 
 APPLY_TIMEOUT = 90.0
@@ -94,26 +95,57 @@ class GenResult:
     directory: str = ""
 
 
-def write_configs(ws: Workspace, inv: Inventory, keys: keymod.Keys) -> tuple[GenResult, dict[str, str]]:
+_RENDERER: Renderer | None = None  # handed to forked workers (copy-on-write), see _write_slice
+
+
+def _write_slice(args: tuple[list[str], str]) -> tuple[list[str], list[str]]:
+    names, out_dir = args
+    written, unchanged = [], []
+    for name in names:
+        changed = write_atomic(Path(out_dir) / f"{name}.conf", _RENDERER.text(name), 0o600, durable=False)
+        (written if changed else unchanged).append(name)
+    return written, unchanged
+
+
+def write_configs(ws: Workspace, inv: Inventory, keys: keymod.Keys, workers: int = 1) -> GenResult:
+    """output/<inventory>/<peer>.conf for every peer, one file at a time (0600 in 0700).
+
+    With workers > 1 (genconfig on a large mesh), forked processes render and write slices of
+    the peers in parallel; each holds one file at a time.
+    """
+    global _RENDERER
     out_dir = ws.output_dir
     ensure_private_dir(out_dir.parent)
     ensure_private_dir(out_dir)
     res = GenResult(directory=str(out_dir))
-    texts: dict[str, str] = {}
-    for name, text in iter_render(inv, keys):
-        texts[name] = text
-        (res.written if write_atomic(out_dir / f"{name}.conf", text, 0o600) else res.unchanged).append(name)
+    names = list(inv.names)
+    _RENDERER = Renderer(inv, keys)
+    try:
+        if workers > 1 and len(names) >= 2 * workers:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(workers) as procs:
+                parts = procs.map(_write_slice, [(names[i::workers], str(out_dir)) for i in range(workers)])
+        else:
+            parts = [_write_slice((names, str(out_dir)))]
+    finally:
+        _RENDERER = None
+    res.written = sorted(n for w, _ in parts for n in w)
+    res.unchanged = sorted(n for _, u in parts for n in u)
+    wanted = set(names)
     for f in sorted(out_dir.glob("*.conf")):
-        if f.stem not in texts:
+        if f.stem not in wanted:
             f.unlink()
             res.removed.append(f.stem)
-    return res, texts
+    return res
 
 
 def genconfig(ws: Workspace) -> GenResult:
     inv = load(ws)
     keys, _ = ensure_keys(ws, inv)
-    return write_configs(ws, inv, keys)[0]
+    # Large meshes: render on every core (a mesh of N peers renders N² peer sections).
+    workers = min(os.cpu_count() or 1, 8) if len(inv.peers) >= 200 else 1
+    return write_configs(ws, inv, keys, workers)
 
 
 # ---------------------------------------------------------------- addpeer / delpeer
@@ -227,12 +259,15 @@ class PushResult:
 
 
 def _push_host(pool: HostPool, inv: Inventory, peer: Peer, text: str, peer_keys: frozenset[str]) -> HostResult:
+    wait_boot = int(pool.wait_ssh)
     t0 = time.monotonic()
     if peer.ssh is None:
         return HostResult(peer.name, True, "skipped", "no SSH access: install its config from the output directory")
     conn = pool.get(peer)
     iface = inv.mesh.interface
-    rc, out, err = conn.run(planmod.wrap(planmod.probe_script(iface), peer.ssh.user), timeout=PROBE_TIMEOUT)
+    rc, out, err = conn.run(
+        planmod.wrap(planmod.probe_script(iface, wait_boot), peer.ssh.user), timeout=PROBE_TIMEOUT + wait_boot
+    )
     if rc != 0:
         return HostResult(peer.name, False, "failed", _remote_reason("probe", rc, err))
     try:
@@ -264,13 +299,14 @@ def _remote_reason(what: str, rc: int, err: str) -> str:
 def push_configs(
     ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: HostPool, reporter: Reporter, parallel: int
 ) -> PushResult:
-    _, texts = write_configs(ws, inv, keys)
+    write_configs(ws, inv, keys)
+    renderer = Renderer(inv, keys)  # each host's text is rendered by its own worker: memory stays flat
     pubs = public_keys(keys, inv)
-    wanted = {p.name: frozenset(k for n, k in pubs.items() if n != p.name) for p in inv.peers}
+    everyone = frozenset(pubs.values())
     results = fan_out(
         inv.peers,
         key=lambda p: p.name,
-        work=lambda p: _push_host(pool, inv, p, texts[p.name], wanted[p.name]),
+        work=lambda p: _push_host(pool, inv, p, renderer.text(p.name), everyone - {pubs[p.name]}),
         parallel=parallel,
         on_start=reporter.host_start,
         on_done=reporter.host_done,
@@ -542,6 +578,7 @@ def up(
     parallel: int = DEFAULT_PARALLEL,
     do_verify: bool = True,
     do_push: bool = True,
+    wait_ssh: float = 0.0,
 ) -> UpResult:
     timings: dict[str, float] = {}
     t = time.monotonic()
@@ -584,7 +621,7 @@ def up(
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
     reporter.expect(len(inv.peers), "push")
-    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+    with HostPool(ssh.Pins(ws.pins_path), inv, wait_ssh=wait_ssh) as pool:
         pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
         timings["push"] = round(time.monotonic() - t, 2)
         result = None
@@ -623,10 +660,10 @@ def stop_everywhere(inv: Inventory, pool: HostPool, reporter: Reporter, parallel
                    on_start=reporter.host_start, on_done=reporter.host_done)
 
 
-def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> DestroyResult:
+def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL, stop: bool = True) -> DestroyResult:
     inv = load(ws, must_exist=False)
     stopped: dict[str, HostResult] = {}
-    if inv is not None and inv.peers:
+    if stop and inv is not None and inv.peers:
         reporter.phase("stop WireGuard on the peers")
         with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
             stopped = stop_everywhere(inv, pool, reporter, parallel)

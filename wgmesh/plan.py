@@ -54,11 +54,19 @@ def conf_path(iface: str) -> str:
     return f"/etc/wireguard/{iface}.conf"
 
 
-def probe_script(iface: str) -> str:
-    """Prints: 'file SHA|-', 'iface SHA|-', 'up'|'down', 'peer PUBKEY'..., 'systemd'?, 'wg missing'?"""
+def probe_script(iface: str, wait_boot: int = 0) -> str:
+    """Prints: 'file SHA|-', 'iface SHA|-', 'up'|'down', 'peer PUBKEY'..., 'systemd'?, 'wg missing'?
+
+    With wait_boot, first wait (that long at most) for cloud-init to finish: a new cloud host
+    may still be running the user data that installs wireguard-tools.
+    """
     c = conf_path(iface)
+    wait = (
+        [f"if command -v cloud-init >/dev/null 2>&1; then timeout {int(wait_boot)} cloud-init status --wait >/dev/null 2>&1; fi"]
+        if wait_boot > 0 else []
+    )
     return "\n".join(
-        [
+        wait + [
             "command -v wg >/dev/null 2>&1 && command -v wg-quick >/dev/null 2>&1 || echo 'wg missing'",
             f"if [ -r {c} ]; then",
             f"  echo \"file $(sha256sum < {c} | cut -d' ' -f1)\"",

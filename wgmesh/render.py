@@ -7,12 +7,15 @@ validated names and numbers): no user text is pasted into a shell line.
 
 from __future__ import annotations
 
+import base64
+import functools
+import binascii
 import hashlib
 from typing import Iterator
 
 from wgconfig import WGConfig
 
-from wgmesh.keys import Keys
+from wgmesh.keys import Keys, psk_hasher
 from wgmesh.model import Inventory, IPNetwork, Peer
 
 HEADER = "# rendered by wgmesh: changes made here are replaced by the next push"
@@ -71,19 +74,30 @@ def _host_prefix(peer: Peer) -> str:
     return f"{peer.address}/{peer.address.max_prefixlen}"
 
 
-def interface_lines(inv: Inventory, keys: Keys, peer: Peer) -> list[str]:
+@functools.lru_cache(maxsize=16)
+def _interface_template(mtu: int) -> tuple[list[str], str, str]:
+    """The [Interface] section written once with wgconfig, with {placeholders} for what differs
+    per peer (wgconfig re-parses the whole file on every call: once per render, not per peer)."""
     cfg = WGConfig()
     cfg.initialize_file(HEADER)
-    cfg.add_attr(None, "Address", _host_prefix(peer))
-    cfg.add_attr(None, "ListenPort", peer.listen_port)
-    cfg.add_attr(None, "PrivateKey", keys.pairs[peer.name].private)
-    cfg.add_attr(None, "MTU", inv.mesh.mtu)
+    cfg.add_attr(None, "Address", "{address}")
+    cfg.add_attr(None, "ListenPort", "{port}")
+    cfg.add_attr(None, "PrivateKey", "{private}")
+    cfg.add_attr(None, "MTU", mtu)
+    cfg.add_attr(None, "PostUp", "{hook}")
+    cfg.add_attr(None, "PostDown", "{hook}")
+    *head, post_up, post_down = cfg.lines
+    return head, post_up, post_down
+
+
+def interface_lines(inv: Inventory, keys: Keys, peer: Peer) -> list[str]:
+    head, post_up, post_down = _interface_template(inv.mesh.mtu)
+    values = {"address": _host_prefix(peer), "port": peer.listen_port, "private": keys.pairs[peer.name].private}
+    lines = [line.format(**values) for line in head]
     up, down = firewall_hooks(inv, peer)
-    for line in up:
-        cfg.add_attr(None, "PostUp", line, append_as_line=True)
-    for line in down:
-        cfg.add_attr(None, "PostDown", line, append_as_line=True)
-    return cfg.lines
+    lines += [post_up.format(hook=h) for h in up]
+    lines += [post_down.format(hook=h) for h in down]
+    return lines
 
 
 def peer_block(peer: Peer, public: str) -> list[str]:
@@ -96,24 +110,57 @@ def peer_block(peer: Peer, public: str) -> list[str]:
     return cfg.lines[1:]  # drop the empty [Interface] header of the scratch config
 
 
-def iter_render(inv: Inventory, keys: Keys) -> Iterator[tuple[str, str]]:
-    """Yield (peer name, wg0.conf text) in name order. Each block is built once per peer."""
-    blocks = {p.name: peer_block(p, keys.public(p.name)) for p in inv.peers}
-    psk = inv.mesh.psk
-    for me in inv.peers:
-        lines = interface_lines(inv, keys, me)
-        for other in inv.peers:
-            if other.name == me.name:
+class Renderer:
+    """Renders any peer's wg0.conf; what is shared between files is built once per peer.
+
+    Per pair only the PresharedKey (and the local side's keepalive) differ, so each file is the
+    [Interface] section plus, for every other peer, two cached strings around one derived line.
+    Memory stays at one file at a time, whatever the number of peers.
+    """
+
+    def __init__(self, inv: Inventory, keys: Keys):
+        self.inv = inv
+        self.keys = keys
+        self.index = {p.name: i for i, p in enumerate(inv.peers)}
+        self.raw = [base64.b64decode(keys.public(p.name)) for p in inv.peers]
+        self.hasher = psk_hasher(keys.psk_secret) if keys.psk_secret else None
+        self.pre: list[str] = []  # '\n# name\n[Peer]\nPublicKey = ...\n'
+        self.post: list[str] = []  # 'AllowedIPs = ...\nEndpoint = ...\n'
+        for p in inv.peers:
+            block = peer_block(p, keys.public(p.name))
+            self.pre.append("".join(line + "\n" for line in block[:4]))
+            self.post.append("".join(line + "\n" for line in block[4:]))
+
+    def text(self, name: str) -> str:
+        i = self.index[name]
+        me = self.inv.peers[i]
+        parts = ["\n".join(interface_lines(self.inv, self.keys, me)) + "\n"]
+        append = parts.append
+        pre, post, raw = self.pre, self.post, self.raw
+        keepalive = f"PersistentKeepalive = {me.keepalive}\n" if me.keepalive else ""
+        mine = raw[i]
+        with_psk = self.inv.mesh.psk
+        hasher, b64 = self.hasher, binascii.b2a_base64
+        for j in range(len(pre)):
+            if j == i:
                 continue
-            block = blocks[other.name]
-            # block = ['', '# name', '[Peer]', 'PublicKey = ...', <shared lines>]
-            lines.extend(block[:4])
-            if psk:
-                lines.append(f"PresharedKey = {keys.psk(me.name, other.name)}")
-            lines.extend(block[4:])
-            if me.keepalive:
-                lines.append(f"PersistentKeepalive = {me.keepalive}")
-        yield me.name, "\n".join(lines) + "\n"
+            append(pre[j])
+            if with_psk:  # keys.psk_from, inlined: this loop runs N² times
+                h = hasher.copy()
+                other = raw[j]
+                h.update(mine + other if mine < other else other + mine)
+                append("PresharedKey = " + b64(h.digest(), newline=False).decode() + "\n")
+            append(post[j])
+            if keepalive:
+                append(keepalive)
+        return "".join(parts)
+
+
+def iter_render(inv: Inventory, keys: Keys) -> Iterator[tuple[str, str]]:
+    """Yield (peer name, wg0.conf text) in name order, one file at a time."""
+    r = Renderer(inv, keys)
+    for p in inv.peers:
+        yield p.name, r.text(p.name)
 
 
 def render(inv: Inventory, keys: Keys) -> dict[str, str]:

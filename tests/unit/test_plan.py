@@ -118,3 +118,8 @@ def test_sudo_password_prompt_is_a_clear_failure():
     msg = _remote_reason("probe", 1, "sudo: a password is required\n")
     assert "passwordless sudo" in msg and "sudo -n" in msg
     assert _remote_reason("apply", 42, "[#] ip link add wg0 type wireguard\nError: boom\n").endswith("Error: boom")
+
+
+def test_probe_waits_for_cloud_init_only_when_asked():
+    assert "cloud-init" not in P.probe_script("wg0")
+    assert "timeout 300 cloud-init status --wait" in P.probe_script("wg0", 300)
