@@ -167,11 +167,11 @@ def addpeer(
             inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
             egress_interface, private_address, host_key, private_key_file, public_key,
         )
-        inv, peer, made = ops.addpeer(ws, peer, addr, imported)
+        inv, peer, made = ops.addpeer(ws, inv, peer, addr, imported)
         if as_json:
             console.emit_json({"added": peer.name, "peer": inventory.peer_to_dict(peer), "new_key": made})
         else:
-            console.peers_table(inv)
+            console.peers_table(inv, only=[peer.name])
             console.info(f"added {peer.name} ({peer.address}); run 'wgmesh -i {ws.name} push' to apply it")
 
     _run(ctx, "addpeer", body)

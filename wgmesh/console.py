@@ -96,11 +96,13 @@ class RichReporter(Reporter):
 # ---------------------------------------------------------------- tables
 
 
-def peers_table(inv: Inventory) -> None:
+def peers_table(inv: Inventory, only: list[str] | None = None) -> None:
     t = Table(title=f"inventory {inv.name}: {len(inv.peers)} peers, pool {inv.mesh.pool}")
     for col in ("peer", "address", "endpoint", "subnets", "ssh", "region", "source"):
         t.add_column(col)
     for p in inv.peers:
+        if only is not None and p.name not in only:
+            continue
         t.add_row(
             p.name, str(p.address), p.endpoint or "-", ", ".join(map(str, p.subnets)) or "-",
             str(p.ssh) if p.ssh else "-", "/".join(x for x in (p.cloud, p.region) if x) or "-", p.source,

@@ -6,7 +6,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterable, TypeVar
 
-from wgmesh.adapters.ssh import SshError
 from wgmesh.model import HostResult
 
 DEFAULT_PARALLEL = 16
@@ -35,10 +34,13 @@ def fan_out(
         t0 = time.monotonic()
         try:
             res = work(item)
-        except SshError as exc:
-            res = HostResult(name, False, "failed", exc.reason + (f" ({exc.hint})" if exc.hint else ""))
-        except Exception as exc:  # one host's bug or fault must not stop the others
-            res = HostResult(name, False, "failed", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # one host's fault (or our bug) must not stop the others
+            reason = getattr(exc, "reason", None)  # SshError: short, no secrets
+            if reason is not None:
+                hint = getattr(exc, "hint", None)
+                res = HostResult(name, False, "failed", reason + (f" ({hint})" if hint else ""))
+            else:
+                res = HostResult(name, False, "failed", f"{type(exc).__name__}: {exc}")
         if not res.seconds:
             res = HostResult(res.host, res.ok, res.action, res.detail, round(time.monotonic() - t0, 3))
         return res

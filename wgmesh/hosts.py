@@ -8,8 +8,6 @@ import time
 from wgmesh.adapters import ssh
 from wgmesh.model import Instance, Peer
 
-PROBE_TIMEOUT = 20.0
-
 
 class HostPool:
     def __init__(self, pins: ssh.Pins, inventory=None, wait_ssh: float = 0.0):

@@ -162,16 +162,29 @@ def peer_from_dict(name: str, d: Any) -> Peer:
 
 
 def to_document(inv: Inventory) -> str:
-    """Human-readable, deterministic: keys sorted, peers by name, trailing newline."""
-    doc = {
+    """Human-readable, deterministic JSON: keys sorted, one line per peer (in name order), so a
+    change to a peer is a one-line diff; written with the C encoder, so 1000 peers cost little."""
+    head = {
         "schema": SCHEMA_VERSION,
         "name": inv.name,
         "stack": inv.stack,
         "vars": dict(inv.vars),
         "mesh": mesh_to_dict(inv.mesh),
-        "peers": {p.name: peer_to_dict(p) for p in sorted(inv.peers, key=lambda p: p.name)},
     }
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    lines = ["{"]
+    for key in sorted(head):
+        lines.append(f"  {json.dumps(key)}: {json.dumps(head[key], sort_keys=True)},")
+    peers = sorted(inv.peers, key=lambda p: p.name)
+    if not peers:
+        lines.append('  "peers": {}')
+    else:
+        lines.append('  "peers": {')
+        for i, p in enumerate(peers):
+            sep = "," if i < len(peers) - 1 else ""
+            lines.append(f"    {json.dumps(p.name)}: {json.dumps(peer_to_dict(p), sort_keys=True)}{sep}")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def from_document(text: str, source: str = "inventory") -> Inventory:

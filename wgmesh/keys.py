@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from wgmesh.errors import BadInput, Refused
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.model import KeyPair
@@ -49,12 +47,16 @@ def decode_key(field_name: str, text: object) -> bytes:
 
 
 def public_key(private_b64: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     raw = decode_key("private key", private_b64)
     pub = X25519PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw()
     return _b64(pub)
 
 
 def generate_keypair() -> KeyPair:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     priv = X25519PrivateKey.generate()
     return KeyPair(private=_b64(priv.private_bytes_raw()), public=_b64(priv.public_key().public_bytes_raw()))
 
@@ -155,7 +157,7 @@ class Keystore:
                 n: [{"private_key": kp.private, "public_key": kp.public} for kp in olds]
                 for n, olds in sorted(keys.retired.items()) if olds
             }
-        return write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
+        return write_atomic(self.path, json.dumps(doc, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
 
 
 def drop_backups(store: "Keystore") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -63,7 +64,7 @@ class Peer:
         host = f"[{self.endpoint_host}]" if ":" in self.endpoint_host else self.endpoint_host
         return f"{host}:{self.endpoint_port or self.listen_port}"
 
-    @property
+    @functools.cached_property
     def allowed_ips(self) -> tuple[IPNetwork, ...]:
         """What every other peer routes to this one: its tunnel /32 (/128) plus its subnets."""
         from ipaddress import ip_network

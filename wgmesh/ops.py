@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
@@ -19,17 +20,27 @@ from wgmesh import revocations as revmod
 from wgmesh import stacks
 from wgmesh import status as statmod
 from wgmesh import validate as v
-from wgmesh.adapters import ssh
-from wgmesh.adapters.terraform import TerraformRunner
 from wgmesh.errors import BadInput, TerraformFailed, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
-from wgmesh.hosts import PROBE_TIMEOUT, HostPool
 from wgmesh.model import HostResult, Inventory, KeyPair, Peer, SshTarget
 from wgmesh.render import Renderer, iter_render
 from wgmesh.workspace import Workspace
 
 APPLY_TIMEOUT = 90.0
+PROBE_TIMEOUT = 20.0
+
+if TYPE_CHECKING:  # the adapters are imported where they are used: addpeer and genconfig stay fast
+    from wgmesh.adapters import ssh
+    from wgmesh.adapters.terraform import TerraformRunner
+    from wgmesh.hosts import HostPool
+
+
+def _pool(ws: Workspace, inv: Inventory, wait_ssh: float = 0.0) -> "HostPool":
+    from wgmesh.adapters.ssh import Pins
+    from wgmesh.hosts import HostPool
+
+    return HostPool(Pins(ws.pins_path), inv, wait_ssh=wait_ssh)
 
 
 class Reporter:
@@ -225,8 +236,7 @@ def _imported_key(private_key_file: str | None, public_key: str | None) -> KeyPa
     return KeyPair(private=text, public=derived)
 
 
-def addpeer(ws: Workspace, peer: Peer, address, imported: KeyPair | None = None) -> tuple[Inventory, Peer, bool]:
-    inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name)
+def addpeer(ws: Workspace, inv: Inventory, peer: Peer, address, imported: KeyPair | None = None) -> tuple[Inventory, Peer, bool]:
     new_inv = invmod.add_peer(inv, peer, address)
     store = keystore(ws)
     current = store.load()
@@ -338,7 +348,7 @@ def settle_revocations(ws: Workspace, inv: Inventory, done_hosts: list[str]) -> 
 def push(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL) -> PushResult:
     inv = load(ws)
     keys, _ = ensure_keys(ws, inv)
-    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+    with _pool(ws, inv) as pool:
         return push_configs(ws, inv, keys, pool, reporter, parallel)
 
 
@@ -387,7 +397,7 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: 
 def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> StatusResult:
     inv = load(ws)
     keys = keystore(ws).load()
-    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+    with _pool(ws, inv) as pool:
         res = collect_status(inv, keys, pool, parallel)
     res.pending = revmod.load(ws.revocations_path)
     return res
@@ -508,7 +518,7 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int)
 def verify(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> VerifyResult:
     inv = load(ws)
     keys = keystore(ws).load()
-    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+    with _pool(ws, inv) as pool:
         return run_verify(inv, keys, pool, parallel)
 
 
@@ -527,6 +537,8 @@ class UpResult:
 def _terraform(ws: Workspace, stack: str, variables: dict[str, str], reporter: Reporter) -> tuple[TerraformRunner, dict]:
     """The runner for this inventory's working directory, and the root module to write there
     (after every check that can refuse the variables)."""
+    from wgmesh.adapters.terraform import TerraformRunner
+
     st = stacks.load_stack(ws.stacks_dir, stack)
     stacks.check_vars(st, variables)
     return TerraformRunner(ws.tf_dir, on_line=reporter.line), stacks.root_module(st, ws.tf_dir, variables)
@@ -621,7 +633,7 @@ def up(
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
     reporter.expect(len(inv.peers), "push")
-    with HostPool(ssh.Pins(ws.pins_path), inv, wait_ssh=wait_ssh) as pool:
+    with _pool(ws, inv, wait_ssh) as pool:
         pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
         timings["push"] = round(time.monotonic() - t, 2)
         result = None
@@ -665,7 +677,7 @@ def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL,
     stopped: dict[str, HostResult] = {}
     if stop and inv is not None and inv.peers:
         reporter.phase("stop WireGuard on the peers")
-        with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+        with _pool(ws, inv) as pool:
             stopped = stop_everywhere(inv, pool, reporter, parallel)
     tf_state = "no stack"
     stack = inv.stack if inv is not None else None
@@ -709,7 +721,7 @@ def delpeer(ws: Workspace, name: str, reporter: Reporter, parallel: int = DEFAUL
         raise BadInput("name", name, "no such peer in this inventory", hint="peers: " + ", ".join(inv.names))
     removed = inv.peer(name)
     remaining = invmod.remove_peer(inv, name)
-    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+    with _pool(ws, inv) as pool:
         stop = None
         if removed.ssh is not None:
             stop = stop_everywhere(inv, pool, reporter, parallel, names={name}).get(name)
@@ -751,7 +763,7 @@ def rotate_keys(ws: Workspace, names: list[str] | None, reporter: Reporter, para
     store.save(keys)
     revmod.save(ws.revocations_path, revs)
     reporter.expect(len(inv.peers), "push")
-    with HostPool(ssh.Pins(ws.pins_path), inv) as pool:
+    with _pool(ws, inv) as pool:
         pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
     return sorted(old), pushed
 
