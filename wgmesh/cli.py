@@ -177,6 +177,26 @@ def addpeer(
     _run(ctx, "addpeer", body)
 
 
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., help="A `terraform output -json` document (or its peers map)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Read Terraform peers from a saved outputs document instead of running Terraform."""
+
+    def body(ws):
+        from wgmesh import console, ops
+
+        inv, made = ops.import_outputs(ws, file)
+        if as_json:
+            console.emit_json({"peers": len(inv.peers), "new_keys": len(made)})
+        else:
+            console.info(f"{len(inv.peers)} peers in inventory {inv.name}; {len(made)} new key pairs")
+
+    _run(ctx, "import", body)
+
+
 @app.command()
 def delpeer(
     ctx: typer.Context,

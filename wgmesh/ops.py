@@ -287,8 +287,7 @@ def _push_host(pool: HostPool, inv: Inventory, peer: Peer, text: str, peer_keys:
     p = planmod.decide(text, peer_keys, state)
     if p.action == planmod.UNCHANGED:
         return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
-    allowed = [n for other in inv.peers if other.name != peer.name for n in other.allowed_ips]
-    script = planmod.apply_script(p, iface, state.systemd, allowed)
+    script = planmod.apply_script(p, iface, state.systemd)
     rc, out, err = conn.run(
         planmod.wrap(script, peer.ssh.user), stdin=text.encode() if p.write else None, timeout=APPLY_TIMEOUT
     )
@@ -554,6 +553,28 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
             raise BadInput("--var", item, "the key must be a Terraform variable name")
         out[k] = val
     return out
+
+
+def import_outputs(ws: Workspace, path: str) -> tuple[Inventory, list[str]]:
+    """Terraform peers from a saved `terraform output -json` document (Terraform run elsewhere,
+    e.g. by CI): refreshed into the inventory as `up` would, keys made for new peers."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise BadInput("FILE", path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError as exc:
+        raise BadInput("FILE", path, f"not JSON ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("peers"), dict) and "value" in doc["peers"]:
+        doc = doc["peers"]["value"]  # terraform output -json
+    elif isinstance(doc, dict) and isinstance(doc.get("peers"), dict):
+        doc = doc["peers"]
+    inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name)
+    merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(doc))
+    keys, made = ensure_keys(ws, merged)
+    save(ws, merged)
+    return merged, made
 
 
 def _up_inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> Inventory:

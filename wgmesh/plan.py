@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from wgmesh.model import HostState, IPNetwork
-from wgmesh.render import fingerprints, route_tokens
+from wgmesh.model import HostState
+from wgmesh.render import fingerprints, route_sync_command
 
 # Actions, mildest first.
 UNCHANGED = "unchanged"
@@ -113,23 +113,25 @@ def parse_probe(text: str) -> HostState:
     )
 
 
-def _route_sync(iface: str, nets: list[IPNetwork]) -> list[str]:
-    """Add routes for every AllowedIPs, remove routes via the interface that are no longer wanted."""
-    lines = []
+def _route_sync(iface: str) -> list[str]:
+    """After `wg syncconf`: a route for every AllowedIPs the interface now runs (one `ip -batch`),
+    and no route via the interface that no peer owns any more. Derived on the host from the
+    running interface, so the script does not grow with the mesh."""
+    want = (
+        f"want=\" $(wg show {iface} allowed-ips | tr ' \\t' '\\n\\n' | grep -E '^[0-9a-f.:]+/[0-9]+$' "
+        "| sed 's|/32$||; s|/128$||' | tr '\\n' ' ') \""
+    )
+    lines = [route_sync_command(iface), want]
     for version in (4, 6):
-        want = [n for n in nets if n.version == version]
-        tokens = " ".join(route_tokens(want))
-        for n in want:
-            lines.append(f"ip -{version} route replace {n} dev {iface}")
         lines.append(
             f"ip -o -{version} route show dev {iface} | while read -r dst rest; do "
             'case "$rest" in *"proto kernel"*) continue ;; esac; '
-            f'case " {tokens} " in *" $dst "*) ;; *) ip -{version} route del "$dst" dev {iface} || true ;; esac; done'
+            f'case "$want" in *" $dst "*) ;; *) ip -{version} route del "$dst" dev {iface} || true ;; esac; done'
         )
     return lines
 
 
-def apply_script(plan: Plan, iface: str, systemd: bool, allowed: list[IPNetwork]) -> str:
+def apply_script(plan: Plan, iface: str, systemd: bool) -> str:
     """The script run on the host (config on stdin when plan.write). Exit 0 on success.
 
     When a start or restart fails, the previous file is put back and, if the interface
@@ -166,7 +168,7 @@ def apply_script(plan: Plan, iface: str, systemd: bool, allowed: list[IPNetwork]
         ]
     elif plan.action == SYNCCONF:
         s += [f"wg-quick strip {iface} | wg syncconf {iface} /dev/stdin || exit 43"]
-        s += _route_sync(iface, allowed)
+        s += _route_sync(iface)
         s.append(f"rm -f /etc/wireguard/.{iface}.conf.prev")
     s.append("exit 0")
     return "\n".join(s)

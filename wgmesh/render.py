@@ -16,7 +16,7 @@ from typing import Iterator
 from wgconfig import WGConfig
 
 from wgmesh.keys import Keys, psk_hasher
-from wgmesh.model import Inventory, IPNetwork, Peer
+from wgmesh.model import Inventory, Peer
 
 HEADER = "# rendered by wgmesh: changes made here are replaced by the next push"
 
@@ -33,8 +33,27 @@ def _egress_expr(peer: Peer) -> str:
     return "$(ip -o -4 route show default | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p' | head -n 1)"
 
 
+def route_sync_command(iface: str) -> str:
+    """One shell line: a route via the interface for every AllowedIPs the interface runs, in one
+    `ip -batch` (wg-quick would spawn `ip` once per prefix: O(peers) processes per host).
+
+    Used as PostUp (the config sets Table = off, so wg-quick adds no routes itself) and after
+    `wg syncconf`. No '#' may appear (wg-quick cuts lines there); public keys never match the
+    CIDR pattern (base64 keys end in '=').
+    """
+    return (
+        f"wg show {iface} allowed-ips | tr ' \\t' '\\n\\n' | grep -E '^[0-9a-f.:]+/[0-9]+$' "
+        f"| sed 's|.*|route replace & dev {iface}|' | ip -batch -"
+    )
+
+
 def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
-    """PostUp / PostDown lines: forwarding and MASQUERADE, idempotent, in chains of their own."""
+    """PostUp / PostDown lines: forwarding and MASQUERADE, idempotent, in chains of their own.
+
+    Each family's rules are loaded with one `iptables-restore --noflush` (which empties the
+    chain it declares before filling it: re-running never duplicates a rule), then the jumps
+    into the chains are added only if missing.
+    """
     iface = inv.mesh.interface
     fwd, nat = chain_names(iface)
     families = {inv.mesh.pool.version} | {s.version for s in peer.subnets}
@@ -46,27 +65,29 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
         sources = [inv.mesh.pool] if inv.mesh.pool.version == version else []
         sources += [s for s in peer.subnets if s.version == version]
         up.append(f"sysctl -q -w {sysctl}=1")
-        up.append(
-            f"{ipt} -w -N {fwd} 2>/dev/null || {ipt} -w -F {fwd}; "
-            f"{ipt} -w -A {fwd} -i {iface} -j ACCEPT; {ipt} -w -A {fwd} -o {iface} -j ACCEPT; "
-            f"{ipt} -w -C FORWARD -j {fwd} 2>/dev/null || {ipt} -w -I FORWARD -j {fwd}"
+        rules = (
+            f"printf '*filter\\n:{fwd} - [0:0]\\n-A {fwd} -i {iface} -j ACCEPT\\n-A {fwd} -o {iface} -j ACCEPT\\nCOMMIT\\n'"
         )
         if sources:
             srcs = " ".join(str(s) for s in sources)
-            up.append(
-                f"{ipt} -w -t nat -N {nat} 2>/dev/null || {ipt} -w -t nat -F {nat}; "
-                f'e="{_egress_expr(peer)}"; if [ -n "$e" ]; then for s in {srcs}; do '
-                f'{ipt} -w -t nat -A {nat} -s "$s" -o "$e" -j MASQUERADE; done; fi; '
-                f"{ipt} -w -t nat -C POSTROUTING -j {nat} 2>/dev/null || {ipt} -w -t nat -A POSTROUTING -j {nat}"
+            rules += (
+                f"; printf '*nat\\n:{nat} - [0:0]\\n'; if [ -n \"$e\" ]; then for s in {srcs}; do "
+                f"printf -- '-A {nat} -s %s -o %s -j MASQUERADE\\n' \"$s\" \"$e\"; done; fi; printf 'COMMIT\\n'"
             )
+        line = (f'e="{_egress_expr(peer)}"; ' if sources else "") + f"{{ {rules}; }} | {ipt}-restore -w --noflush && "
+        line += f"{{ {ipt} -w -C FORWARD -j {fwd} 2>/dev/null || {ipt} -w -I FORWARD -j {fwd}; }}"
+        if sources:
+            line += f" && {{ {ipt} -w -t nat -C POSTROUTING -j {nat} 2>/dev/null || {ipt} -w -t nat -A POSTROUTING -j {nat}; }}"
             down.append(
                 f"{ipt} -w -t nat -D POSTROUTING -j {nat} 2>/dev/null; {ipt} -w -t nat -F {nat} 2>/dev/null; "
                 f"{ipt} -w -t nat -X {nat} 2>/dev/null; true"
             )
+        up.append(line)
         down.append(
             f"{ipt} -w -D FORWARD -j {fwd} 2>/dev/null; {ipt} -w -F {fwd} 2>/dev/null; "
             f"{ipt} -w -X {fwd} 2>/dev/null; true"
         )
+    up.append(route_sync_command(iface))
     return up, down
 
 
@@ -84,6 +105,7 @@ def _interface_template(mtu: int) -> tuple[list[str], str, str]:
     cfg.add_attr(None, "ListenPort", "{port}")
     cfg.add_attr(None, "PrivateKey", "{private}")
     cfg.add_attr(None, "MTU", mtu)
+    cfg.add_attr(None, "Table", "off")  # routes: one `ip -batch` in PostUp, see route_sync_command
     cfg.add_attr(None, "PostUp", "{hook}")
     cfg.add_attr(None, "PostDown", "{hook}")
     *head, post_up, post_down = cfg.lines
@@ -200,8 +222,3 @@ def fingerprints(text: str) -> tuple[str, str]:
     """(sha256 of the whole file, sha256 of its restart-relevant [Interface] lines)."""
     iface = "".join(line + "\n" for line in interface_fingerprint_lines(text))
     return sha256(text), sha256(iface)
-
-
-def route_tokens(nets: list[IPNetwork]) -> list[str]:
-    """Destinations as `ip route show` prints them (host routes without their /32 or /128)."""
-    return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in nets]

@@ -249,3 +249,23 @@ def test_no_raw_text_reaches_the_config(mesh, option, payload):
     r = run(mesh, "addpeer", "c", option, payload)
     assert r.exit_code == 2, (option, payload, r.output)
     assert snapshot(mesh) == before
+
+
+def test_import_terraform_outputs_document(tmp_path):
+    from tests.conftest import lab_outputs
+
+    doc = tmp_path / "out.json"
+    doc.write_text(json.dumps({"peers": {"sensitive": False, "type": "x", "value": lab_outputs(3)}}))
+    proj = tmp_path / "p"
+    proj.mkdir()
+    r = run(proj, "import", str(doc), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"peers": 3, "new_keys": 3}
+    peers = json.loads(run(proj, "showpeers", "--json").stdout)["peers"]
+    assert sorted(peers) == ["site1", "site2", "site3"] and peers["site1"]["source"] == "terraform"
+    assert json.loads(run(proj, "import", str(doc), "--json").stdout)["new_keys"] == 0  # re-run: no new keys
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    before = snapshot(proj)
+    r = run(proj, "import", str(bad))
+    assert r.exit_code == 2 and "not JSON" in r.stderr and snapshot(proj) == before

@@ -79,37 +79,41 @@ def test_parse_probe():
 
 
 def test_scripts_take_config_on_stdin_and_hold_no_key(text):
-    nets = [ipaddress.ip_network("10.200.0.2/32"), ipaddress.ip_network("10.10.2.0/24")]
     for plan in (P.Plan(P.START, True, ""), P.Plan(P.RESTART, True, ""), P.Plan(P.SYNCCONF, True, "")):
-        script = P.apply_script(plan, "wg0", False, nets)
+        script = P.apply_script(plan, "wg0", False)
         assert 'cat > "$t"' in script and "PrivateKey" not in script
         assert "mv -f \"$t\" /etc/wireguard/wg0.conf" in script
-    sync = P.apply_script(P.Plan(P.SYNCCONF, True, ""), "wg0", False, nets)
-    assert "wg syncconf wg0" in sync and "ip -4 route replace 10.10.2.0/24 dev wg0" in sync
-    assert '" 10.200.0.2 10.10.2.0/24 "' in sync  # host routes as `ip route` prints them
-    assert "systemctl enable --now wg-quick@wg0" in P.apply_script(P.Plan(P.START, False, ""), "wg0", True, nets)
+    sync = P.apply_script(P.Plan(P.SYNCCONF, True, ""), "wg0", False)
+    assert "wg syncconf wg0" in sync and "ip -batch -" in sync
+    assert "systemctl enable --now wg-quick@wg0" in P.apply_script(P.Plan(P.START, False, ""), "wg0", True)
     assert P.wrap("true", "ubuntu").startswith("sudo -n sh -c ")
     assert P.wrap("true", "root") == "sh -c true"
 
 
 def test_route_sync_script_runs(tmp_path):
-    """Run the route part against a fake `ip` and check what it adds and deletes."""
+    """Run the route part against fake `wg` and `ip`: routes for the running AllowedIPs are
+    replaced in one batch, stale ones deleted, kernel routes left alone."""
     log = tmp_path / "log"
-    fake = tmp_path / "ip"
-    fake.write_text(
+    (tmp_path / "wg").write_text(
+        "#!/bin/sh\nprintf 'K/1=\\t10.200.0.2/32 10.10.2.0/24\\nK/2=\\tfd00:2::/64\\n'\n")
+    (tmp_path / "ip").write_text(
         f"""#!/bin/sh
 echo "$*" >> {log}
-case "$*" in *"-4 route show"*) printf '10.200.0.9 scope link\\n10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';; *"-6 route show"*) printf 'fe80::/64 proto kernel metric 256\\n';; esac
+case "$*" in
+  *batch*) sed 's/^/batch: /' >> {log};;
+  *"-4 route show"*) printf '10.200.0.9 scope link\\n10.200.0.2 scope link\\n10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';;
+  *"-6 route show"*) printf 'fe80::/64 proto kernel metric 256\\nfd00:2::/64 metric 1024\\n';;
+esac
 """
     )
-    fake.chmod(0o755)
-    nets = [ipaddress.ip_network("10.200.0.2/32"), ipaddress.ip_network("10.10.2.0/24")]
-    script = "\n".join(P._route_sync("wg0", nets))
+    for f in ("wg", "ip"):
+        (tmp_path / f).chmod(0o755)
+    script = "\n".join(P._route_sync("wg0"))
     subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True)
     calls = log.read_text().splitlines()
-    assert "-4 route replace 10.200.0.2/32 dev wg0" in calls
+    assert "batch: route replace 10.10.2.0/24 dev wg0" in calls and "batch: route replace fd00:2::/64 dev wg0" in calls
     assert "-4 route del 10.200.0.9 dev wg0" in calls and "-4 route del 10.10.9.0/24 dev wg0" in calls
-    assert not any("del 10.10.2.0/24" in c or "fe80" in c for c in calls)
+    assert not any(("del 10.10.2.0/24" in c or "fe80" in c or "del 10.200.0.2 " in c or "del fd00" in c) for c in calls)
 
 
 def test_sudo_password_prompt_is_a_clear_failure():

@@ -79,7 +79,7 @@ def test_hooks_are_generated_from_parsed_values(lab_inventory):
     inv, keys = _mesh(lab_inventory)
     out = render(inv, keys)
     pub = out["pub"]
-    assert "-o \"$e\"" in pub and 'e="ens5"' in pub  # explicit egress
+    assert "-o %s -j MASQUERADE" in pub and 'e="ens5"' in pub  # explicit egress, passed as a value
     assert "ip6tables -w" in pub and "net.ipv6.conf.all.forwarding=1" in pub  # v6 subnet → v6 rules
     assert "ip6tables" not in out["site1"]
     for text in out.values():
@@ -89,40 +89,67 @@ def test_hooks_are_generated_from_parsed_values(lab_inventory):
                 assert "iptables" not in line or " -w " in line
 
 
+FAKE_IPTABLES = r"""#!/bin/bash
+# A small model of iptables / iptables-restore --noflush, recording rules in $STATE.
+f="$STATE"; touch "$f"
+if [ "$(basename "$0")" = iptables-restore ]; then
+  t=filter
+  while IFS= read -r l; do
+    case "$l" in
+      "*"*) t="${l#\*}";;
+      :*) c="${l#:}"; c="${c%% *}"; grep -qx "chain $t $c" "$f" || echo "chain $t $c" >> "$f"
+          grep -v "^rule $t -A $c " "$f" > "$f.t"; mv "$f.t" "$f";;
+      -A*) echo "rule $t $l" >> "$f";;
+    esac
+  done
+  exit 0
+fi
+a=("$@"); t=filter; rest=()
+for ((i=0; i<${#a[@]}; i++)); do
+  case "${a[i]}" in -w) ;; -t) i=$((i+1)); t="${a[i]}";; *) rest+=("${a[i]}");; esac
+done
+op="${rest[0]}"; spec="${rest[*]:1}"
+case "$op" in
+  -C) grep -qxF "rule $t -A $spec" "$f" || exit 1;;
+  -I|-A) echo "rule $t -A $spec" >> "$f";;
+esac
+"""
+
+
 def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
-    """Run the PostUp lines twice with a fake iptables that records calls: no rule is appended twice."""
+    """Run the PostUp lines twice against a model of iptables(-restore): no rule is added twice,
+    and the routes come from the running interface in one `ip -batch`."""
     inv, keys = _mesh(lab_inventory)
     text = render(inv, keys)["site1"]
     ups = [l.split(" = ", 1)[1] for l in text.splitlines() if l.startswith("PostUp = ")]
-    state = tmp_path / "rules"
     fake = tmp_path / "bin"
     fake.mkdir()
-    # A tiny iptables model: -N fails if the chain exists, -C fails if the rule is absent.
-    (fake / "iptables").write_text(
-        """#!/bin/sh
-f=%s; touch "$f"; a="$*"; a="${a#-w }"
-case "$a" in
-  *"-N "*) c=$(echo "$a" | sed 's/.*-N //'); grep -qx "chain $c" "$f" && exit 1; echo "chain $c" >> "$f";;
-  *"-F "*) c=$(echo "$a" | sed 's/.*-F //'); grep -v "^rule .*-A $c " "$f" > "$f.t"; mv "$f.t" "$f";;
-  *"-C "*) r=$(echo "$a" | sed 's/-C /-A /'); grep -qxF "rule $r" "$f" || exit 1;;
-  *) r=$(echo "$a" | sed 's/-I /-A /'); echo "rule $r" >> "$f";;
-esac
-""" % state
-    )
-    (fake / "iptables").chmod(0o755)
-    (fake / "sysctl").write_text("#!/bin/sh\nexit 0\n")
-    (fake / "sysctl").chmod(0o755)
-    (fake / "ip").write_text("#!/bin/sh\necho 'default via 198.18.0.2 dev eth0 onlink'\n")
-    (fake / "ip").chmod(0o755)
-    env = {"PATH": f"{fake}:/usr/bin:/bin"}
+    for name in ("iptables", "iptables-restore"):
+        (fake / name).write_text(FAKE_IPTABLES)
+        (fake / name).chmod(0o755)
+    scripts = {
+        "sysctl": "exit 0",
+        "ip": 'case "$*" in *"route show default"*) echo "default via 198.18.0.2 dev eth0 onlink";; '
+              '*batch*) cat >> "$STATE.ip";; esac',
+        "wg": "printf 'KEY/a+b=\\t10.200.0.2/32 10.10.2.0/24\\nK2/2=\\t10.200.0.3/32\\n'",
+    }
+    for name, body in scripts.items():
+        (fake / name).write_text("#!/bin/sh\n" + body + "\n")
+        (fake / name).chmod(0o755)
+    state = tmp_path / "rules"
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "STATE": str(state)}
     for _ in range(2):
         for hook in ups:
             subprocess.run(["bash", "-c", hook], env=env, check=True)
     rules = [l for l in state.read_text().splitlines() if l.startswith("rule")]
     assert len(rules) == len(set(rules)), rules
-    assert "rule -t nat -A WGM-wg0-NAT -s 10.10.1.0/24 -o eth0 -j MASQUERADE" in rules
-    assert "rule -t nat -A WGM-wg0-NAT -s 10.200.0.0/16 -o eth0 -j MASQUERADE" in rules
-    assert "rule -A FORWARD -j WGM-wg0-FWD" in rules
+    assert "rule nat -A WGM-wg0-NAT -s 10.10.1.0/24 -o eth0 -j MASQUERADE" in rules
+    assert "rule nat -A WGM-wg0-NAT -s 10.200.0.0/16 -o eth0 -j MASQUERADE" in rules
+    assert "rule filter -A FORWARD -j WGM-wg0-FWD" in rules
+    assert "rule filter -A WGM-wg0-FWD -i wg0 -j ACCEPT" in rules
+    batch = (tmp_path / "rules.ip").read_text().splitlines()
+    assert batch[:3] == ["route replace 10.200.0.2/32 dev wg0", "route replace 10.10.2.0/24 dev wg0",
+                         "route replace 10.200.0.3/32 dev wg0"]
 
 
 def test_interface_fingerprint_ignores_peers_and_syncable_keys(lab_inventory):

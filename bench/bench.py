@@ -1,0 +1,498 @@
+"""wgmesh benchmarks, side by side with the alternatives, in one run on one machine.
+
+Cases (see README "Benchmarks"):
+  genconfig   wgmesh genconfig vs wg-meshconf genconfig on the same peers, plus the floor:
+              writing the same bytes; wall time and peak RSS
+  inventory   1000 peers from a Terraform-outputs document; one addpeer on a 1000-peer
+              inventory, and a loop of 100, against wg-meshconf addpeer
+  push        the lab with N sites: wgmesh push vs a serial loop of OpenSSH scp + ssh wg-quick up;
+              wgmesh up end to end with the Terraform share
+  change      ping at 5/s between two private instances during addpeer + push, an endpoint
+              change, and a restart-style change
+  verify      wgmesh verify on N sites
+
+Every command is run as a separate process; wall time is measured around it and peak RSS is
+taken from wait4() (the process and the children it waited for). Each case runs a warm-up,
+then --repeat times; the table shows median, min and max, and ratios of medians pair by pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import datetime
+import ipaddress
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+WGMESH = [PY, "-m", "wgmesh"]
+LABCTL = ROOT / "terraform" / "lab" / "labctl"
+UNDERLAY = "198.19.0.0/16"
+
+sys.path.insert(0, str(ROOT))
+
+
+# ---------------------------------------------------------------- measuring
+
+
+class Run:
+    def __init__(self, seconds: float, rss_mb: float, rc: int, out: str, err: str):
+        self.seconds, self.rss_mb, self.rc, self.out, self.err = seconds, rss_mb, rc, out, err
+
+
+def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None, check: bool = True) -> Run:
+    """Wall time of one process, and its peak RSS (with the children it waited for) from wait4()."""
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {p.returncode}:\n{err[-2000:]}\n{out[-1000:]}")
+    return Run(seconds, ru.ru_maxrss / 1024, p.returncode, out, err)
+
+
+class Table:
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.notes: list[str] = []
+
+    def add(self, case: str, size: str, tool: str, runs: list[Run] | list[float], extra: str = "") -> dict:
+        secs = [r.seconds if isinstance(r, Run) else r for r in runs]
+        rss = max((r.rss_mb for r in runs if isinstance(r, Run)), default=None)
+        row = {"case": case, "size": size, "tool": tool, "median": statistics.median(secs), "min": min(secs),
+               "max": max(secs), "n": len(secs), "rss": rss, "extra": extra}
+        self.rows.append(row)
+        print(f"  {case:<10} {size:>8}  {tool:<34} median {row['median']:8.3f} s  "
+              f"(min {row['min']:.3f}, max {row['max']:.3f}, n={row['n']})"
+              + (f"  peak {rss:.0f} MB" if rss is not None else "") + (f"  {extra}" if extra else ""), flush=True)
+        return row
+
+    def ratio(self, case: str, size: str, a: dict, b: dict, what: str) -> None:
+        r = b["median"] / a["median"] if a["median"] > 0 else float("inf")
+        self.rows.append({"case": case, "size": size, "tool": f"ratio: {what}", "ratio": r})
+        print(f"  {case:<10} {size:>8}  ratio {what}: {r:.1f}x", flush=True)
+
+    def markdown(self, header: str) -> str:
+        lines = [header, "", "| case | size | what | median s | min s | max s | runs | peak RSS MB | ratio / notes |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            if "ratio" in r:
+                lines.append(f"| {r['case']} | {r['size']} | **{r['tool']}** | | | | | | **{r['ratio']:.1f}x** |")
+            else:
+                rss = f"{r['rss']:.0f}" if r["rss"] is not None else ""
+                lines.append(f"| {r['case']} | {r['size']} | {r['tool']} | {r['median']:.3f} | {r['min']:.3f} | "
+                             f"{r['max']:.3f} | {r['n']} | {rss} | {r['extra']} |")
+        if self.notes:
+            lines += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(lines) + "\n"
+
+
+def repeat(fn, times: int, warmup: bool) -> list:
+    if warmup:
+        fn()
+    return [fn() for _ in range(times)]
+
+
+# ---------------------------------------------------------------- the same peers for both tools
+
+
+def make_peers(n: int) -> list[dict]:
+    pool = ipaddress.ip_network("10.200.0.0/16")
+    base_ep = ipaddress.ip_address("100.64.0.1")  # never contacted: configs only
+    out = []
+    for i in range(n):
+        out.append({
+            "name": f"p{i:05d}",
+            "address": str(pool.network_address + 1 + i),
+            "endpoint": str(base_ep + i),
+            "subnet": f"10.{100 + i // 256}.{i % 256}.0/24",
+        })
+    return out
+
+
+def write_wgmesh_project(d: Path, peers: list[dict], keys: dict[str, tuple[str, str]], psk: bool) -> None:
+    from wgmesh.fsutil import ensure_private_dir
+
+    (d / "inventories").mkdir(parents=True, exist_ok=True)
+    doc = {
+        "schema": 1, "name": "bench", "stack": None, "vars": {},
+        "mesh": {"interface": "wg0", "listen_port": 51820, "mtu": 1420, "pool": "10.200.0.0/16", "preshared_keys": psk},
+        "peers": {
+            p["name"]: {"source": "manual", "address": p["address"], "endpoint": f"{p['endpoint']}:51820",
+                        "listen_port": 51820, "subnets": [p["subnet"]], "keepalive": 25, "egress_interface": "eth0",
+                        "ssh": None, "ssh_host_keys": [], "region": "", "cloud": "", "instances": [],
+                        "private_address": None}
+            for p in peers
+        },
+    }
+    (d / "inventories" / "bench.json").write_text(json.dumps(doc))
+    kd = ensure_private_dir(d / ".wgmesh")
+    kd = ensure_private_dir(d / ".wgmesh" / "bench")
+    kd = ensure_private_dir(kd / "keys")
+    store = {"format": 1, "psk_secret": base64.b64encode(os.urandom(32)).decode(),
+             "peers": {n: {"private_key": k[0], "public_key": k[1]} for n, k in keys.items()}}
+    f = kd / "keystore.json"
+    f.write_text(json.dumps(store))
+    f.chmod(0o600)
+
+
+def write_meshconf_csv(path: Path, peers: list[dict], keys: dict[str, tuple[str, str]]) -> None:
+    """wg-meshconf's database, written directly: same addresses, endpoints, subnets, keepalive, MTU
+    and the same NAT/forwarding rules (wgmesh's PostUp/PostDown lines, joined: it takes one line)."""
+    from wgmesh import inventory as invmod
+    from wgmesh.render import firewall_hooks
+
+    fields = ["Name", "Address", "Endpoint", "AllowedIPs", "ListenPort", "PersistentKeepalive", "FwMark",
+              "PrivateKey", "DNS", "MTU", "Table", "PreUp", "PostUp", "PreDown", "PostDown", "SaveConfig"]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fields, quoting=csv.QUOTE_ALL)
+        w.writeheader()
+        inv = invmod.new_inventory("bench")
+        for p in peers:
+            peer = invmod.Peer(name=p["name"], address=ipaddress.ip_address(p["address"]),
+                               subnets=(ipaddress.ip_network(p["subnet"]),), egress_interface="eth0")
+            up, down = firewall_hooks(inv, peer)
+            w.writerow({"Name": p["name"], "Address": f"{p['address']}/32", "Endpoint": p["endpoint"],
+                        "AllowedIPs": p["subnet"], "ListenPort": 51820, "PersistentKeepalive": 25,
+                        "PrivateKey": keys[p["name"]][0], "MTU": 1420, "PostUp": "; ".join(up),
+                        "PostDown": "; ".join(down)})
+
+
+def gen_keys(names: list[str]) -> dict[str, tuple[str, str]]:
+    from wgmesh.keys import generate_keypair
+
+    return {n: (kp.private, kp.public) for n in names for kp in [generate_keypair()]}
+
+
+def wenv(d: Path) -> dict:
+    return dict(os.environ, WGMESH_DIR=str(d), COLUMNS="160")
+
+
+FLOOR = r"""
+import os, sys, time
+from pathlib import Path
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+data = [(p.name, p.read_bytes()) for p in sorted(src.glob("*.conf"))]
+dst.mkdir()
+t = time.perf_counter()
+for name, b in data:
+    with open(dst / name, "wb") as f:
+        f.write(b)
+print(time.perf_counter() - t, sum(len(b) for _, b in data))
+"""
+
+
+# ---------------------------------------------------------------- cases
+
+
+def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: bool, meshconf: str, work: Path):
+    for n in sizes + big:
+        peers = make_peers(n)
+        keys = gen_keys([p["name"] for p in peers])
+        d = work / f"gen{n}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        write_wgmesh_project(d, peers, keys, psk=False)
+        dpsk = work / f"gen{n}psk"
+        shutil.rmtree(dpsk, ignore_errors=True)
+        dpsk.mkdir(parents=True)
+        write_wgmesh_project(dpsk, peers, keys, psk=True)
+        out = d / "output" / "bench"
+
+        def wgm(dd=d):
+            shutil.rmtree(dd / "output", ignore_errors=True)
+            return measure(WGMESH + ["-i", "bench", "genconfig"], env=wenv(dd))
+
+        times = reps if n not in big else 1
+        a = t.add("genconfig", str(n), "wgmesh genconfig", repeat(wgm, times, warm and n not in big))
+        total = sum(f.stat().st_size for f in out.glob("*.conf"))
+
+        def floor():
+            dst = work / "floor"
+            shutil.rmtree(dst, ignore_errors=True)
+            r = measure([PY, "-c", FLOOR, str(out), str(dst)])
+            shutil.rmtree(dst, ignore_errors=True)
+            return float(r.out.split()[0])
+
+        f = t.add("genconfig", str(n), f"floor: write the same {total / 1e6:.1f} MB", repeat(floor, times, False))
+        t.ratio("genconfig", str(n), f, a, "wgmesh / floor (time)")
+        t.add("genconfig", str(n), "wgmesh genconfig, with PSKs",
+              repeat(lambda: wgm(dpsk), times, False), "per-pair PresharedKey (wg-meshconf has none)")
+        if n not in big:
+            csvp = d / "database.csv"
+            write_meshconf_csv(csvp, peers, keys)
+
+            def wmc():
+                shutil.rmtree(d / "wmc-out", ignore_errors=True)
+                return measure([meshconf, "-d", str(csvp), "genconfig", "-o", str(d / "wmc-out")])
+
+            b = t.add("genconfig", str(n), "wg-meshconf 2.5.1 genconfig", repeat(wmc, times, warm))
+            t.ratio("genconfig", str(n), a, b, "wgmesh faster than wg-meshconf")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(dpsk, ignore_errors=True)
+
+
+def case_inventory(t: Table, n: int, loop: int, reps: int, warm: bool, meshconf: str, work: Path):
+    peers = make_peers(n)
+    outputs = {"peers": {"sensitive": False, "type": "map", "value": {
+        f"site{i + 1}": {"endpoint": p["endpoint"], "listen_port": 51820, "private_address": None,
+                         "subnets": [p["subnet"]], "ssh_user": "root", "ssh_host": p["endpoint"], "ssh_port": 22,
+                         "ssh_key": None, "ssh_host_keys": [], "egress_interface": "detect",
+                         "region": "r1", "cloud": "lab", "instances": []}
+        for i, p in enumerate(peers)}}}
+    doc = work / "outputs.json"
+    doc.write_text(json.dumps(outputs))
+
+    def imp():
+        d = work / "imp"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        return measure(WGMESH + ["-i", "bench", "import", str(doc)], env=wenv(d))
+
+    t.add("inventory", str(n), f"wgmesh import ({n} peers from outputs JSON)", repeat(imp, reps, warm),
+          "incl. key pairs for every peer")
+
+    # One addpeer on an n-peer inventory, and a loop of `loop` of them.
+    keys = gen_keys([p["name"] for p in peers])
+    d = work / "add"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    write_wgmesh_project(d, peers, keys, psk=True)
+    csvp = d / "database.csv"
+    write_meshconf_csv(csvp, peers, keys)
+    counter = iter(range(10**6))
+
+    def wgm_add():
+        i = next(counter)
+        return measure(WGMESH + ["-i", "bench", "addpeer", f"x{i}", "--endpoint", f"192.0.2.{i % 250 + 1}",
+                                 "--allowedips", f"10.180.{i // 256}.{i % 256}/32"], env=wenv(d))
+
+    def wmc_add():
+        i = next(counter)
+        return measure([meshconf, "-d", str(csvp), "addpeer", f"x{i}", "--address", f"10.201.{i // 256}.{i % 256}/32",
+                        "--endpoint", f"192.0.2.{i % 250 + 1}"])
+
+    a = t.add("inventory", str(n), "wgmesh addpeer (one)", repeat(wgm_add, reps, warm), "start-up included")
+    b = t.add("inventory", str(n), "wg-meshconf addpeer (one)", repeat(wmc_add, reps, warm))
+    t.ratio("inventory", str(n), a, b, "wgmesh addpeer vs wg-meshconf")
+
+    def loop_of(fn):
+        t0 = time.perf_counter()
+        for _ in range(loop):
+            fn()
+        return time.perf_counter() - t0
+
+    a = t.add("inventory", str(n), f"wgmesh addpeer x{loop} (loop)", [loop_of(wgm_add)])
+    b = t.add("inventory", str(n), f"wg-meshconf addpeer x{loop} (loop)", [loop_of(wmc_add)])
+    t.ratio("inventory", str(n), a, b, f"loop of {loop}")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Lab:
+    """A lab of N sites built by `wgmesh up`, for the push/verify/change cases."""
+
+    def __init__(self, n: int, servers: int, work: Path):
+        self.n, self.name = n, f"bn{n}"
+        self.d = work / f"lab{n}"
+        shutil.rmtree(self.d, ignore_errors=True)
+        self.d.mkdir(parents=True)
+        self.servers = servers
+        self.sites = [f"site{i}" for i in range(1, n + 1)]
+
+    def wg(self, *args, check=True) -> Run:
+        return measure(WGMESH + ["-i", self.name, *args], env=wenv(self.d), check=check)
+
+    def up(self) -> tuple[Run, dict]:
+        r = self.wg("up", "--json", "--var", f"name={self.name}", "--var", f"underlay={UNDERLAY}",
+                    "--var", f"sites={self.n}", "--var", f"servers={self.servers}")
+        return r, json.loads(r.out)
+
+    def exec(self, host: str, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(LABCTL), "exec", self.name, host, "--", *cmd], capture_output=True, text=True)
+
+    def reset(self) -> None:
+        """WireGuard down and its config gone on every site (not timed)."""
+        with ThreadPoolExecutor(16) as ex:
+            list(ex.map(lambda h: self.exec(h, "sh", "-c", "wg-quick down wg0 >/dev/null 2>&1; rm -f /etc/wireguard/wg0.conf"),
+                        self.sites))
+
+    def seed_loop(self) -> float:
+        """What users run today: for each host, one after the other, scp the config and ssh wg-quick up."""
+        inv = json.loads((self.d / "inventories" / f"{self.name}.json").read_text())
+        kh = self.d / ".wgmesh" / self.name / "known_hosts"
+        t0 = time.perf_counter()
+        for name in self.sites:
+            p = inv["peers"][name]
+            opts = ["-q", "-i", p["ssh"]["key"], "-o", f"UserKnownHostsFile={kh}", "-o", "StrictHostKeyChecking=yes",
+                    "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+            host = p["ssh"]["host"]
+            subprocess.run(["scp", *opts, str(self.d / "output" / self.name / f"{name}.conf"),
+                            f"root@{host}:/etc/wireguard/wg0.conf"], check=True, capture_output=True)
+            subprocess.run(["ssh", *opts, f"root@{host}", "wg-quick up wg0"], check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+    def all_up(self) -> bool:
+        return all(self.exec(h, "wg", "show", "wg0").returncode == 0 for h in self.sites)
+
+    def destroy(self) -> None:
+        self.wg("destroy", check=False)
+        subprocess.run([str(LABCTL), "down-all", self.name], capture_output=True)
+
+
+def ping_during(lab: Lab, change, count: int = 25) -> tuple[int, int, float]:
+    """ping -i 0.2 from site1-vm to site2-vm around `change()`: (sent, lost, change seconds)."""
+    p = subprocess.Popen([str(LABCTL), "exec", lab.name, "site1-vm", "--", "ping", "-n", "-i", "0.2", "-c", str(count),
+                          "10.10.2.10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    change()
+    took = time.perf_counter() - t0
+    out, _ = p.communicate(timeout=60)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    sent, got = int(m.group(1)), int(m.group(2))
+    return sent, sent - got, took
+
+
+def case_push_verify(t: Table, sizes: list[int], reps: int, warm: bool, work: Path, change_at: int | None):
+    for n in sizes:
+        lab = Lab(n, 1 if n == change_at else 0, work)
+        try:
+            r, doc = lab.up()
+            assert doc["ok"], doc.get("verify", {}).get("failures")
+            tm = doc["timings"]
+            t.add("up", str(n), "wgmesh up (fresh lab, end to end)", [r],
+                  f"terraform {tm['terraform']:.2f} s ({100 * tm['terraform'] / r.seconds:.0f}%), push {tm['push']:.2f} s, "
+                  f"verify {tm['verify']:.2f} s")
+
+            def wpush():
+                lab.reset()
+                res = lab.wg("push")
+                assert lab.all_up()
+                return res
+
+            def seed():
+                lab.reset()
+                s = lab.seed_loop()
+                assert lab.all_up()
+                return s
+
+            a = t.add("push", str(n), "wgmesh push (all hosts, first start)", repeat(wpush, reps, warm))
+            b = t.add("push", str(n), "serial scp + ssh wg-quick up loop", repeat(seed, reps, warm))
+            t.ratio("push", str(n), a, b, "wgmesh push faster than the loop")
+            lab.reset()
+            lab.wg("push")
+            v = t.add("verify", str(n), "wgmesh verify (all pairs, subnets, instances)",
+                      repeat(lambda: lab.wg("verify"), reps, warm),
+                      f"{n * (n - 1)} ordered pairs x 3 paths + handshakes")
+            if n == change_at:
+                case_change(t, lab)
+        finally:
+            lab.destroy()
+
+
+def case_change(t: Table, lab: Lab) -> None:
+    srv = lab.d / ".wgmesh" / lab.name / "terraform"
+    servers = json.loads(subprocess.run(["terraform", "output", "-json", "servers"], cwd=srv, capture_output=True,
+                                        text=True, env=dict(os.environ, TF_CLI_CONFIG_FILE=str(srv / "terraform.rc")),
+                                        check=True).stdout)
+    s = servers["srv1"]
+    n = str(lab.n)
+
+    def add():
+        lab.wg("addpeer", "pub", "--endpoint", s["endpoint"], "--ssh", f"root@{s['ssh_host']}",
+               "--allowedips", s["subnets"][0])
+        lab.wg("push")
+
+    for what, fn in [
+        ("addpeer + push (syncconf)", add),
+        ("endpoint change + push (syncconf)", lambda: (lab.wg("setpeer", "pub", "--listen-port", "51821"), lab.wg("push"))),
+        ("[Interface] change + push (restart)", lambda: (_set_mtu(lab, 1380), lab.wg("push"))),
+    ]:
+        sent, lost, took = ping_during(lab, fn)
+        t.add("change", n, what, [took], f"ping 5/s site1-vm→site2-vm: {sent} sent, **{lost} lost**")
+
+
+def _set_mtu(lab: Lab, mtu: int) -> None:
+    p = lab.d / "inventories" / f"{lab.name}.json"
+    doc = json.loads(p.read_text())
+    doc["mesh"]["mtu"] = mtu
+    p.write_text(json.dumps(doc))
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine(meshconf: str) -> str:
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "?")
+    tf = subprocess.run(["terraform", "version"], capture_output=True, text=True,
+                        env=dict(os.environ, TF_CLI_CONFIG_FILE="/dev/null")).stdout.splitlines()[0]
+    wmc = subprocess.run([str(Path(meshconf).parent / "python"), "-c",
+                          "import importlib.metadata as m; print(m.version('wg-meshconf'))"],
+                         capture_output=True, text=True).stdout.strip()
+    wgm = subprocess.run(WGMESH + ["--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{datetime.date.today().isoformat()} · {os.cpu_count()} cores · {int(mem) / 1024 / 1024:.1f} GiB · "
+            f"Linux {platform.release()} · Python {platform.python_version()} · {tf} · {wgm} · wg-meshconf {wmc}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wg-meshconf", required=True)
+    ap.add_argument("--smoke", action="store_true", help="smallest sizes, once each")
+    ap.add_argument("--cases", default="genconfig,inventory,push,verify,change")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--work", default=str(HERE / "work"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (the push/verify/change cases build a lab of network namespaces)", file=sys.stderr)
+        return 2
+    cases = set(a.cases.split(","))
+    reps, warm = (1, False) if a.smoke else (a.repeat, True)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine(a.wg_meshconf)
+    print(f"machine: {info}", flush=True)
+    t = Table()
+    t0 = time.perf_counter()
+    try:
+        if "genconfig" in cases:
+            case_genconfig(t, [10] if a.smoke else [10, 100, 300, 1000], [] if a.smoke else [5000], reps, warm,
+                           a.wg_meshconf, work)
+        if "inventory" in cases:
+            case_inventory(t, 10 if a.smoke else 1000, 3 if a.smoke else 100, reps, warm, a.wg_meshconf, work)
+        if cases & {"push", "verify", "change"}:
+            case_push_verify(t, [10] if a.smoke else [10, 30], reps, warm, work,
+                             10 if "change" in cases else None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    mode = "smoke run (smallest sizes, one run each)" if a.smoke else f"full run ({reps} runs after a warm-up)"
+    header = (f"# wgmesh benchmarks\n\n{mode}, {time.perf_counter() - t0:.0f} s in all.\n\n"
+              f"Machine: {info}\n\nProduced by `bench/run`{' --smoke' if a.smoke else ''}; "
+              "see bench/bench.py for what each row measures.")
+    Path(a.out).write_text(t.markdown(header))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
