@@ -100,8 +100,8 @@ class Table:
                 lines.append(f"| {r['case']} | {r['size']} | **{r['tool']}** | | | | | | **{r['ratio']:.1f}x** |")
             else:
                 rss = f"{r['rss']:.0f}" if r["rss"] is not None else ""
-                lines.append(f"| {r['case']} | {r['size']} | {r['tool']} | {r['median']:.3f} | {r['min']:.3f} | "
-                             f"{r['max']:.3f} | {r['n']} | {rss} | {r['extra']} |")
+                lines.append(f"| {r['case']} | {r['size']} | {r['tool']} | {r['median']:.4f} | {r['min']:.4f} | "
+                             f"{r['max']:.4f} | {r['n']} | {rss} | {r['extra']} |")
         if self.notes:
             lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"

@@ -1,0 +1,33 @@
+"""The benchmark harness still works: bench/run --smoke, every case at its smallest size.
+
+Only that it runs and measures what it claims; the figures themselves live in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    r = subprocess.run([str(ROOT / "bench" / "run"), "--smoke", "--out", str(out), "--work", str(tmp_path / "w")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    text = out.read_text()
+    assert "Machine:" in text and "wg-meshconf 2.5.1" in text
+    for row in ("wgmesh genconfig", "wg-meshconf 2.5.1 genconfig", "floor: write the same",
+                "wgmesh import", "wgmesh addpeer (one)", "wg-meshconf addpeer (one)",
+                "wgmesh up (fresh lab", "wgmesh push (all hosts", "serial scp + ssh wg-quick up loop",
+                "wgmesh verify", "addpeer + push (syncconf)", "endpoint change + push (syncconf)",
+                "[Interface] change + push (restart)"):
+        assert row in text, row
+    # The hitless changes lost nothing while the ping ran; the figures are real numbers.
+    for what in ("addpeer + push (syncconf)", "endpoint change + push (syncconf)"):
+        line = next(l for l in text.splitlines() if what in l)
+        assert re.search(r"(\d+) sent, \*\*0 lost\*\*", line), line
+    medians = re.findall(r"\| (\d+\.\d{4}) \| \d+\.\d{4} \| \d+\.\d{4} \| 1 \|", text)
+    assert len(medians) >= 13 and all(float(x) > 0 for x in medians), medians
