@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-boto3 = pytest.importorskip("boto3")  # installed with moto[server] from the test extra
+import boto3  # installed with moto[server] from the test extra
 
 REGIONS = ["cn-northwest-1", "cn-north-1"]  # the seed deployment's regions: the aws-cn partition
 OPERATOR = "203.0.113.0/24"

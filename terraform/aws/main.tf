@@ -1,0 +1,419 @@
+# One region of the wgmesh AWS mesh: a VPC with a public subnet (the WireGuard
+# gateway, with an Elastic IP) and a private subnet (workloads, no public IP,
+# no NAT gateway) whose route table sends every other site's CIDR to the
+# gateway's network interface (routed mode: workloads keep their own source
+# address across the mesh).
+
+locals {
+  # VPC CIDR of every region of the mesh, by the same rule in every module
+  # call: vpc_cidrs[region], else cidrsubnet(vpc_supernet, vpc_newbits, i).
+  # "" when the supernet has no room for region i (caught by a precondition).
+  cidrs = { for i, r in var.regions : r => (
+    lookup(var.vpc_cidrs, r, "") != "" ? var.vpc_cidrs[r] : try(cidrsubnet(var.vpc_supernet, var.vpc_newbits, i), "")
+  ) }
+
+  vpc_cidr    = lookup(local.cidrs, var.region, "")
+  other_cidrs = [for r in var.regions : local.cidrs[r] if r != var.region]
+  # What the private subnet sends to the gateway: the other sites, plus any
+  # extra networks behind the mesh (never the own VPC).
+  routed_cidrs = setsubtract(toset(concat(local.other_cidrs, var.extra_routed_cidrs)), [local.vpc_cidr])
+
+  # Pairs of regions whose VPC CIDRs overlap (compared at the shorter prefix).
+  cidr_prefixes = { for r, c in local.cidrs : r => try(tonumber(split("/", c)[1]), -1) }
+  overlapping = flatten([for i, a in var.regions : [for j, b in var.regions : "${a} (${local.cidrs[a]}) and ${b} (${local.cidrs[b]})"
+    if i < j && try(
+      cidrsubnet("${cidrhost(local.cidrs[a], 0)}/${min(local.cidr_prefixes[a], local.cidr_prefixes[b])}", 0, 0) ==
+      cidrsubnet("${cidrhost(local.cidrs[b], 0)}/${min(local.cidr_prefixes[a], local.cidr_prefixes[b])}", 0, 0),
+      false
+    )
+  ]])
+
+  public_cidr  = try(cidrsubnet(local.vpc_cidr, 8, 0), "")
+  private_cidr = try(cidrsubnet(local.vpc_cidr, 8, 1), "")
+
+  prefix = "${var.name}-${var.region}"
+
+  tags = {
+    "wgmesh"        = var.name
+    "wgmesh:region" = var.region
+  }
+
+  key_name = var.key_name != "" ? var.key_name : one(aws_key_pair.this[*].key_name)
+
+  # AMI: amis[region], else ami, else the newest Ubuntu 22.04 amd64 server
+  # image published by Canonical in this partition.
+  ami_given = lookup(var.amis, var.region, var.ami)
+  canonical_owners = {
+    "aws"        = "099720109477"
+    "aws-cn"     = "837727238323"
+    "aws-us-gov" = "513442679011"
+  }
+  ami = local.ami_given != "" ? local.ami_given : one(data.aws_ami.ubuntu[*].id)
+
+  # Availability zone: availability_zones[region], else the first available
+  # zone that offers instance_type, else the first available zone (some APIs
+  # and emulators list no offerings).
+  az_names   = data.aws_availability_zones.available.names
+  az_offered = [for n in local.az_names : n if contains(data.aws_ec2_instance_type_offerings.this.locations, n)]
+  availability_zone = lookup(var.availability_zones, var.region, "") != "" ? var.availability_zones[var.region] : (
+    length(local.az_offered) > 0 ? local.az_offered[0] : local.az_names[0]
+  )
+
+  # Runs once, at first boot (cloud-init). wgmesh pushes wg0.conf over SSH;
+  # its PostUp also turns forwarding on, this makes it survive reboots.
+  gateway_user_data = <<-EOT
+    #!/bin/sh
+    # wgmesh gateway: IPv4 forwarding (routed mode) and wireguard-tools.
+    set -u
+    printf 'net.ipv4.ip_forward=1\n' > /etc/sysctl.d/99-wgmesh.conf
+    sysctl --system
+    export DEBIAN_FRONTEND=noninteractive
+    for attempt in 1 2 3 4 5; do
+      apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 wireguard-tools && exit 0
+      sleep 15
+    done
+    exit 1
+  EOT
+}
+
+data "aws_partition" "current" {}
+
+data "aws_availability_zones" "available" {
+  state = "available"
+
+  # Real availability zones only (no Local Zones / Wavelength Zones).
+  filter {
+    name   = "opt-in-status"
+    values = ["opt-in-not-required"]
+  }
+}
+
+data "aws_ec2_instance_type_offerings" "this" {
+  location_type = "availability-zone"
+
+  filter {
+    name   = "instance-type"
+    values = [var.instance_type]
+  }
+}
+
+data "aws_ami" "ubuntu" {
+  count = local.ami_given == "" ? 1 : 0
+
+  most_recent = true
+  owners      = [lookup(local.canonical_owners, data.aws_partition.current.partition, local.canonical_owners["aws"])]
+
+  filter {
+    name   = "name"
+    values = ["ubuntu/images/hvm-ssd*/ubuntu-jammy-22.04-amd64-server-*"]
+  }
+
+  filter {
+    name   = "architecture"
+    values = ["x86_64"]
+  }
+
+  filter {
+    name   = "virtualization-type"
+    values = ["hvm"]
+  }
+}
+
+# ---------------------------------------------------------------- network
+
+resource "aws_vpc" "this" {
+  cidr_block           = local.vpc_cidr
+  enable_dns_support   = true
+  enable_dns_hostnames = true
+
+  tags = merge(local.tags, { Name = local.prefix })
+
+  lifecycle {
+    precondition {
+      condition     = var.index < length(var.regions) && try(var.regions[var.index] == var.region, false)
+      error_message = "index ${var.index} must be the position of region \"${var.region}\" in regions ${jsonencode(var.regions)}."
+    }
+
+    precondition {
+      condition     = length(var.peer_gateway_ips) == length(var.regions) - 1
+      error_message = "peer_gateway_ips must hold the gateway IP of every other region: ${length(var.regions) - 1} expected, ${length(var.peer_gateway_ips)} given."
+    }
+
+    precondition {
+      condition     = alltrue([for r, c in local.cidrs : c != "" && local.cidr_prefixes[r] >= 16 && local.cidr_prefixes[r] <= 20])
+      error_message = "every region needs a VPC CIDR from /16 to /20: got ${jsonencode(local.cidrs)} (vpc_supernet ${var.vpc_supernet}, vpc_newbits ${var.vpc_newbits}, vpc_cidrs ${jsonencode(var.vpc_cidrs)}); \"\" means vpc_supernet has no room for that region: give a bigger vpc_supernet or more vpc_newbits (e.g. vpc_supernet = \"10.96.0.0/12\" with vpc_newbits = 4), or vpc_cidrs."
+    }
+
+    precondition {
+      condition     = length(local.overlapping) == 0
+      error_message = "the VPC CIDRs of the regions must not overlap: ${join("; ", local.overlapping)}."
+    }
+
+    precondition {
+      condition     = (var.key_name != "") != (var.ssh_public_key != "")
+      error_message = "set exactly one of key_name (an existing EC2 key pair) and ssh_public_key (an OpenSSH public key to import); key_name is ${var.key_name == "" ? "empty" : "set"}, ssh_public_key is ${var.ssh_public_key == "" ? "empty" : "set"}."
+    }
+  }
+}
+
+resource "aws_subnet" "public" {
+  vpc_id                  = aws_vpc.this.id
+  cidr_block              = local.public_cidr
+  availability_zone       = local.availability_zone
+  map_public_ip_on_launch = false
+
+  tags = merge(local.tags, { Name = "${local.prefix}-public" })
+
+  lifecycle {
+    precondition {
+      condition     = startswith(local.availability_zone, var.region)
+      error_message = "availability zone \"${local.availability_zone}\" (availability_zones) is not in region ${var.region}."
+    }
+  }
+}
+
+resource "aws_subnet" "private" {
+  vpc_id                  = aws_vpc.this.id
+  cidr_block              = local.private_cidr
+  availability_zone       = local.availability_zone
+  map_public_ip_on_launch = false
+
+  tags = merge(local.tags, { Name = "${local.prefix}-private" })
+}
+
+resource "aws_internet_gateway" "this" {
+  vpc_id = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = local.prefix })
+}
+
+resource "aws_route_table" "public" {
+  vpc_id = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = "${local.prefix}-public" })
+}
+
+resource "aws_route" "public_default" {
+  route_table_id         = aws_route_table.public.id
+  destination_cidr_block = "0.0.0.0/0"
+  gateway_id             = aws_internet_gateway.this.id
+}
+
+resource "aws_route_table_association" "public" {
+  subnet_id      = aws_subnet.public.id
+  route_table_id = aws_route_table.public.id
+}
+
+resource "aws_route_table" "private" {
+  vpc_id = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = "${local.prefix}-private" })
+}
+
+# Routed mode: every other site's VPC goes through the gateway's interface.
+resource "aws_route" "to_site" {
+  for_each = local.routed_cidrs
+
+  route_table_id         = aws_route_table.private.id
+  destination_cidr_block = each.key
+  network_interface_id   = aws_instance.gateway.primary_network_interface_id
+}
+
+resource "aws_route_table_association" "private" {
+  subnet_id      = aws_subnet.private.id
+  route_table_id = aws_route_table.private.id
+}
+
+# ---------------------------------------------------------------- security groups
+
+resource "aws_security_group" "gateway" {
+  name        = "${local.prefix}-gateway"
+  description = "wgmesh gateway: WireGuard from the peer gateways, SSH from the operator, all from the VPC"
+  vpc_id      = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = "${local.prefix}-gateway" })
+}
+
+# count, not for_each: the other regions' Elastic IPs are unknown until they
+# exist, but their number is known.
+resource "aws_vpc_security_group_ingress_rule" "gateway_wireguard_peer" {
+  count = length(var.peer_gateway_ips)
+
+  security_group_id = aws_security_group.gateway.id
+  description       = "WireGuard from a peer gateway"
+  ip_protocol       = "udp"
+  from_port         = var.listen_port
+  to_port           = var.listen_port
+  cidr_ipv4         = "${var.peer_gateway_ips[count.index]}/32"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-wireguard-peer-${count.index}" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "gateway_wireguard_extra" {
+  for_each = toset(var.extra_wireguard_cidrs)
+
+  security_group_id = aws_security_group.gateway.id
+  description       = "WireGuard from an unmanaged peer"
+  ip_protocol       = "udp"
+  from_port         = var.listen_port
+  to_port           = var.listen_port
+  cidr_ipv4         = each.key
+
+  tags = merge(local.tags, { Name = "${local.prefix}-wireguard-extra" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "gateway_ssh" {
+  security_group_id = aws_security_group.gateway.id
+  description       = "SSH from the operator"
+  ip_protocol       = "tcp"
+  from_port         = 22
+  to_port           = 22
+  cidr_ipv4         = var.operator_cidr
+
+  tags = merge(local.tags, { Name = "${local.prefix}-ssh" })
+}
+
+# Forwarded workload traffic (replies towards other sites) enters the
+# gateway through its interface with the workload's own address.
+resource "aws_vpc_security_group_ingress_rule" "gateway_vpc" {
+  security_group_id = aws_security_group.gateway.id
+  description       = "All traffic from the own VPC"
+  ip_protocol       = "-1"
+  cidr_ipv4         = local.vpc_cidr
+
+  tags = merge(local.tags, { Name = "${local.prefix}-vpc" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "gateway_all" {
+  security_group_id = aws_security_group.gateway.id
+  description       = "All outbound traffic"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-egress" })
+}
+
+resource "aws_security_group" "test" {
+  count = var.test_instance ? 1 : 0
+
+  name        = "${local.prefix}-test"
+  description = "wgmesh test instance: all traffic from the own VPC and the other sites"
+  vpc_id      = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = "${local.prefix}-test" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "test_sites" {
+  for_each = var.test_instance ? setunion([local.vpc_cidr], local.routed_cidrs) : toset([])
+
+  security_group_id = aws_security_group.test[0].id
+  description       = each.key == local.vpc_cidr ? "All traffic from the own VPC" : "All traffic from another site"
+  ip_protocol       = "-1"
+  cidr_ipv4         = each.key
+
+  tags = merge(local.tags, { Name = "${local.prefix}-test-from-site" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "test_all" {
+  count = var.test_instance ? 1 : 0
+
+  security_group_id = aws_security_group.test[0].id
+  description       = "All outbound traffic"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-test-egress" })
+}
+
+# ---------------------------------------------------------------- instances
+
+resource "aws_key_pair" "this" {
+  count = var.ssh_public_key != "" ? 1 : 0
+
+  key_name   = local.prefix
+  public_key = trimspace(var.ssh_public_key)
+
+  tags = merge(local.tags, { Name = local.prefix })
+}
+
+resource "aws_instance" "gateway" {
+  ami                    = local.ami
+  instance_type          = var.instance_type
+  subnet_id              = aws_subnet.public.id
+  vpc_security_group_ids = [aws_security_group.gateway.id]
+  key_name               = local.key_name
+  source_dest_check      = false # it forwards the other sites' traffic
+  # No associate_public_ip_address: the subnets never map public IPs, the
+  # gateway's address is the Elastic IP below, and setting it to false makes
+  # the provider replace the gateway on every plan once the EIP is attached
+  # (it reads "an association exists" back as true;
+  # hashicorp/terraform-provider-aws#37318).
+
+  user_data                   = local.gateway_user_data
+  user_data_replace_on_change = false
+
+  root_block_device {
+    volume_size           = 8
+    volume_type           = "gp3"
+    encrypted             = true
+    delete_on_termination = true
+  }
+
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
+  }
+
+  tags        = merge(local.tags, { Name = "${local.prefix}-gateway" })
+  volume_tags = merge(local.tags, { Name = "${local.prefix}-gateway" })
+
+  lifecycle {
+    # A newer Ubuntu image must not replace a running gateway (new host key,
+    # tunnels down). Replace on purpose with `terraform apply -replace`.
+    ignore_changes = [ami]
+  }
+}
+
+# Separate from the instance, so the other regions can use the address
+# (peer_gateway_ips) without a dependency cycle.
+resource "aws_eip" "gateway" {
+  domain = "vpc"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-gateway" })
+}
+
+resource "aws_eip_association" "gateway" {
+  allocation_id = aws_eip.gateway.allocation_id
+  instance_id   = aws_instance.gateway.id
+
+  depends_on = [aws_internet_gateway.this, aws_route.public_default]
+}
+
+resource "aws_instance" "test" {
+  count = var.test_instance ? 1 : 0
+
+  ami                    = local.ami
+  instance_type          = var.instance_type
+  subnet_id              = aws_subnet.private.id
+  vpc_security_group_ids = [aws_security_group.test[0].id]
+  key_name               = local.key_name
+
+  root_block_device {
+    volume_size           = 8
+    volume_type           = "gp3"
+    encrypted             = true
+    delete_on_termination = true
+  }
+
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
+  }
+
+  tags        = merge(local.tags, { Name = "${local.prefix}-test" })
+  volume_tags = merge(local.tags, { Name = "${local.prefix}-test" })
+
+  lifecycle {
+    ignore_changes = [ami]
+  }
+}
