@@ -118,7 +118,9 @@ def _write_slice(args: tuple[list[str], str]) -> tuple[list[str], list[str]]:
     return written, unchanged
 
 
-def write_configs(ws: Workspace, inv: Inventory, keys: keymod.Keys, workers: int = 1) -> GenResult:
+def write_configs(
+    ws: Workspace, inv: Inventory, keys: keymod.Keys, workers: int = 1, renderer: Renderer | None = None
+) -> GenResult:
     """output/<inventory>/<peer>.conf for every peer, one file at a time (0600 in 0700).
 
     With workers > 1 (genconfig on a large mesh), forked processes render and write slices of
@@ -130,7 +132,7 @@ def write_configs(ws: Workspace, inv: Inventory, keys: keymod.Keys, workers: int
     ensure_private_dir(out_dir)
     res = GenResult(directory=str(out_dir))
     names = list(inv.names)
-    _RENDERER = Renderer(inv, keys)
+    _RENDERER = renderer or Renderer(inv, keys)
     try:
         if workers > 1 and len(names) >= 2 * workers:
             import multiprocessing
@@ -308,8 +310,8 @@ def _remote_reason(what: str, rc: int, err: str) -> str:
 def push_configs(
     ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: HostPool, reporter: Reporter, parallel: int
 ) -> PushResult:
-    write_configs(ws, inv, keys)
     renderer = Renderer(inv, keys)  # each host's text is rendered by its own worker: memory stays flat
+    write_configs(ws, inv, keys, renderer=renderer)
     pubs = public_keys(keys, inv)
     everyone = frozenset(pubs.values())
     results = fan_out(

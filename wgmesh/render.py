@@ -146,6 +146,7 @@ class Renderer:
         self.index = {p.name: i for i, p in enumerate(inv.peers)}
         self.raw = [base64.b64decode(keys.public(p.name)) for p in inv.peers]
         self.hasher = psk_hasher(keys.psk_secret) if keys.psk_secret else None
+        self._joined_cache: dict[str, tuple[str, list[int]]] = {}
         self.pre: list[str] = []  # '\n# name\n[Peer]\nPublicKey = ...\n'
         self.post: list[str] = []  # 'AllowedIPs = ...\nEndpoint = ...\n'
         for p in inv.peers:
@@ -153,25 +154,42 @@ class Renderer:
             self.pre.append("".join(line + "\n" for line in block[:4]))
             self.post.append("".join(line + "\n" for line in block[4:]))
 
+    def _joined(self, keepalive: str) -> tuple[str, list[int]]:
+        """Every peer's section, joined once, with where each starts (for meshes without PSKs,
+        where a section is the same in every other peer's file)."""
+        got = self._joined_cache.get(keepalive)
+        if got is None:
+            offsets, parts, at = [], [], 0
+            for pre, post in zip(self.pre, self.post):
+                offsets.append(at)
+                section = pre + post + keepalive
+                parts.append(section)
+                at += len(section)
+            offsets.append(at)
+            got = self._joined_cache[keepalive] = ("".join(parts), offsets)
+        return got
+
     def text(self, name: str) -> str:
         i = self.index[name]
         me = self.inv.peers[i]
-        parts = ["\n".join(interface_lines(self.inv, self.keys, me)) + "\n"]
+        head = "\n".join(interface_lines(self.inv, self.keys, me)) + "\n"
+        keepalive = f"PersistentKeepalive = {me.keepalive}\n" if me.keepalive else ""
+        if not self.inv.mesh.psk:
+            joined, offsets = self._joined(keepalive)
+            return head + joined[: offsets[i]] + joined[offsets[i + 1]:]
+        parts = [head]
         append = parts.append
         pre, post, raw = self.pre, self.post, self.raw
-        keepalive = f"PersistentKeepalive = {me.keepalive}\n" if me.keepalive else ""
         mine = raw[i]
-        with_psk = self.inv.mesh.psk
         hasher, b64 = self.hasher, binascii.b2a_base64
         for j in range(len(pre)):
             if j == i:
                 continue
             append(pre[j])
-            if with_psk:  # keys.psk_from, inlined: this loop runs N² times
-                h = hasher.copy()
-                other = raw[j]
-                h.update(mine + other if mine < other else other + mine)
-                append("PresharedKey = " + b64(h.digest(), newline=False).decode() + "\n")
+            h = hasher.copy()  # keys.psk_from, inlined: this loop runs N² times
+            other = raw[j]
+            h.update(mine + other if mine < other else other + mine)
+            append("PresharedKey = " + b64(h.digest(), newline=False).decode() + "\n")
             append(post[j])
             if keepalive:
                 append(keepalive)

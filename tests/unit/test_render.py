@@ -161,3 +161,13 @@ def test_interface_fingerprint_ignores_peers_and_syncable_keys(lab_inventory):
     assert not any("PrivateKey" in l for l in interface_fingerprint_lines(a))
     mtu = replace(inv, mesh=replace(inv.mesh, mtu=1380))
     assert fingerprints(render(mtu, keys)["site1"])[1] != fingerprints(a)[1]
+
+
+def test_fast_path_without_psk_matches_the_full_render(lab_inventory):
+    """Without PSKs a section is shared by every file (joined once, sliced per file): the result
+    must be exactly the per-pair render minus its PresharedKey lines."""
+    inv, keys = _mesh(lab_inventory)
+    full = render(inv, keys)
+    off = render(replace(inv, mesh=replace(inv.mesh, psk=False)), keys)
+    for name, text in full.items():
+        assert off[name] == "".join(l for l in text.splitlines(keepends=True) if not l.startswith("PresharedKey"))
