@@ -17,7 +17,7 @@ fi
 
 # Debian packages: WireGuard (userspace wireguard-go where the kernel has no module), sshd for the lab
 # hosts, iptables, ping, Graphviz, and venv for Python.
-pkgs=(wireguard-tools wireguard-go openssh-server openssh-client iptables iproute2 iputils-ping
+pkgs=(wireguard-tools wireguard-go openssh-server openssh-client iptables iproute2 iputils-ping fping
       util-linux procps graphviz python3-venv ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do

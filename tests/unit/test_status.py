@@ -61,6 +61,16 @@ def test_unknown_keys():
     assert S.unknown_keys({"b": "PUBB="}, d) == ["PUBC="]
 
 
+def _isolated_path(tmp_path, *tools):
+    """A PATH holding only fakes and these real tools: the scripts under test can reach no real
+    ping or fping (nothing may be sent to addresses this test does not own)."""
+    import shutil
+
+    for tool in tools:
+        (tmp_path / tool).symlink_to(shutil.which(tool))
+    return str(tmp_path)
+
+
 def test_ping_script_and_parse(tmp_path):
     fake = tmp_path / "ping"
     fake.write_text(
@@ -68,8 +78,8 @@ def test_ping_script_and_parse(tmp_path):
         'case "$t" in 10.0.0.1) echo "64 bytes from 10.0.0.1: icmp_seq=1 ttl=64 time=0.123 ms";; *) exit 1;; esac\n'
     )
     fake.chmod(0o755)
-    out = subprocess.run(["sh", "-c", S.ping_script(["10.0.0.1", "10.0.0.2"], attempts=2, wait=1)],
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True).stdout
+    out = subprocess.run(["/bin/sh", "-c", S.ping_script(["10.0.0.1", "10.0.0.2"], attempts=2, wait=1)],
+                         env={"PATH": _isolated_path(tmp_path, "sed", "awk")}, capture_output=True, text=True).stdout
     assert S.parse_pings(out) == {"10.0.0.1": 0.123, "10.0.0.2": None}
 
 
@@ -90,3 +100,16 @@ def test_graph_edge_health():
     assert edge_health(L(S.FRESH), L(S.STALE)) == "stale"
     assert edge_health(L(S.UNKNOWN), None) == "unknown"
     assert edge_health(L(S.FRESH), L(S.UNKNOWN)) == "up"
+
+
+def test_ping_script_with_fping(tmp_path):
+    fake = tmp_path / "fping"
+    fake.write_text(
+        "#!/bin/sh\necho \"$*\" > " + str(tmp_path / "args") + "\n"
+        "echo '10.0.0.1 is alive (0.123 ms)'\necho '10.0.0.2 is unreachable'\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    out = subprocess.run(["/bin/sh", "-c", S.ping_script(["10.0.0.1", "10.0.0.2"])],
+                         env={"PATH": _isolated_path(tmp_path, "awk")}, capture_output=True, text=True).stdout
+    assert S.parse_pings(out) == {"10.0.0.1": 0.123, "10.0.0.2": None}
+    assert (tmp_path / "args").read_text().split()[-2:] == ["10.0.0.1", "10.0.0.2"]
