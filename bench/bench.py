@@ -206,6 +206,10 @@ print(time.perf_counter() - t, sum(len(b) for _, b in data))
 
 
 def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: bool, meshconf: str, work: Path):
+    # What every command pays before any work: interpreter, imports, argument parsing.
+    t.add("start-up", "-", "python -c pass", repeat(lambda: measure([PY, "-c", "pass"]), reps, warm))
+    t.add("start-up", "-", "wgmesh genconfig --help", repeat(lambda: measure(WGMESH + ["genconfig", "--help"]), reps, warm))
+    t.add("start-up", "-", "wg-meshconf genconfig --help", repeat(lambda: measure([meshconf, "genconfig", "--help"]), reps, warm))
     for n in sizes + big:
         peers = make_peers(n)
         keys = gen_keys([p["name"] for p in peers])
@@ -221,6 +225,7 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: 
 
         def wgm(dd=d):
             shutil.rmtree(dd / "output", ignore_errors=True)
+            os.sync()  # every writer starts with no earlier run's data still being written back
             return measure(WGMESH + ["-i", "bench", "genconfig"], env=wenv(dd))
 
         times = reps if n not in big else 1
@@ -230,6 +235,7 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: 
         def floor():
             dst = work / "floor"
             shutil.rmtree(dst, ignore_errors=True)
+            os.sync()
             r = measure([PY, "-c", FLOOR, str(out), str(dst)])
             shutil.rmtree(dst, ignore_errors=True)
             return float(r.out.split()[0])
@@ -244,6 +250,7 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: 
 
             def wmc():
                 shutil.rmtree(d / "wmc-out", ignore_errors=True)
+                os.sync()
                 return measure([meshconf, "-d", str(csvp), "genconfig", "-o", str(d / "wmc-out")])
 
             b = t.add("genconfig", str(n), "wg-meshconf 2.5.1 genconfig", repeat(wmc, times, warm))

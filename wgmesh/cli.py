@@ -74,9 +74,10 @@ def _run(ctx: typer.Context, command: str, body: Callable, lock: bool = True, pr
 
 
 def _need_inventory(ws) -> None:
+    """Refuse a missing inventory before the lock file is made (the body loads and checks it)."""
     from wgmesh import ops
 
-    ops.load(ws)
+    ops.require_inventory(ws)
 
 
 def _reporter(quiet: bool = False):

@@ -60,15 +60,20 @@ class Reporter:
 # ---------------------------------------------------------------- inventory and keys
 
 
+def require_inventory(ws: Workspace) -> None:
+    if not ws.inventory_path.is_file():
+        raise BadInput(
+            "--inventory", ws.name, f"no inventory at {ws.inventory_path}",
+            hint="run 'wgmesh up' or 'wgmesh addpeer' first",
+        )
+
+
 def load(ws: Workspace, must_exist: bool = True) -> Inventory | None:
     try:
         text = ws.inventory_path.read_text()
     except FileNotFoundError:
         if must_exist:
-            raise BadInput(
-                "--inventory", ws.name, f"no inventory at {ws.inventory_path}",
-                hint="run 'wgmesh up' or 'wgmesh addpeer' first",
-            ) from None
+            require_inventory(ws)
         return None
     return invmod.from_document(text, str(ws.inventory_path))
 
@@ -156,8 +161,9 @@ def write_configs(
 def genconfig(ws: Workspace) -> GenResult:
     inv = load(ws)
     keys, _ = ensure_keys(ws, inv)
-    # Large meshes: render on every core (a mesh of N peers renders N² peer sections).
-    workers = min(os.cpu_count() or 1, 8) if len(inv.peers) >= 200 else 1
+    # Large meshes with PSKs: render on every core (N² sections, each with its own derived PSK).
+    # Without PSKs every file is a slice of one joined string: a single process is faster.
+    workers = min(os.cpu_count() or 1, 8) if inv.mesh.psk and len(inv.peers) >= 200 else 1
     return write_configs(ws, inv, keys, workers)
 
 

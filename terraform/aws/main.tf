@@ -63,13 +63,13 @@ locals {
   # its PostUp also turns forwarding on, this makes it survive reboots.
   gateway_user_data = <<-EOT
     #!/bin/sh
-    # wgmesh gateway: IPv4 forwarding (routed mode) and wireguard-tools.
+    # wgmesh gateway: IPv4 forwarding (routed mode), wireguard-tools, and fping (wgmesh verify).
     set -u
     printf 'net.ipv4.ip_forward=1\n' > /etc/sysctl.d/99-wgmesh.conf
     sysctl --system
     export DEBIAN_FRONTEND=noninteractive
     for attempt in 1 2 3 4 5; do
-      apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 wireguard-tools && exit 0
+      apt-get update && apt-get install -y -o DPkg::Lock::Timeout=300 wireguard-tools fping && exit 0
       sleep 15
     done
     exit 1
