@@ -118,10 +118,10 @@ def _route_sync(iface: str) -> list[str]:
     and no route via the interface that no peer owns any more. Derived on the host from the
     running interface, so the script does not grow with the mesh."""
     want = (
-        f"want=\" $(wg show {iface} allowed-ips | tr ' \\t' '\\n\\n' | grep -E '^[0-9a-f.:]+/[0-9]+$' "
+        f"want=\" $(wg show {iface} allowed-ips | tr ' \\t' '\\n\\n' | sed -n -E 's|^([0-9a-f.:]+/[0-9]+)$|\\1|p' "
         "| sed 's|/32$||; s|/128$||' | tr '\\n' ' ') \""
     )
-    lines = [route_sync_command(iface), want]
+    lines = [f"{{ {route_sync_command(iface)}; }} || exit 44", want]
     for version in (4, 6):
         lines.append(
             f"ip -o -{version} route show dev {iface} | while read -r dst rest; do "
@@ -131,56 +131,75 @@ def _route_sync(iface: str) -> list[str]:
     return lines
 
 
+def _down(iface: str, systemd: bool) -> str:
+    """Take the interface down whatever brought it up (a unit, wg-quick by hand, a leftover)."""
+    stop_unit = f"systemctl stop wg-quick@{iface} >/dev/null 2>&1; " if systemd else ""
+    return (
+        f"{stop_unit}if wg show {iface} >/dev/null 2>&1; then "
+        f"wg-quick down {iface} >/dev/null 2>&1 || ip link del {iface} >/dev/null 2>&1; fi"
+    )
+
+
 def apply_script(plan: Plan, iface: str, systemd: bool) -> str:
     """The script run on the host (config on stdin when plan.write). Exit 0 on success.
 
-    When a start or restart fails, the previous file is put back and, if the interface
-    was up before, brought up again, so a failed host keeps its previous state.
+    When a start or restart fails, the host gets its previous state back: the previous file
+    (or none, if there was none: a failed first start leaves no config and no enabled unit),
+    and the interface up again with it if it was up before.
     """
     c = conf_path(iface)
+    prev = f"/etc/wireguard/.{iface}.conf.prev"
+    log = f"/etc/wireguard/.{iface}.up.log"  # in the 0700 directory, not a guessable /tmp name
     unit = f"wg-quick@{iface}"
-    up_cmd = f"systemctl enable --now {unit}" if systemd else f"wg-quick up {iface}"
-    down_cmd = f"systemctl stop {unit}" if systemd else f"wg-quick down {iface}"
-    s = ["set -u", "umask 077", "mkdir -p /etc/wireguard", "chmod 700 /etc/wireguard"]
+    # `restart` (not `enable --now`): a oneshot unit can be "active" while the interface is gone.
+    up_cmd = f"systemctl enable {unit} && systemctl restart {unit}" if systemd else f"wg-quick up {iface}"
+    s = ["set -u", "umask 077", "mkdir -p /etc/wireguard", "chmod 700 /etc/wireguard", f"rm -f {prev}", "had=1"]
     if plan.write:
         s += [
             f't=$(mktemp /etc/wireguard/.{iface}.conf.XXXXXX) || exit 1',
             'trap \'rm -f "$t"\' EXIT',
             'cat > "$t" || exit 1',
             'chmod 600 "$t"; chown 0:0 "$t" 2>/dev/null || true',
-            f"[ -f {c} ] && cp -p {c} /etc/wireguard/.{iface}.conf.prev",
+            f"if [ -f {c} ]; then cp -p {c} {prev} || exit 1; else had=0; fi",
         ]
-    if plan.action == RESTART:
-        s.append(f"{down_cmd} >/dev/null 2>&1 || wg-quick down {iface} >/dev/null 2>&1 || true")
+    if plan.action in (START, RESTART):
+        s.append(_down(iface, systemd))  # with the old file, before it is replaced
     if plan.write:
         s.append(f'mv -f "$t" {c} || exit 1')
     if plan.action in (START, RESTART):
         was_up = "1" if plan.action == RESTART else "0"
+        disable = f" systemctl disable {unit} >/dev/null 2>&1;" if systemd else ""
         s += [
-            f"if ! {up_cmd} >/tmp/.wgmesh-up.$$ 2>&1; then",
-            f"  cat /tmp/.wgmesh-up.$$ >&2; rm -f /tmp/.wgmesh-up.$$",
-            f"  wg-quick down {iface} >/dev/null 2>&1 || ip link del {iface} >/dev/null 2>&1 || true",
-            f"  if [ -f /etc/wireguard/.{iface}.conf.prev ]; then mv -f /etc/wireguard/.{iface}.conf.prev {c};"
-            f" [ {was_up} = 1 ] && {up_cmd} >/dev/null 2>&1; fi",
+            f"if ! {{ {up_cmd}; }} >{log} 2>&1; then",
+            f"  cat {log} >&2; rm -f {log}",
+            f"  {_down(iface, systemd)}",
+            f"  if [ -f {prev} ]; then mv -f {prev} {c}; if [ {was_up} = 1 ]; then {{ {up_cmd}; }} >/dev/null 2>&1; fi",
+            f"  elif [ $had = 0 ]; then rm -f {c};{disable} fi",
             "  exit 42",
             "fi",
-            f"rm -f /tmp/.wgmesh-up.$$ /etc/wireguard/.{iface}.conf.prev",
+            f"rm -f {log} {prev}",
         ]
     elif plan.action == SYNCCONF:
-        s += [f"wg-quick strip {iface} | wg syncconf {iface} /dev/stdin || exit 43"]
+        s += [
+            # No pipefail in sh: a failed strip must not feed an empty config to syncconf.
+            f"st=$(wg-quick strip {iface}) || exit 43",
+            f"printf '%s\\n' \"$st\" | wg syncconf {iface} /dev/stdin || exit 43",
+        ]
         s += _route_sync(iface)
-        s.append(f"rm -f /etc/wireguard/.{iface}.conf.prev")
+        s.append(f"rm -f {prev}")
     s.append("exit 0")
     return "\n".join(s)
 
 
 def stop_script(iface: str) -> str:
-    """Stop and disable the interface; keep nothing of the mesh running. Idempotent."""
+    """Stop and disable the interface; keep nothing of the mesh running. Idempotent; fails if
+    the interface is still there afterwards."""
     unit = f"wg-quick@{iface}"
     return "\n".join(
         [
-            f"if [ -d /run/systemd/system ]; then systemctl disable --now {unit} >/dev/null 2>&1 || true; fi",
-            f"if wg show {iface} >/dev/null 2>&1; then wg-quick down {iface} >/dev/null 2>&1 || ip link del {iface} || true; fi",
+            f"if [ -d /run/systemd/system ]; then systemctl disable --now {unit} >/dev/null 2>&1; fi",
+            f"if wg show {iface} >/dev/null 2>&1; then wg-quick down {iface} >/dev/null 2>&1 || ip link del {iface}; fi",
+            f"if wg show {iface} >/dev/null 2>&1; then echo '{iface} is still up' >&2; exit 1; fi",
             f"rm -f {conf_path(iface)} /etc/wireguard/.{iface}.conf.prev",
             "exit 0",
         ]

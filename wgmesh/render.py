@@ -11,6 +11,7 @@ import base64
 import functools
 import binascii
 import hashlib
+import shlex
 from typing import Iterator
 
 from wgconfig import WGConfig
@@ -39,11 +40,12 @@ def route_sync_command(iface: str) -> str:
 
     Used as PostUp (the config sets Table = off, so wg-quick adds no routes itself) and after
     `wg syncconf`. No '#' may appear (wg-quick cuts lines there); public keys never match the
-    CIDR pattern (base64 keys end in '=').
+    CIDR pattern (base64 keys end in '='). sed, not grep: wg-quick runs hooks with
+    `set -e -o pipefail`, and grep fails when the interface has no peer yet.
     """
     return (
-        f"wg show {iface} allowed-ips | tr ' \\t' '\\n\\n' | grep -E '^[0-9a-f.:]+/[0-9]+$' "
-        f"| sed 's|.*|route replace & dev {iface}|' | ip -batch -"
+        f"wg show {iface} allowed-ips | tr ' \\t' '\\n\\n' "
+        f"| sed -n -E 's|^([0-9a-f.:]+/[0-9]+)$|route replace \\1 dev {iface}|p' | ip -batch -"
     )
 
 
@@ -69,7 +71,7 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
             f"printf '*filter\\n:{fwd} - [0:0]\\n-A {fwd} -i {iface} -j ACCEPT\\n-A {fwd} -o {iface} -j ACCEPT\\nCOMMIT\\n'"
         )
         if sources:
-            srcs = " ".join(str(s) for s in sources)
+            srcs = " ".join(shlex.quote(str(s)) for s in sources)  # parsed values; quoted all the same
             rules += (
                 f"; printf '*nat\\n:{nat} - [0:0]\\n'; if [ -n \"$e\" ]; then for s in {srcs}; do "
                 f"printf -- '-A {nat} -s %s -o %s -j MASQUERADE\\n' \"$s\" \"$e\"; done; fi; printf 'COMMIT\\n'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from wgmesh.model import Inventory
@@ -140,7 +141,7 @@ def ping_script(targets: list[str], attempts: int = 3, wait: int = 2) -> str:
     """
     if not targets:
         return "true"
-    t = " ".join(targets)
+    t = " ".join(shlex.quote(x) for x in targets)
     return (
         f"if command -v fping >/dev/null 2>&1; then fping -e -i 1 -r {attempts - 1} -t {wait * 1000} {t} 2>/dev/null "
         "| awk '/ is alive/ {gsub(/[()]/, \"\", $4); print \"ok\", $1, $4; next} / is unreachable/ {print \"fail\", $1}'; "

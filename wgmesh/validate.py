@@ -37,9 +37,20 @@ def name(field: str, value: object) -> str:
     return value
 
 
+_ADDR_CHARS = re.compile(r"[0-9A-Fa-f.:/]+")
+
+
+def _plain(field: str, value: str, what: str) -> None:
+    """Only the characters an address or CIDR is made of: ipaddress accepts IPv6 zone IDs
+    ('fe80::1%anything', newlines and '$(...)' included) and keeps them in str()."""
+    if not _ADDR_CHARS.fullmatch(value):
+        raise BadInput(field, value, f"not a valid {what} (only digits, a-f, '.', ':' and '/'; no zone ID)")
+
+
 def address(field: str, value: object) -> IPAddress:
     if not isinstance(value, str) or not value.strip():
         raise BadInput(field, value, "an IP address is required")
+    _plain(field, value.strip(), "IPv4 or IPv6 address")
     try:
         return ipaddress.ip_address(value.strip())
     except ValueError:
@@ -53,6 +64,7 @@ def network(field: str, value: object) -> IPNetwork:
     text = value.strip()
     if "/" not in text:
         raise BadInput(field, value, "a prefix length is required, e.g. 10.8.0.0/24")
+    _plain(field, text, "CIDR")
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
@@ -92,10 +104,11 @@ def host(field: str, value: object) -> str:
     """An IP address or a DNS name (no port, no brackets)."""
     if not isinstance(value, str) or not value:
         raise BadInput(field, value, "a host name or IP address is required")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        pass
+    if _ADDR_CHARS.fullmatch(value):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass
     if not HOSTNAME_RE.fullmatch(value) or value.replace(".", "").isdigit():
         raise BadInput(field, value, "not a valid host name or IP address")
     return value.lower()
@@ -115,6 +128,8 @@ def host_port(field: str, value: object, default_port: int | None) -> tuple[str,
             raise BadInput(field, value, "unclosed '[' around an IPv6 address")
         inner, rest = text[1:close], text[close + 1 :]
         try:
+            if not _ADDR_CHARS.fullmatch(inner):
+                raise ValueError(inner)
             addr = ipaddress.ip_address(inner)
         except ValueError:
             raise BadInput(field, value, "only an IPv6 address may stand between [ and ]") from None
@@ -130,6 +145,8 @@ def host_port(field: str, value: object, default_port: int | None) -> tuple[str,
         if any(c not in "0123456789abcdefABCDEF" for c in first):
             raise BadInput(field, value, "the port is given more than once")
         try:
+            if not _ADDR_CHARS.fullmatch(text):
+                raise ValueError(text)
             addr = ipaddress.ip_address(text)
         except ValueError:
             raise BadInput(

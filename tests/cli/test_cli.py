@@ -236,9 +236,10 @@ def test_pool_too_small_refused_before_terraform_applies(tmp_path):
     assert not state.exists() or not json.loads(state.read_text()).get("resources")
 
 
-INJECTIONS = ["10.9.0.0/24\n[Peer]", "eth0$(reboot)", "a;b", "x\nPostUp = rm -rf /", "`id`", "10.9.0.0/24 #"]
+INJECTIONS = ["10.9.0.0/24\n[Peer]", "eth0$(reboot)", "a;b", "x\nPostUp = rm -rf /", "`id`", "10.9.0.0/24 #",
+              "fd00::%$(reboot)/64", "fe80::1%x\n[Interface]\nPreUp = reboot", "[fe80::1%eth0]:51820"]
 OPTIONS = ["--allowedips", "--endpoint", "--egress-interface", "--ssh", "--private-address", "--host-key",
-           "--address", "--listen-port", "--keepalive"]
+           "--address"]
 
 
 @pytest.mark.parametrize("option", OPTIONS)

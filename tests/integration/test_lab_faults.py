@@ -70,7 +70,7 @@ def _files_parse(lab):
 
     invmod.from_document((lab.root / "inventories" / f"{lab.name}.json").read_text())
     keymod.Keystore(lab.root / ".wgmesh" / lab.name / "keys").load()
-    assert not list((lab.root / "inventories").glob(".*.tmp")) or True
+    assert not list((lab.root / "inventories").glob(".*.tmp"))  # no temporary file left behind
 
 
 def test_up_and_no_secret_in_any_argv_output_or_state(lab):
@@ -126,6 +126,32 @@ def test_wg_quick_failure_restores_previous_config_and_state(lab, tmp_path):
     inv_path.write_text(original)
     assert lab.json("push")["ok"]
     assert lab.json("verify")["ok"]
+
+
+def test_failed_first_start_leaves_no_config(lab, tmp_path):
+    """A host whose very first wg-quick up fails is left as it was: no wg0.conf, no interface."""
+    real = tmp_path / "wg-quick.real"
+    real.write_bytes(Path("/usr/bin/wg-quick").read_bytes())
+    real.chmod(0o755)
+    wrapper = tmp_path / "wg-quick"
+    wrapper.write_text(f'#!/bin/bash\nif [ "$1" = up ]; then {real} "$@"; echo "injected failure" >&2; exit 1; fi\n'
+                       f'exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    srv = lab.tf_output("servers")["srv1"]
+    lab.host("srv1", "mount", "--bind", str(wrapper), "/usr/bin/wg-quick")
+    try:
+        lab.wgmesh("addpeer", "first", "--endpoint", srv["endpoint"], "--ssh", f"root@{srv['ssh_host']}",
+                   "--allowedips", srv["subnets"][0], "--host-key", srv["ssh_host_keys"][0])
+        doc = lab.json("push", check_rc=4)
+        assert doc["failed"] == ["first"] and "injected failure" in doc["hosts"]["first"]["detail"]
+        assert lab.host("srv1", "test", "-e", "/etc/wireguard/wg0.conf", check=False).returncode == 1
+        assert lab.host("srv1", "wg", "show", "wg0", check=False).returncode != 0
+        assert lab.host("srv1", "iptables", "-w", "-S").stdout.count("WGM-wg0-FWD") == 0  # PostDown ran
+    finally:
+        lab.host("srv1", "umount", "/usr/bin/wg-quick")
+    doc = lab.json("push")
+    assert doc["hosts"]["first"]["action"] == "start"
+    lab.wgmesh("delpeer", "first")
 
 
 def test_unreachable_auth_refused_and_timeouts_stay_local(lab, tmp_path):

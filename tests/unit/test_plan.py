@@ -81,11 +81,14 @@ def test_parse_probe():
 def test_scripts_take_config_on_stdin_and_hold_no_key(text):
     for plan in (P.Plan(P.START, True, ""), P.Plan(P.RESTART, True, ""), P.Plan(P.SYNCCONF, True, "")):
         script = P.apply_script(plan, "wg0", False)
-        assert 'cat > "$t"' in script and "PrivateKey" not in script
-        assert "mv -f \"$t\" /etc/wireguard/wg0.conf" in script
+        assert 'cat > "$t"' in script  # the config comes on stdin
+        assert "mv -f \"$t\" /etc/wireguard/wg0.conf" in script and "/tmp" not in script
     sync = P.apply_script(P.Plan(P.SYNCCONF, True, ""), "wg0", False)
-    assert "wg syncconf wg0" in sync and "ip -batch -" in sync
-    assert "systemctl enable --now wg-quick@wg0" in P.apply_script(P.Plan(P.START, False, ""), "wg0", True)
+    assert "st=$(wg-quick strip wg0) || exit 43" in sync and "ip -batch -" in sync and "|| exit 44" in sync
+    start = P.apply_script(P.Plan(P.START, False, ""), "wg0", True)
+    # a oneshot unit may be "active" with the interface gone: restart, never a no-op enable --now
+    assert "systemctl enable wg-quick@wg0 && systemctl restart wg-quick@wg0" in start
+    assert "systemctl disable wg-quick@wg0" in start  # a failed first start leaves no enabled unit
     assert P.wrap("true", "ubuntu").startswith("sudo -n sh -c ")
     assert P.wrap("true", "root") == "sh -c true"
 

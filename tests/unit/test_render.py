@@ -171,3 +171,38 @@ def test_fast_path_without_psk_matches_the_full_render(lab_inventory):
     off = render(replace(inv, mesh=replace(inv.mesh, psk=False)), keys)
     for name, text in full.items():
         assert off[name] == "".join(l for l in text.splitlines(keepends=True) if not l.startswith("PresharedKey"))
+
+
+def test_hooks_succeed_under_wg_quick_strict_mode_with_no_peers(lab_inventory, tmp_path):
+    """wg-quick runs each hook with `set -e -o pipefail`: a mesh's first peer has no other peer
+    yet, and its PostUp must still succeed."""
+    inv = invmod.new_inventory("one")
+    inv = invmod.add_peer(inv, Peer(name="only", address=ipaddress.ip_address("0.0.0.0"),
+                                    subnets=(ipaddress.ip_network("10.5.0.0/24"),)), None)
+    text = render(inv, fixed_keys(inv.names))["only"]
+    assert "[Peer]" not in text
+    ups = [l.split(" = ", 1)[1] for l in text.splitlines() if l.startswith("PostUp = ")]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in {"sysctl": "exit 0", "iptables": "exit 0", "iptables-restore": "cat >/dev/null",
+                       "wg": "exit 0", "ip": 'case "$*" in *batch*) cat > /dev/null;; *) echo "default via 1.2.3.4 dev eth0";; esac'}.items():
+        (fake / name).write_text("#!/bin/sh\n" + body + "\n")
+        (fake / name).chmod(0o755)
+    for hook in ups:
+        r = subprocess.run(["bash", "-c", f"set -e -o pipefail; ({hook})"], env={"PATH": f"{fake}:/usr/bin:/bin"})
+        assert r.returncode == 0, hook
+
+
+def test_zone_ids_never_reach_a_config():
+    from wgmesh import validate as v
+    from wgmesh.errors import BadInput
+
+    for bad in ("fd00::%$(reboot)/64", "fe80::1%x/128"):
+        with pytest.raises(BadInput):
+            v.network("--allowedips", bad)
+    for bad in ("fe80::1%$(reboot)", "fe80::1%eth0"):
+        with pytest.raises(BadInput):
+            v.address("--private-address", bad)
+    for bad in ("fe80::1%x\n[Interface]\nPreUp = reboot", "[fe80::1%eth0]:51820"):
+        with pytest.raises(BadInput):
+            v.host_port("--endpoint", bad, 51820)
