@@ -70,6 +70,10 @@ def _run(ctx: typer.Context, command: str, body: Callable, lock: bool = True, pr
     except KeyboardInterrupt:
         console.error(errors.Interrupted("interrupted"))
         code = errors.INTERRUPTED
+    except OSError as exc:  # the machine said no (permissions, disk full, ...): say what, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        console.error(errors.WgmeshError(f"{exc.strerror or type(exc).__name__}{where}"))
+        code = errors.OTHER
     raise typer.Exit(code)
 
 
@@ -175,7 +179,20 @@ def addpeer(
             console.peers_table(inv, only=[peer.name])
             console.info(f"added {peer.name} ({peer.address}); run 'wgmesh -i {ws.name} push' to apply it")
 
-    _run(ctx, "addpeer", body)
+    def pre(ws):
+        # In a new project, refuse bad input before the lock creates .wgmesh/ (an existing
+        # inventory already has it; the body checks everything under the lock).
+        from wgmesh import inventory, ops
+
+        if not ws.inventory_path.exists():
+            inv = inventory.new_inventory(ws.name)
+            peer, addr, _ = ops.build_peer(
+                inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
+                egress_interface, private_address, host_key, private_key_file, public_key,
+            )
+            inventory.add_peer(inv, peer, addr)
+
+    _run(ctx, "addpeer", body, pre=pre)
 
 
 @app.command("import")
@@ -195,7 +212,12 @@ def import_(
         else:
             console.info(f"{len(inv.peers)} peers in inventory {inv.name}; {len(made)} new key pairs")
 
-    _run(ctx, "import", body)
+    def pre(ws):
+        from wgmesh import ops
+
+        ops.read_outputs(file)  # an unreadable or invalid document is refused before the lock
+
+    _run(ctx, "import", body, pre=pre)
 
 
 @app.command()
@@ -437,7 +459,7 @@ def destroy(
             console.destroy_summary(res)
         return errors.HOSTS_FAILED if any(not r.ok for r in res.stopped.values()) else errors.OK
 
-    _run(ctx, "destroy", body)
+    _run(ctx, "destroy", body, pre=_need_inventory)
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ from wgmesh.errors import WgmeshError
 from wgmesh.model import HostResult, Inventory
 from wgmesh.ops import DestroyResult, GenResult, PushResult, Reporter, StatusResult, VerifyResult
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # nothing from hosts or users is markup
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 STATE_STYLE = {
     statmod.FRESH: "green",
@@ -189,7 +189,8 @@ def status_view(res: StatusResult):
         )
         t.add_row(
             p.name, p.endpoint or "-", "/".join(x for x in (p.cloud, p.region) if x) or "-",
-            Text("no", style="red") if p.name in res.unreachable else Text("yes", style="green"),
+            Text("no SSH", style="dim") if p.name in res.unmanaged
+            else Text("no", style="red") if p.name in res.unreachable else Text("yes", style="green"),
             _bytes(sum(l.rx for l in mine)), _bytes(sum(l.tx for l in mine)),
             Text("; ".join(notes) or (res.unreachable.get(p.name) or ""), style="yellow"),
         )
@@ -212,7 +213,8 @@ def status_json(res: StatusResult) -> dict:
     return {
         "peers": [
             {"name": p.name, "endpoint": p.endpoint, "address": str(p.address), "region": p.region,
-             "cloud": p.cloud, "reached": p.name not in res.unreachable,
+             "cloud": p.cloud, "managed": p.name not in res.unmanaged,
+             "reached": p.name not in res.unreachable and p.name not in res.unmanaged,
              "rx_bytes": sum(l.rx for l in res.links if l.src == p.name),
              "tx_bytes": sum(l.tx for l in res.links if l.src == p.name)}
             for p in res.peers

@@ -7,6 +7,7 @@ Messages never contain key material.
 from __future__ import annotations
 
 OK = 0
+OTHER = 1  # anything else: the message says what (a file the system refused, a missing tool)
 BAD_INPUT = 2
 LOCKED = 3
 HOSTS_FAILED = 4

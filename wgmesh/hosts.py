@@ -20,6 +20,7 @@ class HostPool:
         )
         self._conns: dict[str, ssh.Connection] = {}
         self._lock = threading.Lock()
+        self._peer_locks: dict[str, threading.Lock] = {}
 
     def target(self, peer: Peer) -> ssh.Target:
         if peer.ssh is None:
@@ -36,6 +37,12 @@ class HostPool:
 
     def get(self, peer: Peer) -> ssh.Connection:
         with self._lock:
+            peer_lock = self._peer_locks.setdefault(peer.name, threading.Lock())
+        with peer_lock:  # one connection per peer, even when two phases ask at once
+            return self._get(peer)
+
+    def _get(self, peer: Peer) -> ssh.Connection:
+        with self._lock:
             conn = self._conns.get(peer.name)
         if conn is not None and conn.transport.is_active():
             return conn
@@ -45,7 +52,10 @@ class HostPool:
                 conn = ssh.connect(self.target(peer), self.pins)
                 break
             except ssh.SshError as exc:
-                if not exc.reason.startswith("unreachable") or time.monotonic() >= deadline:
+                # A booting machine refuses, resets the handshake, or lacks its authorized key yet;
+                # a changed host key is never retried.
+                booting = exc.reason.startswith(("unreachable", "SSH handshake failed", "authentication"))
+                if isinstance(exc, ssh.HostKeyChanged) or not booting or time.monotonic() >= deadline:
                     raise
                 time.sleep(3)
         with self._lock:

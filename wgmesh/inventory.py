@@ -286,12 +286,16 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
     return out
 
 
-def check_capacity(inv: Inventory, terraform_names: Iterable[str]) -> None:
-    """Would the pool hold the manual peers plus these Terraform peers? Raises BadInput if not."""
-    names = set(terraform_names)
-    keep = [p for p in inv.peers if p.source == MANUAL or p.name in names]
-    fresh = len(names - {p.name for p in keep})
-    allocate(inv.mesh.pool, {p.address for p in keep}, fresh)
+def known_part(planned: dict) -> dict:
+    """The planned `peers` output with what Terraform cannot know before apply left out (a
+    plan shows unknown values as missing): instances whose address is not known yet."""
+    out = {}
+    for name, d in planned.items():
+        if isinstance(d, dict):
+            d = dict(d)
+            d["instances"] = [i for i in d.get("instances") or [] if isinstance(i, dict) and i.get("address")]
+        out[name] = d
+    return out
 
 
 def forget_terraform(inv: Inventory) -> Inventory:

@@ -3,7 +3,7 @@
 One file, `keystore.json`, mode 0600 in a 0700 directory. A key pair is made once per
 peer and never regenerated; its public key is derived once, when it is made, and stored
 beside it. Per-pair preshared keys are derived from one stored secret and the two public
-keys (HMAC-SHA256), so every pair has its own PSK, a new key pair gives its pairs new PSKs,
+keys (keyed BLAKE2s), so every pair has its own PSK, a new key pair gives its pairs new PSKs,
 and purging a peer's key pair purges its PSKs.
 
 Nothing here ever puts key material into a message or a repr.
@@ -138,6 +138,8 @@ class Keystore:
                 for name, olds in (doc.get("retired") or {}).items()
             }
             secret = base64.b64decode(doc["psk_secret"], validate=True) if doc.get("psk_secret") else b""
+            if secret and len(secret) != 32:
+                raise BadInput("keystore: psk_secret", "(hidden)", "must be 32 bytes")
         except (KeyError, TypeError, AttributeError, binascii.Error, BadInput) as exc:
             where = exc.message if isinstance(exc, BadInput) else type(exc).__name__
             raise Refused(f"keystore {self.path} is damaged ({where})", hint="restore it from a .bak file") from None

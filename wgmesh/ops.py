@@ -332,6 +332,25 @@ def push_configs(
     return PushResult(results, pending)
 
 
+def forget_peers(ws: Workspace, remaining: Inventory, gone: list[str], done_hosts: list[str] = ()) -> None:
+    """Peers that left the inventory (e.g. gone from Terraform's outputs): their keys are
+    purged, and every managed host that has not yet dropped them has a pending revocation."""
+    if not gone:
+        return
+    store = keystore(ws)
+    keys = store.load()
+    revs = revmod.load(ws.revocations_path)
+    now = int(time.time())
+    hosts = [h for h in managed(remaining) if h not in set(done_hosts)]
+    for name in gone:
+        for kp in ([keys.pairs[name]] if name in keys.pairs else []) + keys.retired.get(name, []):
+            revs = revmod.add(revs, name, kp.public, revmod.REMOVED, hosts, now)
+    revs, _ = revmod.settle(revs, done_hosts, managed(remaining))
+    revmod.save(ws.revocations_path, revs)
+    store.save(keymod.purge(keys, gone))
+    keymod.drop_backups(store)
+
+
 def managed(inv: Inventory) -> list[str]:
     return [p.name for p in inv.peers if p.ssh is not None]
 
@@ -369,6 +388,7 @@ class StatusResult:
     foreign_keys: dict[str, list[str]]  # peer → public keys configured there that no inventory peer has
     peers: list[Peer] = field(default_factory=list)
     pending: list[revmod.Revocation] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)  # peers without SSH access: no view of their own
 
 
 def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int) -> StatusResult:
@@ -377,16 +397,18 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: 
     down: set[str] = set()
 
     def one(peer: Peer) -> HostResult:
-        if peer.ssh is None:
+        if peer.ssh is None:  # not managed by wgmesh: seen only through the others' views
             dumps[peer.name] = None
-            return HostResult(peer.name, False, "skipped", "no SSH access")
+            return HostResult(peer.name, True, "skipped", "no SSH access")
         rc, out, err = pool.get(peer).run(
             planmod.wrap(statmod.dump_script(inv.mesh.interface), peer.ssh.user), timeout=PROBE_TIMEOUT
         )
         if rc != 0 or not out.strip():
             dumps[peer.name] = None
-            down.add(peer.name)
-            return HostResult(peer.name, False, "down", f"interface {inv.mesh.interface} is not up")
+            if "No such device" in err or "Unable to access interface" in err:
+                down.add(peer.name)
+                return HostResult(peer.name, False, "down", f"interface {inv.mesh.interface} is not up")
+            return HostResult(peer.name, False, "failed", _remote_reason("wg show", rc, err))
         dumps[peer.name] = statmod.parse_dump(out)
         return HostResult(peer.name, True, "ok")
 
@@ -398,7 +420,8 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: 
     pubs = public_keys(keys, inv)
     foreign = {n: statmod.unknown_keys(pubs, d) for n, d in dumps.items() if d is not None}
     links = statmod.matrix(inv, pubs, dumps, int(time.time()), down)
-    return StatusResult(links, reasons, {n: k for n, k in foreign.items() if k}, list(inv.peers))
+    unmanaged = sorted(p.name for p in inv.peers if p.ssh is None)
+    return StatusResult(links, reasons, {n: k for n, k in foreign.items() if k}, list(inv.peers), unmanaged=unmanaged)
 
 
 def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL) -> StatusResult:
@@ -450,7 +473,12 @@ def _ping_from(conn: ssh.Connection, user: str, targets: list[str]) -> dict[str,
     if not targets:
         return {}
     rc, out, err = conn.run(planmod.wrap(statmod.ping_script(targets), user), timeout=PROBE_TIMEOUT + 10)
-    return statmod.parse_pings(out)
+    got = statmod.parse_pings(out)
+    if not got:  # nothing probed at all (sudo refused, no ping): a host failure, not "no reply"
+        from wgmesh.adapters.ssh import SshError
+
+        raise SshError(_remote_reason("probe", rc, err))
+    return got
 
 
 def run_verify(inv: Inventory, keys: keymod.Keys, pool: HostPool, parallel: int) -> VerifyResult:
@@ -563,9 +591,8 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def import_outputs(ws: Workspace, path: str) -> tuple[Inventory, list[str]]:
-    """Terraform peers from a saved `terraform output -json` document (Terraform run elsewhere,
-    e.g. by CI): refreshed into the inventory as `up` would, keys made for new peers."""
+def read_outputs(path: str) -> list[Peer]:
+    """The Terraform peers of a saved `terraform output -json` document (or its peers map)."""
     import json
 
     try:
@@ -578,8 +605,14 @@ def import_outputs(ws: Workspace, path: str) -> tuple[Inventory, list[str]]:
         doc = doc["peers"]["value"]  # terraform output -json
     elif isinstance(doc, dict) and isinstance(doc.get("peers"), dict):
         doc = doc["peers"]
+    return invmod.peers_from_outputs(doc)
+
+
+def import_outputs(ws: Workspace, path: str) -> tuple[Inventory, list[str]]:
+    """Terraform peers from a saved `terraform output -json` document (Terraform run elsewhere,
+    e.g. by CI): refreshed into the inventory as `up` would, keys made for new peers."""
     inv = load(ws, must_exist=False) or invmod.new_inventory(ws.name)
-    merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(doc))
+    merged = invmod.merge_terraform(inv, read_outputs(path))
     keys, made = ensure_keys(ws, merged)
     save(ws, merged)
     return merged, made
@@ -606,8 +639,10 @@ def _up_inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_c
 
 
 def check_up_args(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> None:
-    """Everything `up` can refuse before it writes anything."""
+    """Everything `up` can refuse before it writes anything (the plan is checked later, still
+    before anything is created)."""
     _up_inventory(ws, stack, var_pairs, pool_cidr)
+    keystore(ws).load()  # a keystore others can read is refused now, not after terraform apply
 
 
 def up(
@@ -634,8 +669,9 @@ def up(
     tf.init()
     planned = tf.plan().get("peers")
     if isinstance(planned, dict):
-        # Refuse before anything is created: every planned peer must get a tunnel address.
-        invmod.check_capacity(inv, planned.keys())
+        # Refuse before anything is created: the planned peers, as far as the plan knows them,
+        # must make a valid mesh (pool large enough, no overlaps, no cut management links).
+        invmod.merge_terraform(inv, invmod.peers_from_outputs(invmod.known_part(planned)))
     reporter.phase(f"terraform apply ({stack})")
     try:
         tf.apply()
@@ -652,7 +688,9 @@ def up(
     timings["terraform"] = round(time.monotonic() - t, 2)
     if "peers" not in outputs:
         raise TerraformFailed(f"the stack {stack!r} has no 'peers' output (see the output contract in DESIGN.md)")
-    inv = invmod.merge_terraform(inv, invmod.peers_from_outputs(outputs["peers"]))
+    merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(outputs["peers"]))
+    forget_peers(ws, merged, [n for n in inv.names if n not in merged.names])
+    inv = merged
     save(ws, inv)
     keys, made = ensure_keys(ws, inv)
     if not do_push:
@@ -703,15 +741,17 @@ def stop_everywhere(inv: Inventory, pool: HostPool, reporter: Reporter, parallel
 
 def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL, stop: bool = True) -> DestroyResult:
     inv = load(ws, must_exist=False)
+    stack = inv.stack if inv is not None else None
+    # Every refusal (stack gone, variables no longer valid, keystore) before any host is touched.
+    tf, root = _terraform(ws, stack, dict(inv.vars), reporter) if stack else (None, None)
+    keystore(ws).load()
     stopped: dict[str, HostResult] = {}
     if stop and inv is not None and inv.peers:
         reporter.phase("stop WireGuard on the peers")
         with _pool(ws, inv) as pool:
             stopped = stop_everywhere(inv, pool, reporter, parallel)
     tf_state = "no stack"
-    stack = inv.stack if inv is not None else None
     if stack:
-        tf, root = _terraform(ws, stack, dict(inv.vars), reporter)
         if tf.has_state():
             reporter.phase(f"terraform destroy ({stack})")
             tf.prepare(root)
@@ -724,23 +764,25 @@ def destroy(ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL,
     if inv is not None:
         removed = [p.name for p in inv.peers if p.source == invmod.TERRAFORM]
         remaining = invmod.forget_terraform(inv)
+        before = keystore(ws).load()
+        purged = sorted(n for n in before.pairs if n not in remaining.names)
+        kept = sorted(n for n in before.pairs if n in remaining.names)
+        stopped_ok = [n for n, r in stopped.items() if r.ok and r.action == "stopped"]
+        # Hand-added peers that were not stopped still trust the destroyed peers' keys: pending.
+        forget_peers(ws, remaining, purged, done_hosts=stopped_ok)
         save(ws, remaining)
-        store = keystore(ws)
-        keys = store.load()
-        purged = sorted(n for n in keys.pairs if n not in remaining.names)
-        kept = sorted(n for n in keys.pairs if n in remaining.names)
-        if purged:
-            store.save(keymod.purge(keys, purged))
-            keymod.drop_backups(store)
     count = 0
     if ws.output_dir.is_dir():
         for f in ws.output_dir.glob("*.conf"):
             f.unlink()
             count += 1
-        ws.output_dir.rmdir() if not any(ws.output_dir.iterdir()) else None
+        for f in ws.output_dir.glob("mesh.*"):  # what `graph` drew
+            f.unlink()
+        if not any(ws.output_dir.iterdir()):
+            ws.output_dir.rmdir()
     pins = ws.pins_path.exists()
     ws.pins_path.unlink(missing_ok=True)
-    revmod.save(ws.revocations_path, [])
+    ws.pins_path.with_name(ws.pins_path.name + ".lock").unlink(missing_ok=True)
     return DestroyResult(stopped, tf_state, removed, purged, kept, count, pins)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from wgmesh.errors import Refused
 from wgmesh.fsutil import write_atomic
 
 REMOVED, ROTATED = "removed", "rotated"
@@ -43,9 +44,13 @@ def settle(revs: list[Revocation], done_hosts: Iterable[str], known_hosts: Itera
 def load(path: Path) -> list[Revocation]:
     try:
         doc = json.loads(path.read_text())
+        return [Revocation(d["peer"], d["key"], d["why"], tuple(d["hosts"]), d.get("since", 0)) for d in doc]
     except FileNotFoundError:
         return []
-    return [Revocation(d["peer"], d["key"], d["why"], tuple(d["hosts"]), d.get("since", 0)) for d in doc]
+    except (ValueError, KeyError, TypeError):
+        raise Refused(
+            f"{path} is damaged", hint="it lists public keys hosts may still trust: fix it, or remove it and run 'wgmesh push'"
+        ) from None
 
 
 def save(path: Path, revs: list[Revocation]) -> None:

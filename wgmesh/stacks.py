@@ -54,8 +54,15 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         outputs.update(_OUT_RE.findall(text))
     manifest = {}
     if (directory / MANIFEST).exists():
-        manifest = json.loads((directory / MANIFEST).read_text())
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text())
+        except ValueError as exc:
+            raise BadInput("--stack", name, f"{MANIFEST} is not valid JSON ({exc})") from None
     layout = manifest.get("layout", "single")
+    if layout not in ("single", "per-region"):
+        raise BadInput("--stack", name, f"{MANIFEST}: unknown layout {layout!r}")
+    if layout == "per-region" and not manifest.get("provider"):
+        raise BadInput("--stack", name, f"{MANIFEST}: a per-region stack must name its provider")
     if layout == "per-region":
         return Stack(
             name, directory, frozenset(variables), frozenset(outputs), layout,
@@ -74,6 +81,17 @@ def parse_var_value(raw: str):
     except ValueError:
         return raw
     return value if isinstance(value, (list, dict, int, float, bool)) else raw
+
+
+def literal(value):
+    """A --var value as Terraform JSON takes it literally: '${' and '%{' would be evaluated."""
+    if isinstance(value, str):
+        return value.replace("${", "$${").replace("%{", "%%{")
+    if isinstance(value, list):
+        return [literal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: literal(v) for k, v in value.items()}
+    return value
 
 
 def check_vars(stack: Stack, variables: dict[str, str]) -> None:
@@ -119,7 +137,7 @@ def _source(stack: Stack, workdir: Path) -> str:
 
 def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict:
     """The root module (Terraform JSON) for one inventory."""
-    values = {k: parse_var_value(v) for k, v in sorted(variables.items())}
+    values = {k: literal(parse_var_value(v)) for k, v in sorted(variables.items())}
     if stack.layout != "per-region":
         return {
             "module": {"stack": {"source": _source(stack, workdir), **values}},

@@ -270,3 +270,26 @@ def test_import_terraform_outputs_document(tmp_path):
     before = snapshot(proj)
     r = run(proj, "import", str(bad))
     assert r.exit_code == 2 and "not JSON" in r.stderr and snapshot(proj) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["addpeer", "../evil"], ["addpeer", "a", "--allowedips", "10.0.0.5/24"], ["addpeer", "a", "--endpoint", "h:0"],
+    ["import", "/nonexistent.json"], ["destroy"], ["push"], ["genconfig"], ["up", "--stack", "nosuch"],
+])
+def test_bad_input_in_a_new_project_creates_nothing(tmp_path, args):
+    r = run(tmp_path, *args)
+    assert r.exit_code == 2, r.output
+    assert list(tmp_path.iterdir()) == []  # not even .wgmesh/ or a lock file
+
+
+def test_up_refuses_a_pool_that_overlaps_planned_subnets(tmp_path):
+    """The lab's sites are 10.10.N.0/24: a pool of 10.10.0.0/16 is refused on the plan, before apply."""
+    import subprocess
+
+    r = run(tmp_path, "-i", "ovl", "up", "--pool", "10.10.0.0/16", "--var", "name=ovl",
+            "--var", "underlay=198.19.0.0/16")
+    assert r.exit_code == 2, r.output
+    assert "overlaps the mesh pool 10.10.0.0/16" in r.stderr
+    assert "wgm-ovl" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    state = tmp_path / ".wgmesh/ovl/terraform/terraform.tfstate"
+    assert not state.exists() or not json.loads(state.read_text()).get("resources")

@@ -126,9 +126,17 @@ def test_bad_output_value_named():
     assert e.value.field == "terraform output peers.site1.subnets"
 
 
-def test_capacity_counts_planned_terraform_peers():
-    inv = invmod.new_inventory("t", pool="10.9.0.0/29")
-    inv = invmod.add_peer(inv, manual("pub"), None)
-    invmod.check_capacity(inv, [f"site{i}" for i in range(5)])  # 1 + 5 = 6 fits
-    with pytest.raises(BadInput, match="too small: 7 peers"):
-        invmod.check_capacity(inv, [f"site{i}" for i in range(6)])
+def test_planned_peers_are_checked_with_their_known_part():
+    """A plan leaves unknown values out: instances without an address yet are dropped, and what
+    is known is still checked (capacity, overlaps)."""
+    outs = lab_outputs(2)
+    del outs["site1"]["instances"][0]["address"]  # unknown until apply
+    for p in outs.values():
+        p.pop("ssh_host_keys")
+    planned = invmod.known_part(outs)
+    assert planned["site1"]["instances"] == [] and len(planned["site2"]["instances"]) == 1
+    inv = invmod.new_inventory("t", pool="10.9.0.0/30")  # holds 2
+    invmod.merge_terraform(inv, invmod.peers_from_outputs(planned))
+    with pytest.raises(BadInput, match="too small: 3 peers"):
+        invmod.merge_terraform(invmod.new_inventory("t", pool="10.9.0.0/30"),
+                               invmod.peers_from_outputs(invmod.known_part(lab_outputs(3))))

@@ -63,3 +63,11 @@ def test_per_region_refusals(tmp_path, variables, field):
     with pytest.raises(BadInput) as e:
         stacks.check_vars(st, variables)
     assert field in e.value.field
+
+
+def test_var_values_are_literal(tmp_path):
+    """'${...}' in a --var value must reach Terraform as text, not as an expression."""
+    st = _stack(tmp_path, PER_REGION)
+    root = stacks.root_module(st, tmp_path / "w", {"regions": "eu-west-1,us-east-1",
+                                                   "operator_cidr": "${file(\"/etc/shadow\")} %{if x}"})
+    assert root["module"]["eu_west_1"]["operator_cidr"] == '$${file("/etc/shadow")} %%{if x}'

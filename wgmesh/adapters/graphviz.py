@@ -16,8 +16,11 @@ def render(dot_text: str, base: Path, formats: tuple[str, ...] = ("svg", "png"))
     out = []
     for fmt in formats:
         target = base.with_suffix(f".{fmt}")
-        r = subprocess.run([exe, f"-T{fmt}", "-o", str(target)], input=dot_text, text=True, capture_output=True,
-                           timeout=60)
+        try:
+            r = subprocess.run([exe, f"-T{fmt}", "-o", str(target)], input=dot_text, text=True, capture_output=True,
+                               timeout=120)
+        except subprocess.TimeoutExpired:
+            raise WgmeshError(f"dot -T{fmt} took more than 120 s") from None
         if r.returncode != 0:
             raise WgmeshError(f"dot -T{fmt} failed: {r.stderr.strip()[:500]}")
         out.append(target)

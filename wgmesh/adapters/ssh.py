@@ -76,10 +76,26 @@ class Pins:
             return self._read().get(_entry(host, port), set())
 
     def pin(self, host: str, port: int, key: str) -> None:
-        with self._lock:
+        with self._lock, self._file_lock():  # other wgmesh processes may pin at the same time
             pins = self._read()
             pins.setdefault(_entry(host, port), set()).add(key)
             self._write(pins)
+
+    def _file_lock(self):
+        import contextlib
+        import fcntl
+
+        @contextlib.contextmanager
+        def held():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+        return held()
 
     def forget(self, hosts: list[tuple[str, int]]) -> int:
         with self._lock:
@@ -149,9 +165,12 @@ class Connection:
         try:
             chan.settimeout(timeout)
             chan.exec_command(command)
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()
+            try:
+                if stdin:
+                    chan.sendall(stdin)
+                chan.shutdown_write()
+            except OSError:
+                pass  # the command ended before reading its input (e.g. sudo refused): its stderr says why
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
             while True:

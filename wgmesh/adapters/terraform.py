@@ -90,7 +90,14 @@ class TerraformRunner:
 
     def _run(self, what: str, *args, stream: bool = True, **options) -> tuple[int, str, str]:
         cmd = self.tf.generate_cmd_string(*args, **options)
-        proc = subprocess.Popen(
+        try:
+            proc = self._popen(cmd)
+        except FileNotFoundError:
+            raise TerraformFailed("terraform was not found on PATH (install Terraform 1.x)") from None
+        return self._wait(what, proc, stream)
+
+    def _popen(self, cmd: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(
             cmd,
             cwd=self.workdir,
             env=self._env(),
@@ -100,6 +107,8 @@ class TerraformRunner:
             text=True,
             start_new_session=True,  # a terminal's Ctrl-C reaches us only; we forward it once
         )
+
+    def _wait(self, what: str, proc: subprocess.Popen, stream: bool) -> tuple[int, str, str]:
         err_lines: list[str] = []
 
         def drain_err():
