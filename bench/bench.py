@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -408,7 +407,7 @@ def case_push_verify(t: Table, sizes: list[int], reps: int, warm: bool, work: Pa
             t.ratio("push", str(n), a, b, "wgmesh push faster than the loop")
             lab.reset()
             lab.wg("push")
-            v = t.add("verify", str(n), "wgmesh verify (all pairs, subnets, instances)",
+            t.add("verify", str(n), "wgmesh verify (all pairs, subnets, instances)",
                       repeat(lambda: lab.wg("verify"), reps, warm),
                       f"{n * (n - 1)} ordered pairs x 3 paths + handshakes")
             if n == change_at:

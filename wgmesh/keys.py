@@ -61,15 +61,6 @@ def generate_keypair() -> KeyPair:
     return KeyPair(private=_b64(priv.private_bytes_raw()), public=_b64(priv.public_key().public_bytes_raw()))
 
 
-def psk_raw(secret: bytes, raw_a: bytes, raw_b: bytes) -> str:
-    """The pair's PSK from the two raw public keys: keyed BLAKE2s, symmetric in a and b.
-
-    (BLAKE2s with a key is a MAC by design, and 3x cheaper than HMAC-SHA256 here: a mesh of
-    1000 peers derives a million of these per render.)
-    """
-    return psk_from(psk_hasher(secret), raw_a, raw_b)
-
-
 def psk_hasher(secret: bytes):
     """The keyed BLAKE2s state, made once: each PSK then costs a copy and one block."""
     return hashlib.blake2s(key=secret, person=PSK_PERSON)
@@ -82,7 +73,12 @@ def psk_from(hasher, raw_a: bytes, raw_b: bytes) -> str:
 
 
 def psk_for(secret: bytes, pub_a: str, pub_b: str) -> str:
-    return psk_raw(secret, base64.b64decode(pub_a), base64.b64decode(pub_b))
+    """The pair's PSK from the two public keys: keyed BLAKE2s, symmetric in a and b.
+
+    (BLAKE2s with a key is a MAC by design, and 3x cheaper than HMAC-SHA256 here: a mesh of
+    1000 peers derives a million of these per render; see Renderer.text.)
+    """
+    return psk_from(psk_hasher(secret), base64.b64decode(pub_a), base64.b64decode(pub_b))
 
 
 @dataclass

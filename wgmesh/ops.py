@@ -24,7 +24,7 @@ from wgmesh.errors import BadInput, TerraformFailed, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.model import HostResult, Inventory, KeyPair, Peer, SshTarget
-from wgmesh.render import Renderer, iter_render
+from wgmesh.render import Renderer
 from wgmesh.workspace import Workspace
 
 APPLY_TIMEOUT = 90.0

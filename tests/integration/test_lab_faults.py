@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import LABCTL
-
 LAB_NAME = "ft"
 LAB_UNDERLAY = "198.19.0.0/16"
 SITES = ["site1", "site2", "site3"]
@@ -190,7 +188,7 @@ def test_sigkill_mid_run_leaves_old_or_new_files_and_no_lock(lab):
         assert lab.wgmesh("showpeers", "--json").returncode == 0
     # Terraform may still be finishing on its own: give it its state lock back before the next run.
     deadline = time.monotonic() + 60
-    while subprocess.run(["pgrep", "-f", f"terraform apply.*"], capture_output=True).returncode == 0:
+    while subprocess.run(["pgrep", "-f", "terraform apply.*"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     for i in range(4):  # the lock did not outlive the killed runs

@@ -1,6 +1,5 @@
 import ipaddress
 import json
-from dataclasses import replace
 
 import pytest
 

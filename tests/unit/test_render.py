@@ -1,5 +1,4 @@
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 import ipaddress
