@@ -145,9 +145,9 @@ def write_wgmesh_project(d: Path, peers: list[dict], keys: dict[str, tuple[str, 
         },
     }
     (d / "inventories" / "bench.json").write_text(json.dumps(doc))
-    kd = ensure_private_dir(d / ".wgmesh")
-    kd = ensure_private_dir(d / ".wgmesh" / "bench")
-    kd = ensure_private_dir(kd / "keys")
+    ensure_private_dir(d / ".wgmesh")
+    ensure_private_dir(d / ".wgmesh" / "bench")
+    kd = ensure_private_dir(d / ".wgmesh" / "bench" / "keys")
     store = {"format": 1, "psk_secret": base64.b64encode(os.urandom(32)).decode(),
              "peers": {n: {"private_key": k[0], "public_key": k[1]} for n, k in keys.items()}}
     f = kd / "keystore.json"

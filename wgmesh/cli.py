@@ -164,14 +164,19 @@ def addpeer(
 ) -> None:
     """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
 
+    def build(inv):
+        from wgmesh import ops
+
+        return ops.build_peer(
+            inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
+            egress_interface, private_address, host_key, private_key_file, public_key,
+        )
+
     def body(ws):
         from wgmesh import console, inventory, ops
 
         inv = ops.load(ws, must_exist=False) or inventory.new_inventory(ws.name)
-        peer, addr, imported = ops.build_peer(
-            inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
-            egress_interface, private_address, host_key, private_key_file, public_key,
-        )
+        peer, addr, imported = build(inv)
         inv, peer, made = ops.addpeer(ws, inv, peer, addr, imported)
         if as_json:
             console.emit_json({"added": peer.name, "peer": inventory.peer_to_dict(peer), "new_key": made})
@@ -182,14 +187,11 @@ def addpeer(
     def pre(ws):
         # In a new project, refuse bad input before the lock creates .wgmesh/ (an existing
         # inventory already has it; the body checks everything under the lock).
-        from wgmesh import inventory, ops
+        from wgmesh import inventory
 
         if not ws.inventory_path.exists():
             inv = inventory.new_inventory(ws.name)
-            peer, addr, _ = ops.build_peer(
-                inv, name, endpoint, address, allowedips, listen_port, keepalive, ssh, ssh_key,
-                egress_interface, private_address, host_key, private_key_file, public_key,
-            )
+            peer, addr, _ = build(inv)
             inventory.add_peer(inv, peer, addr)
 
     _run(ctx, "addpeer", body, pre=pre)

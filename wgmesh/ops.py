@@ -634,14 +634,14 @@ def _up_inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_c
     variables.update(parse_vars(var_pairs))
     inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
     invmod.check(inv)
-    _terraform(ws, stack, variables, Reporter())
     return inv
 
 
 def check_up_args(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> None:
     """Everything `up` can refuse before it writes anything (the plan is checked later, still
     before anything is created)."""
-    _up_inventory(ws, stack, var_pairs, pool_cidr)
+    inv = _up_inventory(ws, stack, var_pairs, pool_cidr)
+    _terraform(ws, inv.stack, dict(inv.vars), Reporter())  # unknown stack or variables
     keystore(ws).load()  # a keystore others can read is refused now, not after terraform apply
 
 
