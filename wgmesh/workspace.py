@@ -9,6 +9,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from wgmesh.errors import LockHeld
 from wgmesh.fsutil import ensure_private_dir
@@ -66,9 +67,6 @@ class Workspace:
     def output_dir(self) -> Path:
         return self.root / "output" / self.name
 
-    def stack_dir(self, stack: str) -> Path:
-        return self.stacks_dir / stack
-
     def private_state_dir(self) -> Path:
         ensure_private_dir(self.root / ".wgmesh")
         return ensure_private_dir(self.state_dir)
@@ -77,13 +75,13 @@ class Workspace:
 class RunLock:
     """An exclusive flock on .wgmesh/<name>/lock. The kernel drops it when the process dies."""
 
-    def __init__(self, ws: Workspace, command: str):
+    def __init__(self, ws: Workspace, command: str) -> None:
         self.path = ws.state_dir / "lock"
         self.ws = ws
         self.command = command
         self.fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.ws.private_state_dir()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -107,7 +105,9 @@ class RunLock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)

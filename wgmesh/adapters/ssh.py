@@ -8,12 +8,15 @@ the key the host shows). A changed key is a hard failure for that host.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
 import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,7 @@ _RSA_ALGS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
 class SshError(Exception):
     """A host could not be used; `reason` is short and has no secrets."""
 
-    def __init__(self, reason: str, hint: str | None = None):
+    def __init__(self, reason: str, hint: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.hint = hint
@@ -54,7 +57,7 @@ def _entry(host: str, port: int) -> str:
 class Pins:
     """Pinned host keys: `known_hosts` in OpenSSH format (usable with ssh -o UserKnownHostsFile)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
 
@@ -81,28 +84,15 @@ class Pins:
             pins.setdefault(_entry(host, port), set()).add(key)
             self._write(pins)
 
-    def _file_lock(self):
-        import contextlib
-        import fcntl
-
-        @contextlib.contextmanager
-        def held():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
-
-        return held()
-
-    def forget(self, hosts: list[tuple[str, int]]) -> int:
-        with self._lock:
-            pins = self._read()
-            gone = [h for h in (_entry(*hp) for hp in hosts) if pins.pop(h, None) is not None]
-            self._write(pins)
-            return len(gone)
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _write(self, pins: dict[str, set[str]]) -> None:
         lines = [f"{host} {key}" for host in sorted(pins) for key in sorted(pins[host])]
@@ -127,7 +117,9 @@ def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> l
         except FileNotFoundError:
             raise SshError(f"SSH key file not found: {key_file}") from None
         except paramiko.PasswordRequiredException:
-            raise SshError(f"SSH key {key_file} needs a passphrase: load it into ssh-agent and omit --ssh-key") from None
+            raise SshError(
+                f"SSH key {key_file} needs a passphrase: load it into ssh-agent and omit --ssh-key"
+            ) from None
         except (paramiko.SSHException, ValueError) as exc:
             raise SshError(f"SSH key {key_file} could not be read: {type(exc).__name__}") from None
     keys: list[paramiko.PKey] = list(paramiko.Agent().get_keys())
@@ -139,9 +131,9 @@ def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> l
                 keys.append(paramiko.PKey.from_path(p))
             except (paramiko.SSHException, ValueError):
                 continue
-    for p in fallback:
+    for extra in fallback:
         try:
-            keys.append(paramiko.PKey.from_path(p))
+            keys.append(paramiko.PKey.from_path(extra))
         except (OSError, paramiko.SSHException, ValueError):
             continue
     if not keys:
@@ -152,7 +144,7 @@ def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> l
 class Connection:
     """One authenticated SSH transport to one host."""
 
-    def __init__(self, transport: paramiko.Transport, target: Target):
+    def __init__(self, transport: paramiko.Transport, target: Target) -> None:
         self.transport = transport
         self.target = target
 
@@ -181,7 +173,13 @@ class Connection:
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                     progressed = True
-                if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # In this order: once EOF has come, the buffers can only drain, not fill again.
+                if (
+                    chan.exit_status_ready()
+                    and chan.eof_received
+                    and not chan.recv_ready()
+                    and not chan.recv_stderr_ready()
+                ):
                     break
                 if time.monotonic() > deadline:
                     raise SshError(f"command timed out after {timeout:.0f} s")
@@ -189,12 +187,12 @@ class Connection:
                     select.select([chan], [], [], 0.02)
             rc = chan.recv_exit_status()
             return rc, out.decode(errors="replace"), err.decode(errors="replace")
-        except socket.timeout:
+        except TimeoutError:
             raise SshError(f"command timed out after {timeout:.0f} s") from None
         finally:
             chan.close()
 
-    def jump(self, target: Target, pins: Pins) -> "Connection":
+    def jump(self, target: Target, pins: Pins) -> Connection:
         """Connect to `target` through this host (direct-tcpip), as `ssh -J` does."""
         try:
             chan = self.transport.open_channel(
@@ -212,14 +210,14 @@ def _prefer_key_types(transport: paramiko.Transport, wanted: set[str]) -> None:
     if not wanted:
         return
     opts = transport.get_security_options()
-    prefer = []
+    prefer: list[str] = []
     for t in sorted(wanted):
         prefer.extend(_RSA_ALGS if t == "ssh-rsa" else (t,))
     available = list(opts.key_types)
     opts.key_types = tuple([t for t in prefer if t in available] + [t for t in available if t not in prefer])
 
 
-def _handshake(sock, target: Target, pins: Pins) -> Connection:
+def _handshake(sock: socket.socket | paramiko.Channel, target: Target, pins: Pins) -> Connection:
     transport = paramiko.Transport(sock)
     transport.banner_timeout = AUTH_TIMEOUT
     transport.handshake_timeout = AUTH_TIMEOUT
@@ -265,7 +263,7 @@ def _handshake(sock, target: Target, pins: Pins) -> Connection:
 def connect(target: Target, pins: Pins) -> Connection:
     try:
         sock = socket.create_connection((target.host, target.port), timeout=CONNECT_TIMEOUT)
-    except socket.timeout:
+    except TimeoutError:
         raise SshError(f"unreachable: connecting to {_entry(target.host, target.port)} timed out") from None
     except OSError as exc:
         raise SshError(f"unreachable: {_entry(target.host, target.port)}: {exc.strerror or exc}") from None
