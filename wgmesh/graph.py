@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from wgmesh import status as statmod
 from wgmesh.model import Inventory
 
@@ -10,7 +12,7 @@ EDGE_COLOR = {"up": "#2e9d3a", "stale": "#e69500", "down": "#d62728", "unknown":
 
 def edge_health(a_to_b: statmod.Link | None, b_to_a: statmod.Link | None) -> str:
     """One tunnel, seen from both ends: up only if both ends have a fresh handshake."""
-    states = {l.state for l in (a_to_b, b_to_a) if l is not None}
+    states = {link.state for link in (a_to_b, b_to_a) if link is not None}
     if not states or states <= {statmod.UNKNOWN}:
         return "unknown"
     if states & {statmod.NEVER, statmod.MISSING, statmod.DOWN}:
@@ -32,14 +34,16 @@ def _q(text: str) -> str:
 
 def _label(*lines: str) -> str:
     """A multi-line DOT label (\\n between lines)."""
-    return '"' + "\\n".join(_esc(l) for l in lines) + '"'
+    return '"' + "\\n".join(_esc(line) for line in lines) + '"'
 
 
-def to_dot(inv: Inventory, links: list[statmod.Link], unreachable: set[str] = frozenset()) -> str:
-    by_pair = {(l.src, l.dst): l for l in links}
+def to_dot(inv: Inventory, links: list[statmod.Link], unreachable: Set[str] = frozenset()) -> str:
+    by_pair = {(link.src, link.dst): link for link in links}
     lines = [
         f"graph {_q('wgmesh ' + inv.name)} {{",
-        '  graph [layout=circo, fontname="Helvetica", label=' + _q(f"wgmesh mesh '{inv.name}' — pool {inv.mesh.pool}") + ", labelloc=t];",
+        '  graph [layout=circo, fontname="Helvetica", label='
+        + _q(f"wgmesh mesh '{inv.name}' — pool {inv.mesh.pool}")
+        + ", labelloc=t];",
         '  node [shape=box, style="rounded,filled", fillcolor="#f4f7fb", fontname="Helvetica", fontsize=10];',
         '  edge [penwidth=2, fontname="Helvetica", fontsize=8];',
     ]

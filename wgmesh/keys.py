@@ -17,9 +17,9 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from wgmesh.errors import BadInput, Refused
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
@@ -61,12 +61,12 @@ def generate_keypair() -> KeyPair:
     return KeyPair(private=_b64(priv.private_bytes_raw()), public=_b64(priv.public_key().public_bytes_raw()))
 
 
-def psk_hasher(secret: bytes):
+def psk_hasher(secret: bytes) -> hashlib.blake2s:
     """The keyed BLAKE2s state, made once: each PSK then costs a copy and one block."""
     return hashlib.blake2s(key=secret, person=PSK_PERSON)
 
 
-def psk_from(hasher, raw_a: bytes, raw_b: bytes) -> str:
+def psk_from(hasher: hashlib.blake2s, raw_a: bytes, raw_b: bytes) -> str:
     h = hasher.copy()
     h.update(raw_a + raw_b if raw_a < raw_b else raw_b + raw_a)
     return binascii.b2a_base64(h.digest(), newline=False).decode()
@@ -100,7 +100,7 @@ class Keys:
 class Keystore:
     """The keystore directory of one inventory."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.path = directory / STORE_FILE
 
@@ -143,7 +143,7 @@ class Keystore:
 
     def save(self, keys: Keys) -> bool:
         ensure_private_dir(self.dir)
-        doc = {
+        doc: dict[str, object] = {
             "format": 1,
             "psk_secret": _b64(keys.psk_secret) if keys.psk_secret else None,
             "peers": {
@@ -158,7 +158,7 @@ class Keystore:
         return write_atomic(self.path, json.dumps(doc, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
 
 
-def drop_backups(store: "Keystore") -> None:
+def drop_backups(store: Keystore) -> None:
     """After a purge: the rolling backups would still hold the purged keys."""
     for old in store.dir.glob(f"{STORE_FILE}.bak*"):
         old.unlink()

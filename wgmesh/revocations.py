@@ -8,9 +8,9 @@ file holds public data only (peer names and public keys). Pure functions, plus l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from wgmesh.errors import Refused
 from wgmesh.fsutil import write_atomic
@@ -27,14 +27,20 @@ class Revocation:
     since: int = 0
 
 
-def add(revs: list[Revocation], peer: str, key: str, why: str, hosts: Iterable[str], now: int) -> list[Revocation]:
+def add(  # noqa: PLR0913, PLR0917 - a Revocation's fields, passed positionally by ops.py
+    revs: list[Revocation], peer: str, key: str, why: str, hosts: Iterable[str], now: int
+) -> list[Revocation]:
+    """`key` is revoked on `hosts` (an earlier revocation of the same key is replaced)."""
     return [r for r in revs if r.key != key] + [Revocation(peer, key, why, tuple(sorted(set(hosts))), now)]
 
 
-def settle(revs: list[Revocation], done_hosts: Iterable[str], known_hosts: Iterable[str]) -> tuple[list[Revocation], list[Revocation]]:
+def settle(
+    revs: list[Revocation], done_hosts: Iterable[str], known_hosts: Iterable[str]
+) -> tuple[list[Revocation], list[Revocation]]:
     """Drop hosts that now run a config without the key (or no longer exist). → (pending, finished)."""
     done, known = set(done_hosts), set(known_hosts)
-    pending, finished = [], []
+    pending: list[Revocation] = []
+    finished: list[Revocation] = []
     for r in revs:
         left = tuple(h for h in r.hosts if h in known and h not in done)
         (pending if left else finished).append(Revocation(r.peer, r.key, r.why, left, r.since))
@@ -49,7 +55,8 @@ def load(path: Path) -> list[Revocation]:
         return []
     except (ValueError, KeyError, TypeError):
         raise Refused(
-            f"{path} is damaged", hint="it lists public keys hosts may still trust: fix it, or remove it and run 'wgmesh push'"
+            f"{path} is damaged",
+            hint="it lists public keys hosts may still trust: fix it, or remove it and run 'wgmesh push'",
         ) from None
 
 

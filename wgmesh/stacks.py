@@ -15,9 +15,11 @@ Two layouts:
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeAlias
 
 from wgmesh.errors import BadInput
 
@@ -25,6 +27,9 @@ MANIFEST = "wgmesh-stack.json"
 _VAR_RE = re.compile(r'^\s*variable\s+"([A-Za-z0-9_-]+)"', re.M)
 _OUT_RE = re.compile(r'^\s*output\s+"([A-Za-z0-9_-]+)"', re.M)
 REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+
+# A value as JSON (and so Terraform JSON) holds it.
+Json: TypeAlias = "str | int | float | bool | None | list[Json] | dict[str, Json]"
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class Stack:
     provider: str = ""
     provider_source: str = ""
     regions_var: str = "regions"
-    cross: dict = field(default_factory=dict)  # module input → the output of every OTHER region it gets
+    cross: dict[str, str] = field(default_factory=dict)  # module input → the output of every OTHER region it gets
     merge_outputs: tuple[str, ...] = ("peers",)
     set_by_wgmesh: tuple[str, ...] = ()
 
@@ -45,14 +50,19 @@ class Stack:
 def load_stack(stacks_dir: Path, name: str) -> Stack:
     directory = stacks_dir / name
     if not directory.is_dir() or not list(directory.glob("*.tf")):
-        have = sorted(p.name for p in stacks_dir.iterdir() if p.is_dir() and list(p.glob("*.tf"))) if stacks_dir.is_dir() else []
+        have = (
+            sorted(p.name for p in stacks_dir.iterdir() if p.is_dir() and list(p.glob("*.tf")))
+            if stacks_dir.is_dir()
+            else []
+        )
         raise BadInput("--stack", name, f"no such stack in {stacks_dir}", hint="stacks: " + ", ".join(have))
-    variables, outputs = set(), set()
+    variables: set[str] = set()
+    outputs: set[str] = set()
     for f in sorted(directory.glob("*.tf")):
         text = f.read_text()
         variables.update(_VAR_RE.findall(text))
         outputs.update(_OUT_RE.findall(text))
-    manifest = {}
+    manifest: dict[str, Any] = {}  # the stack's own JSON, as read
     if (directory / MANIFEST).exists():
         try:
             manifest = json.loads((directory / MANIFEST).read_text())
@@ -74,7 +84,7 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
     return Stack(name, directory, frozenset(variables), frozenset(outputs))
 
 
-def parse_var_value(raw: str):
+def parse_var_value(raw: str) -> Json:
     """--var values: JSON lists/objects/numbers/booleans are passed as such, anything else as a string."""
     try:
         value = json.loads(raw)
@@ -83,7 +93,7 @@ def parse_var_value(raw: str):
     return value if isinstance(value, (list, dict, int, float, bool)) else raw
 
 
-def literal(value):
+def literal(value: Json) -> Json:
     """A --var value as Terraform JSON takes it literally: '${' and '%{' would be evaluated."""
     if isinstance(value, str):
         return value.replace("${", "$${").replace("%{", "%%{")
@@ -116,12 +126,14 @@ def regions(stack: Stack, variables: dict[str, str]) -> list[str]:
         )
     value = parse_var_value(raw)
     items = value if isinstance(value, list) else [r.strip() for r in str(raw).split(",") if r.strip()]
+    names: list[str] = []
     for r in items:
         if not isinstance(r, str) or not REGION_RE.fullmatch(r):
             raise BadInput(f"--var {stack.regions_var}", r, "not a region name such as eu-west-1 or cn-north-1")
-    if len(items) < 2 or len(set(items)) != len(items):
+        names.append(r)
+    if len(names) < 2 or len(set(names)) != len(names):
         raise BadInput(f"--var {stack.regions_var}", raw, "give at least two different regions")
-    return items
+    return names
 
 
 def alias(region: str) -> str:
@@ -129,13 +141,11 @@ def alias(region: str) -> str:
 
 
 def _source(stack: Stack, workdir: Path) -> str:
-    import os
-
     rel = os.path.relpath(stack.directory, workdir)
     return rel if rel.startswith(".") else "./" + rel
 
 
-def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict:
+def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict[str, Json]:
     """The root module (Terraform JSON) for one inventory."""
     values = {k: literal(parse_var_value(v)) for k, v in sorted(variables.items())}
     if stack.layout != "per-region":
@@ -144,10 +154,10 @@ def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict:
             "output": {name: {"value": f"${{module.stack.{name}}}"} for name in sorted(stack.outputs)},
         }
     names = regions(stack, variables)
-    values[stack.regions_var] = names
-    modules = {}
+    values[stack.regions_var] = [*names]
+    modules: dict[str, Json] = {}
     for i, region in enumerate(names):
-        m = {
+        m: dict[str, Json] = {
             "source": _source(stack, workdir),
             "providers": {stack.provider: f"{stack.provider}.{alias(region)}"},
             "region": region,
@@ -158,7 +168,7 @@ def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict:
             others = ", ".join(f"module.{alias(r)}.{out}" for r in names if r != region)
             m[inp] = f"${{[{others}]}}"
         modules[alias(region)] = m
-    root: dict = {
+    root: dict[str, Json] = {
         "provider": {stack.provider: [{"alias": alias(r), "region": r} for r in names]},
         "module": modules,
         "output": {

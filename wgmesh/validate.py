@@ -47,6 +47,13 @@ def _plain(field: str, value: str, what: str) -> None:
         raise BadInput(field, value, f"not a valid {what} (only digits, a-f, '.', ':' and '/'; no zone ID)")
 
 
+def _ip(text: str) -> IPAddress:
+    """ipaddress.ip_address, but ValueError also for a zone ID (see _plain)."""
+    if not _ADDR_CHARS.fullmatch(text):
+        raise ValueError(text)
+    return ipaddress.ip_address(text)
+
+
 def address(field: str, value: object) -> IPAddress:
     if not isinstance(value, str) or not value.strip():
         raise BadInput(field, value, "an IP address is required")
@@ -75,9 +82,16 @@ def network(field: str, value: object) -> IPNetwork:
         raise BadInput(field, value, "host bits are set", hint=f"did you mean {loose}?") from None
 
 
+def _whole(value: object) -> int:
+    """int(value) for what a user or a JSON document can hold; TypeError for anything else."""
+    if isinstance(value, str | int | float):
+        return int(value)
+    raise TypeError(type(value).__name__)
+
+
 def port(field: str, value: object, allow_zero: bool = False) -> int:
     try:
-        number = int(value) if not isinstance(value, bool) else -1
+        number = _whole(value) if not isinstance(value, bool) else -1
     except (TypeError, ValueError):
         raise BadInput(field, value, "a port must be a whole number from 1 to 65535") from None
     if isinstance(value, str) and not value.strip().isdigit():
@@ -89,10 +103,10 @@ def port(field: str, value: object, allow_zero: bool = False) -> int:
 
 
 def keepalive(field: str, value: object) -> int | None:
-    if value is None or value == "" or value == 0 or value == "0":
+    if value in (None, "", 0, "0"):  # a tuple, not a set: value may be unhashable
         return None
     try:
-        number = int(value)
+        number = _whole(value)
     except (TypeError, ValueError):
         raise BadInput(field, value, "seconds from 1 to 65535 (0 or empty turns it off)") from None
     if not 1 <= number <= 65535:
@@ -104,11 +118,10 @@ def host(field: str, value: object) -> str:
     """An IP address or a DNS name (no port, no brackets)."""
     if not isinstance(value, str) or not value:
         raise BadInput(field, value, "a host name or IP address is required")
-    if _ADDR_CHARS.fullmatch(value):
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            pass
+    try:
+        return str(_ip(value))
+    except ValueError:
+        pass
     if not HOSTNAME_RE.fullmatch(value) or value.replace(".", "").isdigit():
         raise BadInput(field, value, "not a valid host name or IP address")
     return value.lower()
@@ -123,31 +136,13 @@ def host_port(field: str, value: object, default_port: int | None) -> tuple[str,
         raise BadInput(field, value, "HOST[:PORT] is required, e.g. 203.0.113.7:51820 or [2001:db8::1]:51820")
     text = value
     if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise BadInput(field, value, "unclosed '[' around an IPv6 address")
-        inner, rest = text[1:close], text[close + 1 :]
-        try:
-            if not _ADDR_CHARS.fullmatch(inner):
-                raise ValueError(inner)
-            addr = ipaddress.ip_address(inner)
-        except ValueError:
-            raise BadInput(field, value, "only an IPv6 address may stand between [ and ]") from None
-        if addr.version != 6:
-            raise BadInput(field, value, "only an IPv6 address may stand between [ and ]")
-        if rest == "":
-            return str(addr), default_port
-        if not rest.startswith(":") or ":" in rest[1:]:
-            raise BadInput(field, value, "expected [IPv6]:PORT with one port")
-        return str(addr), _port_of(field, value, rest[1:])
+        return _bracketed(field, text, default_port)
     if text.count(":") > 1:
         first = text.split(":", 1)[0]
         if any(c not in "0123456789abcdefABCDEF" for c in first):
             raise BadInput(field, value, "the port is given more than once")
         try:
-            if not _ADDR_CHARS.fullmatch(text):
-                raise ValueError(text)
-            addr = ipaddress.ip_address(text)
+            addr = _ip(text)
         except ValueError:
             raise BadInput(
                 field, value, "an IPv6 endpoint with a port must be bracketed, e.g. [2001:db8::1]:51820"
@@ -157,6 +152,25 @@ def host_port(field: str, value: object, default_port: int | None) -> tuple[str,
         h, p = text.split(":", 1)
         return host(field, h), _port_of(field, value, p)
     return host(field, text), default_port
+
+
+def _bracketed(field: str, value: str, default_port: int | None) -> tuple[str, int | None]:
+    """[V6] or [V6]:PORT."""
+    close = value.find("]")
+    if close < 0:
+        raise BadInput(field, value, "unclosed '[' around an IPv6 address")
+    inner, rest = value[1:close], value[close + 1 :]
+    try:
+        addr = _ip(inner)
+    except ValueError:
+        raise BadInput(field, value, "only an IPv6 address may stand between [ and ]") from None
+    if addr.version != 6:
+        raise BadInput(field, value, "only an IPv6 address may stand between [ and ]")
+    if rest == "":
+        return str(addr), default_port
+    if not rest.startswith(":") or ":" in rest[1:]:
+        raise BadInput(field, value, "expected [IPv6]:PORT with one port")
+    return str(addr), _port_of(field, value, rest[1:])
 
 
 def _port_of(field: str, whole: str, text: str) -> int:

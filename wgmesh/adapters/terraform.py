@@ -17,8 +17,8 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable
 
 from python_terraform import IsFlagged, Terraform
 
@@ -31,6 +31,8 @@ MIRROR_CANDIDATES = (
     "/usr/local/share/terraform/plugins",
     "/usr/share/terraform/plugins",
 )
+
+
 def find_mirror() -> str | None:
     env = os.environ.get("WGMESH_TF_PLUGIN_MIRROR")
     for cand in ([env] if env else []) + list(MIRROR_CANDIDATES):
@@ -52,14 +54,14 @@ def cli_config(mirror: str | None) -> str:
 
 
 class TerraformRunner:
-    def __init__(self, workdir: Path, on_line: Callable[[str], None] | None = None):
+    def __init__(self, workdir: Path, on_line: Callable[[str], None] | None = None) -> None:
         self.workdir = workdir
         self.on_line = on_line or (lambda line: None)
         self.tf = Terraform(working_dir=str(workdir))
 
     # ------------------------------------------------------------ root module
 
-    def prepare(self, root: dict) -> None:
+    def prepare(self, root: Mapping[str, object]) -> None:
         """Write the root module (made by wgmesh.stacks) and the CLI configuration."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
@@ -88,7 +90,7 @@ class TerraformRunner:
         env.pop("TF_DATA_DIR", None)
         return env
 
-    def _run(self, what: str, *args, stream: bool = True, **options) -> tuple[int, str, str]:
+    def _run(self, what: str, *args: str, stream: bool = True, **options: object) -> tuple[int, str, str]:
         cmd = self.tf.generate_cmd_string(*args, **options)
         try:
             proc = self._popen(cmd)
@@ -96,7 +98,7 @@ class TerraformRunner:
             raise TerraformFailed("terraform was not found on PATH (install Terraform 1.x)") from None
         return self._wait(what, proc, stream)
 
-    def _popen(self, cmd: list[str]) -> subprocess.Popen:
+    def _popen(self, cmd: list[str]) -> subprocess.Popen[str]:
         return subprocess.Popen(
             cmd,
             cwd=self.workdir,
@@ -108,11 +110,14 @@ class TerraformRunner:
             start_new_session=True,  # a terminal's Ctrl-C reaches us only; we forward it once
         )
 
-    def _wait(self, what: str, proc: subprocess.Popen, stream: bool) -> tuple[int, str, str]:
+    def _wait(self, what: str, proc: subprocess.Popen[str], stream: bool) -> tuple[int, str, str]:
+        stdout, stderr = proc.stdout, proc.stderr
+        if stdout is None or stderr is None:
+            raise TypeError("terraform must run with its stdout and stderr piped (see _popen)")
         err_lines: list[str] = []
 
-        def drain_err():
-            for line in proc.stderr:
+        def drain_err() -> None:
+            for line in stderr:
                 err_lines.append(line)
                 if stream:
                     self.on_line(line.rstrip("\n"))
@@ -123,7 +128,7 @@ class TerraformRunner:
         interrupted = False
         while True:
             try:
-                for line in proc.stdout:
+                for line in stdout:
                     out_lines.append(line)
                     if line.startswith("Outputs:"):
                         stream = False  # the outputs are read as JSON next; no need to print them
@@ -154,7 +159,7 @@ class TerraformRunner:
 
     PLAN_FILE = "wgmesh.tfplan"
 
-    def plan(self) -> dict:
+    def plan(self) -> dict[str, object]:
         """Plan into a file and return the planned output values (unknown parts left out)."""
         rc, out, err = self._run("plan", "plan", no_color=IsFlagged, input=False, out=self.PLAN_FILE)
         self._check("plan", rc, out, err)
@@ -180,7 +185,7 @@ class TerraformRunner:
         rc, out, err = self._run("destroy", "destroy", no_color=IsFlagged, input=False, auto_approve=IsFlagged)
         self._check("destroy", rc, out, err)
 
-    def outputs(self) -> dict:
+    def outputs(self) -> dict[str, object]:
         rc, out, err = self._run("output", "output", stream=False, json=IsFlagged, no_color=IsFlagged)
         self._check("output", rc, out, err)
         try:
