@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import boto3  # installed with moto[server] from the test extra
+import pytest
 
 REGIONS = ["cn-northwest-1", "cn-north-1"]  # the seed deployment's regions: the aws-cn partition
 OPERATOR = "203.0.113.0/24"
@@ -72,7 +71,7 @@ def wgmesh(root: Path, *args, rc: int = 0):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(WGMESH_DIR=str(root), COLUMNS="200", AWS_EC2_METADATA_DISABLED="true")
     r = subprocess.run([sys.executable, "-m", "wgmesh", "-i", "aws", *args], capture_output=True, text=True,
-                       env=env, timeout=900)
+                       env=env, timeout=900, check=False)  # the exit code is asserted below
     assert r.returncode == rc, f"wgmesh {' '.join(args)} → {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     return r
 
@@ -112,11 +111,12 @@ def test_aws_stack_against_the_emulator(moto, tmp_path):
         vpcs = [v for v in c.describe_vpcs()["Vpcs"] if v["CidrBlock"] == vpc_cidr[region]]
         assert len(vpcs) == 1
         vpc_id = vpcs[0]["VpcId"]
-        subnets = {s["CidrBlock"] for s in c.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]}
+        in_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+        subnets = {s["CidrBlock"] for s in c.describe_subnets(Filters=in_vpc)["Subnets"]}
         base = vpc_cidr[region].split(".0.0/")[0]
         assert subnets == {f"{base}.0.0/24", f"{base}.1.0/24"}
         assert c.describe_nat_gateways()["NatGateways"] == []
-        gw = [i_ for res in c.describe_instances(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Reservations"]
+        gw = [i_ for res in c.describe_instances(Filters=in_vpc)["Reservations"]
               for i_ in res["Instances"] if i_["State"]["Name"] == "running"]
         gateway = [g for g in gw if g.get("PublicIpAddress") or any(
             t["Key"] == "Name" and t["Value"].endswith("gateway") for t in g.get("Tags", []))]
@@ -133,18 +133,20 @@ def test_aws_stack_against_the_emulator(moto, tmp_path):
         assert {x.get("CidrIpv4") for x in ingress if x["IpProtocol"] == "tcp" and x["FromPort"] == 22} == {OPERATOR}
         assert not any(x.get("CidrIpv4") == "0.0.0.0/0" for x in ingress)
         # The private subnet's route table sends the other site's CIDR to the gateway's interface.
-        rts = c.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
+        rts = c.describe_route_tables(Filters=in_vpc)["RouteTables"]
         routes = [rt_ for t in rts for rt_ in t["Routes"] if rt_.get("DestinationCidrBlock") == vpc_cidr[other]]
         assert len(routes) == 1 and routes[0].get("NetworkInterfaceId") == eni
 
     # The inventory, an unmanaged peer, and the configs.
     inv = json.loads((tmp_path / "inventories" / "aws.json").read_text())
-    assert inv["stack"] == "aws" and all(p["cloud"] == "aws" and p["ssh"]["user"] == "ubuntu" for p in inv["peers"].values())
+    assert inv["stack"] == "aws" and all(
+        p["cloud"] == "aws" and p["ssh"]["user"] == "ubuntu" for p in inv["peers"].values()
+    )
     wgmesh(tmp_path, "addpeer", "onprem", "--endpoint", "198.51.100.7", "--allowedips", "10.50.0.0/24")
     wgmesh(tmp_path, "genconfig")
     for i, region in enumerate(REGIONS):
         text = (tmp_path / "output" / "aws" / f"wgmesh-{region}.conf").read_text()
-        allowed = [l.split(" = ", 1)[1] for l in text.splitlines() if l.startswith("AllowedIPs")]
+        allowed = [line.split(" = ", 1)[1] for line in text.splitlines() if line.startswith("AllowedIPs")]
         assert any(vpc_cidr[REGIONS[1 - i]] in a for a in allowed), allowed
         assert any("10.50.0.0/24" in a for a in allowed)
     onprem = (tmp_path / "output" / "aws" / "onprem.conf").read_text()
