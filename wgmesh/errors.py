@@ -1,22 +1,26 @@
-"""One error root and the exit-code contract.
+"""One error root and the exit-status contract (README, "Exit codes").
 
-The core raises these; only the CLI turns them into an exit code.
+The core raises these; only the CLI turns them into an exit status.
 Messages never contain key material.
 """
 
 from __future__ import annotations
 
-OK = 0
-OTHER = 1  # anything else: the message says what (a file the system refused, a missing tool)
-BAD_INPUT = 2
-LOCKED = 3
-HOSTS_FAILED = 4
-TERRAFORM_FAILED = 5
-INTERRUPTED = 130
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    OTHER = 1  # anything else: the message says what (a file the system refused, a missing tool)
+    BAD_INPUT = 2
+    LOCKED = 3
+    HOSTS_FAILED = 4
+    TERRAFORM_FAILED = 5
+    INTERRUPTED = 130
 
 
 class WgmeshError(Exception):
-    exit_code = 1
+    exit_code: ExitStatus = ExitStatus.OTHER
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -27,11 +31,10 @@ class WgmeshError(Exception):
 class BadInput(WgmeshError):
     """Input refused before anything changed."""
 
-    exit_code = BAD_INPUT
+    exit_code = ExitStatus.BAD_INPUT
 
     def __init__(self, field: str, value: object, problem: str, hint: str | None = None):
-        shown = repr(value) if not isinstance(value, str) else repr(value)
-        super().__init__(f"{field}: {shown}: {problem}", hint)
+        super().__init__(f"{field}: {value!r}: {problem}", hint)
         self.field = field
         self.value = value
         self.problem = problem
@@ -40,20 +43,16 @@ class BadInput(WgmeshError):
 class Refused(WgmeshError):
     """Local state wgmesh will not use as it is (e.g. a keystore others can read); nothing changed."""
 
-    exit_code = BAD_INPUT
+    exit_code = ExitStatus.BAD_INPUT
 
 
 class LockHeld(WgmeshError):
-    exit_code = LOCKED
-
-
-class HostsFailed(WgmeshError):
-    exit_code = HOSTS_FAILED
+    exit_code = ExitStatus.LOCKED
 
 
 class TerraformFailed(WgmeshError):
-    exit_code = TERRAFORM_FAILED
+    exit_code = ExitStatus.TERRAFORM_FAILED
 
 
 class Interrupted(WgmeshError):
-    exit_code = INTERRUPTED
+    exit_code = ExitStatus.INTERRUPTED

@@ -1,16 +1,32 @@
-"""Reaching the peers: one SSH connection per host per run, shared by push, verify and status."""
+"""Reaching the peers over SSH: one connection per host per run, shared by push, verify and
+status. A host runs Programs: compiled here, on the way out (remote/compiler.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from types import TracebackType
 
 from wgmesh.adapters import ssh
-from wgmesh.model import Instance, Peer
+from wgmesh.model import Instance, Inventory, Peer
+from wgmesh.remote.compiler import command
+from wgmesh.remote.host import PROBE_TIMEOUT, Reply
+from wgmesh.remote.steps import Program
+
+
+class SshHost:
+    """A host reached over one SSH connection, as the SSH user."""
+
+    def __init__(self, conn: ssh.Connection, user: str):
+        self.conn = conn
+        self.user = user
+
+    def run(self, program: Program, stdin: bytes | None = None, timeout: float = PROBE_TIMEOUT) -> Reply:
+        return Reply(*self.conn.run(command(program, self.user), stdin=stdin, timeout=timeout))
 
 
 class HostPool:
-    def __init__(self, pins: ssh.Pins, inventory=None, wait_ssh: float = 0.0):
+    def __init__(self, pins: ssh.Pins, inventory: Inventory | None = None, wait_ssh: float = 0.0):
         self.pins = pins
         self.wait_ssh = wait_ssh  # keep retrying unreachable hosts this long (hosts still booting)
         # A peer added without --ssh-key may use the keys the other peers of its inventory use
@@ -35,7 +51,12 @@ class HostPool:
             label=peer.name,
         )
 
-    def get(self, peer: Peer) -> ssh.Connection:
+    def get(self, peer: Peer) -> SshHost:
+        if peer.ssh is None:
+            raise ssh.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
+        return SshHost(self.connection(peer), peer.ssh.user)
+
+    def connection(self, peer: Peer) -> ssh.Connection:
         with self._lock:
             peer_lock = self._peer_locks.setdefault(peer.name, threading.Lock())
         with peer_lock:  # one connection per peer, even when two phases ask at once
@@ -62,13 +83,16 @@ class HostPool:
             self._conns[peer.name] = conn
         return conn
 
-    def get_instance(self, peer: Peer, inst: Instance) -> ssh.Connection:
+    def get_instance(self, peer: Peer, inst: Instance) -> SshHost:
+        return SshHost(self._instance_connection(peer, inst), inst.ssh_user)
+
+    def _instance_connection(self, peer: Peer, inst: Instance) -> ssh.Connection:
         key = f"{peer.name}/{inst.name}"
         with self._lock:
             conn = self._conns.get(key)
         if conn is not None and conn.transport.is_active():
             return conn
-        gw = self.get(peer)
+        gw = self.connection(peer)
         target = ssh.Target(
             user=inst.ssh_user,
             host=str(inst.address),
@@ -83,20 +107,16 @@ class HostPool:
             self._conns[key] = conn
         return conn
 
-    def drop(self, name: str) -> None:
-        with self._lock:
-            conn = self._conns.pop(name, None)
-        if conn is not None:
-            conn.close()
-
     def close(self) -> None:
         with self._lock:
             conns, self._conns = list(self._conns.values()), {}
         for c in reversed(conns):  # jump connections before their gateways
             c.close()
 
-    def __enter__(self) -> "HostPool":
+    def __enter__(self) -> HostPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

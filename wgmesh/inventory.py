@@ -1,7 +1,5 @@
-"""Inventory: load, save, validate; Terraform outputs → peers; tunnel address allocation.
-
-Pure functions on values, except `load_file`/`save_file` at the bottom, which
-only read and atomically write the one JSON document.
+"""Inventory: the document (to and from JSON), Terraform outputs → peers, tunnel address
+allocation, changes, and the mesh-wide checks. Pure: `store` reads and writes the file.
 """
 
 from __future__ import annotations
@@ -10,8 +8,10 @@ import bisect
 import ipaddress
 import json
 from dataclasses import replace
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from wgmesh import peers
 from wgmesh import validate as v
 from wgmesh.errors import BadInput
 from wgmesh.model import (
@@ -20,17 +20,17 @@ from wgmesh.model import (
     DEFAULT_POOL,
     DEFAULT_PORT,
     SCHEMA_VERSION,
-    Instance,
     Inventory,
     IPAddress,
     IPNetwork,
     MeshSettings,
     Peer,
-    SshTarget,
+    Source,
 )
 
-TERRAFORM = "terraform"
-MANUAL = "manual"
+# Kept as names: tests, bench and older code say invmod.TERRAFORM / invmod.MANUAL.
+TERRAFORM = Source.TERRAFORM
+MANUAL = Source.MANUAL
 
 
 def new_inventory(name: str, pool: str = DEFAULT_POOL, stack: str | None = None) -> Inventory:
@@ -102,62 +102,21 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
     return d
 
 
-def _instance_from_dict(field: str, d: Any) -> Instance:
-    if not isinstance(d, dict):
-        raise BadInput(field, d, "must be an object")
-    return Instance(
-        name=v.name(f"{field}.name", d.get("name")),
-        address=v.address(f"{field}.address", d.get("address")),
-        ssh_user=v.ssh_user(f"{field}.ssh_user", d.get("ssh_user", "root")),
-        ssh_port=v.port(f"{field}.ssh_port", d.get("ssh_port", 22)),
-        host_keys=tuple(v.host_key(f"{field}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
-    )
-
-
-def _ssh_from_fields(field: str, user: Any, host: Any, port: Any, key: Any) -> SshTarget | None:
-    if host in (None, ""):
-        return None
-    if key is not None and (not isinstance(key, str) or "\n" in key or "\0" in key or not key):
-        raise BadInput(f"{field}.key", key, "must be the path of a private key file")
-    h, _ = v.host_port(f"{field}.host", host, None)
-    return SshTarget(
-        user=v.ssh_user(f"{field}.user", user or "root"), host=h, port=v.port(f"{field}.port", port or 22), key=key
-    )
-
-
 def peer_from_dict(name: str, d: Any) -> Peer:
     """A peer as stored in the inventory document (address already allocated)."""
     f = f"peers.{name}"
+    v.name(f, name)
     if not isinstance(d, dict):
         raise BadInput(f, d, "must be an object")
-    v.name(f, name)
-    ssh = d.get("ssh")
-    if ssh is not None and not isinstance(ssh, dict):
-        raise BadInput(f"{f}.ssh", ssh, "must be an object")
-    source = d.get("source", MANUAL)
-    if source not in (TERRAFORM, MANUAL):
+    if d.get("ssh") is not None and not isinstance(d["ssh"], dict):
+        raise BadInput(f"{f}.ssh", d["ssh"], "must be an object")
+    source = d.get("source", Source.MANUAL)
+    if source not in tuple(Source):
         raise BadInput(f"{f}.source", source, "must be 'terraform' or 'manual'")
-    listen_port = v.port(f"{f}.listen_port", d.get("listen_port", DEFAULT_PORT))
-    ep_host, ep_port = (None, None)
-    if d.get("endpoint") not in (None, ""):
-        ep_host, ep_port = v.host_port(f"{f}.endpoint", d["endpoint"], listen_port)
-    pa = d.get("private_address")
-    return Peer(
-        name=name,
-        address=v.address(f"{f}.address", d.get("address")),
-        endpoint_host=ep_host,
-        endpoint_port=ep_port,
-        subnets=tuple(v.network(f"{f}.subnets", s) for s in d.get("subnets") or ()),
-        listen_port=listen_port,
-        keepalive=v.keepalive(f"{f}.keepalive", d.get("keepalive")),
-        ssh=None if not ssh else _ssh_from_fields(f"{f}.ssh", ssh.get("user"), ssh.get("host"), ssh.get("port"), ssh.get("key")),
-        host_keys=tuple(v.host_key(f"{f}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
-        egress_interface=v.egress(f"{f}.egress_interface", d.get("egress_interface")),
-        private_address=None if pa in (None, "") else v.address(f"{f}.private_address", pa),
-        region=v.text_label(f"{f}.region", d.get("region")),
-        cloud=v.text_label(f"{f}.cloud", d.get("cloud")),
-        source=source,
-        instances=tuple(_instance_from_dict(f"{f}.instances", i) for i in d.get("instances") or ()),
+    if d.get("address") in (None, ""):
+        raise BadInput(f"{f}.address", d.get("address"), "an IP address is required")
+    return peers.parse_peer(
+        name, peers.document_options(d, nested_ssh=True), peers.doc_label(f), Source(source), name_field=f
     )
 
 
@@ -221,43 +180,18 @@ def from_document(text: str, source: str = "inventory") -> Inventory:
 
 
 def peers_from_outputs(outputs: Any) -> list[Peer]:
-    """The `peers` output (contract in DESIGN.md) → peers without tunnel addresses yet.
-
-    The returned peers carry address 0.0.0.0 as a placeholder; `merge_terraform`
-    allocates the real ones.
-    """
+    """The `peers` output (the output contract in the README) → peers without tunnel
+    addresses yet (`merge_terraform` allocates them)."""
     if not isinstance(outputs, dict):
         raise BadInput("terraform output peers", type(outputs).__name__, "must be a map of peer name to object")
     result = []
     for name, d in sorted(outputs.items()):
         f = f"terraform output peers.{name}"
-        v.name(f, name)
         if not isinstance(d, dict):
+            v.name(f, name)
             raise BadInput(f, d, "must be an object")
-        listen_port = v.port(f"{f}.listen_port", d.get("listen_port") or DEFAULT_PORT)
-        ep_host, ep_port = (None, None)
-        if d.get("endpoint"):
-            ep_host, ep_port = v.host_port(f"{f}.endpoint", d["endpoint"], listen_port)
-        pa = d.get("private_address")
-        result.append(
-            Peer(
-                name=name,
-                address=ipaddress.ip_address("0.0.0.0"),
-                endpoint_host=ep_host,
-                endpoint_port=ep_port,
-                subnets=tuple(v.network(f"{f}.subnets", s) for s in d.get("subnets") or ()),
-                listen_port=listen_port,
-                keepalive=v.keepalive(f"{f}.keepalive", d.get("keepalive")),
-                ssh=_ssh_from_fields(f"{f}.ssh", d.get("ssh_user"), d.get("ssh_host"), d.get("ssh_port"), d.get("ssh_key")),
-                host_keys=tuple(v.host_key(f"{f}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
-                egress_interface=v.egress(f"{f}.egress_interface", d.get("egress_interface")),
-                private_address=None if pa in (None, "") else v.address(f"{f}.private_address", pa),
-                region=v.text_label(f"{f}.region", d.get("region")),
-                cloud=v.text_label(f"{f}.cloud", d.get("cloud")),
-                source=TERRAFORM,
-                instances=tuple(_instance_from_dict(f"{f}.instances", i) for i in d.get("instances") or ()),
-            )
-        )
+        opts = replace(peers.document_options(d, nested_ssh=False), address=None)
+        result.append(peers.parse_peer(name, opts, peers.doc_label(f), Source.TERRAFORM, name_field=f))
     return result
 
 
@@ -287,7 +221,7 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
 
 
 def known_part(planned: dict) -> dict:
-    """The planned `peers` output with what Terraform cannot know before apply left out (a
+    """The planned `peers` output, with what Terraform cannot know before apply left out (a
     plan shows unknown values as missing): instances whose address is not known yet."""
     out = {}
     for name, d in planned.items():
@@ -327,22 +261,39 @@ def allocate(pool: IPNetwork, used: set[IPAddress], count: int) -> list[IPAddres
 # --------------------------------------------------------------------------- changes
 
 
-def add_peer(inv: Inventory, peer: Peer, address: IPAddress | None) -> Inventory:
-    """Add a manual peer; allocate its address unless one is given."""
-    wanted = peer.name.strip().lower()
+def require_peer(inv: Inventory, name: str, field: str = "name") -> Peer:
+    """The peer called `name`, or BadInput naming the peers there are."""
     for p in inv.peers:
-        if p.name == wanted:
-            raise BadInput("name", peer.name, "a peer with this name already exists")
-    if address is None:
-        address = allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0]
-    out = replace(inv, peers=tuple(sorted(inv.peers + (replace(peer, address=address),), key=lambda p: p.name)))
+        if p.name == name:
+            return p
+    raise BadInput(field, name, "no such peer in this inventory", hint="peers: " + (", ".join(inv.names) or "none"))
+
+
+def require_new_name(inv: Inventory, name: object) -> None:
+    """No peer may have this name, also in another case or with spaces around it."""
+    if isinstance(name, str):
+        for p in inv.peers:
+            if p.name == name.strip().lower():
+                raise BadInput("name", name, f"a peer named {p.name!r} already exists")
+
+
+def add_peer(inv: Inventory, peer: Peer) -> Inventory:
+    """Add a peer made by `peers.parse_peer`; allocate its address unless one was given."""
+    if peer.address == peers.UNALLOCATED:
+        peer = replace(peer, address=allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0])
+    out = replace(inv, peers=tuple(sorted((*inv.peers, peer), key=lambda p: p.name)))
+    check(out)
+    return out
+
+
+def update_peer(inv: Inventory, peer: Peer) -> Inventory:
+    out = replace(inv, peers=tuple(peer if p.name == peer.name else p for p in inv.peers))
     check(out)
     return out
 
 
 def remove_peer(inv: Inventory, name: str) -> Inventory:
-    if name not in inv.names:
-        raise BadInput("name", name, "no such peer in this inventory")
+    require_peer(inv, name)
     return replace(inv, peers=tuple(p for p in inv.peers if p.name != name))
 
 
@@ -367,7 +318,7 @@ def check(inv: Inventory) -> None:
     for p in inv.peers:
         key = p.name.strip().lower()
         if key in seen_names:
-            raise BadInput(f"peers.{p.name}", p.name, f"duplicate of peer {seen_names[key]!r}")
+            raise BadInput(f"peers.{p.name}", p.name, f"a peer named {seen_names[key]!r} already exists")
         seen_names[key] = p.name
         if p.address not in pool:
             raise BadInput(f"peers.{p.name}.address", str(p.address), f"outside the mesh pool {pool}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 IPAddress = IPv4Address | IPv6Address
@@ -14,6 +15,29 @@ DEFAULT_POOL = "10.200.0.0/16"
 DEFAULT_PORT = 51820
 DEFAULT_MTU = 1420
 DEFAULT_INTERFACE = "wg0"
+
+
+class Source(StrEnum):
+    """Where a peer comes from: refreshed from Terraform's outputs, or added by hand."""
+
+    TERRAFORM = "terraform"
+    MANUAL = "manual"
+
+
+class Action(StrEnum):
+    """What happened on one host (push, stop, status, verify)."""
+
+    UNCHANGED = "unchanged"
+    SYNCCONF = "syncconf"  # only peers (or the private key / port) changed: hitless
+    RESTART = "restart"  # [Interface] changed
+    START = "start"  # interface down: first start (or start after a stop)
+    STOPPED = "stopped"
+    SKIPPED = "skipped"  # no SSH access: nothing to do on the host
+    FAILED = "failed"
+    DOWN = "down"  # reached, but the interface is not up
+    OK = "ok"
+    PRIMED = "primed"
+    PROBED = "probed"
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,7 @@ class Peer:
     private_address: IPAddress | None = None
     region: str = ""
     cloud: str = ""
-    source: str = "manual"  # "terraform" (refreshed from outputs) or "manual" (addpeer)
+    source: Source = Source.MANUAL
     instances: tuple[Instance, ...] = ()
 
     @property
@@ -69,7 +93,7 @@ class Peer:
         """What every other peer routes to this one: its tunnel /32 (/128) plus its subnets."""
         from ipaddress import ip_network
 
-        return (ip_network(self.address),) + self.subnets
+        return (ip_network(self.address), *self.subnets)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,6 @@ class HostState:
 class HostResult:
     host: str
     ok: bool
-    action: str = ""  # what was done: "unchanged", "syncconf", "restart", "start", ...
+    action: Action = Action.OK  # what was done
     detail: str = ""  # reason for a failure, or a short note
     seconds: float = 0.0

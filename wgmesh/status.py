@@ -1,17 +1,31 @@
-"""`wg show <if> dump` → per-peer status; the mesh matrix; probe scripts and their results. Pure."""
+"""`wg show <if> dump` → per-peer status; the mesh matrix; the ping probe's results. Pure.
+(What runs on the hosts is in remote/scripts/status.sh.)"""
 
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
+from enum import StrEnum
 
 from wgmesh.model import Inventory
 
 FRESH_SECONDS = 180  # WireGuard drops a session 180 s after its last handshake (REJECT_AFTER_TIME)
 
-FRESH, STALE, NEVER, MISSING, UNKNOWN = "fresh", "stale", "never", "missing", "unknown"
-DOWN = "down"  # the source host was reached, but its interface is not up
+
+class LinkState(StrEnum):
+    """One direction of a pair, as seen from its source."""
+
+    FRESH = "fresh"
+    STALE = "stale"
+    NEVER = "never"  # configured, never a handshake
+    MISSING = "missing"  # the peer is not configured there
+    UNKNOWN = "unknown"  # the source was not reached
+    DOWN = "down"  # the source was reached, but its interface is not up
+
+
+FRESH, STALE, NEVER, MISSING, UNKNOWN, DOWN = (
+    LinkState.FRESH, LinkState.STALE, LinkState.NEVER, LinkState.MISSING, LinkState.UNKNOWN, LinkState.DOWN,
+)
 
 
 @dataclass(frozen=True)
@@ -30,14 +44,6 @@ class InterfaceStatus:
     public_key: str
     listen_port: int
     peers: tuple[PeerStatus, ...]
-
-
-# Run on the host: the dump with its two secret columns blanked before anything leaves the host.
-def dump_script(iface: str) -> str:
-    return (
-        f"wg show {iface} dump | awk 'BEGIN{{FS=OFS=\"\\t\"}} NR==1{{$1=\"(hidden)\"}} "
-        f"NR>1{{$2=\"(hidden)\"}} {{print}}'"
-    )
 
 
 def _int(field: str, value: str) -> int:
@@ -81,7 +87,7 @@ class Link:
 
     src: str
     dst: str
-    state: str  # fresh / stale / never / missing (peer not configured) / down (interface down) / unknown (not reached)
+    state: LinkState
     age: int | None  # seconds since the last handshake
     endpoint: str | None
     rx: int
@@ -128,28 +134,9 @@ def unknown_keys(public_keys: dict[str, str], dump: InterfaceStatus) -> list[str
     return [p.public_key for p in dump.peers if p.public_key not in known]
 
 
-# ---------------------------------------------------------------- reachability probes
+# ---------------------------------------------------------------- reachability probes (wgm_ping)
 
 _PING_LINE = re.compile(r"^(ok|fail) (\S+)(?: (\d+(?:\.\d+)?))?$")
-
-
-def ping_script(targets: list[str], attempts: int = 3, wait: int = 2) -> str:
-    """Probe every target at once; print 'ok ADDR RTT_MS' or 'fail ADDR' per target.
-
-    With fping on the host: one process for all targets. Without it: one ping per target, in
-    parallel. Targets are ipaddress strings produced by wgmesh, never user text.
-    """
-    if not targets:
-        return "true"
-    t = " ".join(shlex.quote(x) for x in targets)
-    return (
-        f"if command -v fping >/dev/null 2>&1; then fping -e -i 1 -r {attempts - 1} -t {wait * 1000} {t} 2>/dev/null "
-        "| awk '/ is alive/ {gsub(/[()]/, \"\", $4); print \"ok\", $1, $4; next} / is unreachable/ {print \"fail\", $1}'; "
-        f"else for t in {t}; do ( i=0; while [ $i -lt {attempts} ]; do "
-        f"o=$(ping -n -c 1 -W {wait} \"$t\" 2>/dev/null) && "
-        "{ r=$(printf '%s\\n' \"$o\" | sed -n 's/.*time=\\([0-9.]*\\).*/\\1/p'); echo \"ok $t $r\"; exit 0; }; "
-        "i=$((i+1)); done; echo \"fail $t\" ) & done; wait; fi"
-    )
 
 
 def parse_pings(text: str) -> dict[str, float | None]:

@@ -1,3 +1,4 @@
+from dataclasses import replace
 import ipaddress
 import json
 
@@ -27,7 +28,7 @@ def test_outputs_to_peers(lab_inventory):
 
 
 def test_refresh_keeps_addresses_and_manual_peers(lab_inventory):
-    inv = invmod.add_peer(lab_inventory, manual("pub", subnets=(ipaddress.ip_network("10.77.1.0/24"),)), None)
+    inv = invmod.add_peer(lab_inventory, manual("pub", subnets=(ipaddress.ip_network("10.77.1.0/24"),)))
     assert str(inv.peer("pub").address) == "10.200.0.4"
     # site1 disappears from Terraform, site4 appears: site4 must not take a used address.
     outs = lab_outputs(4)
@@ -41,7 +42,7 @@ def test_refresh_keeps_addresses_and_manual_peers(lab_inventory):
 
 def test_terraform_peer_may_not_take_a_manual_name(lab_inventory):
     inv = invmod.remove_peer(lab_inventory, "site3")
-    inv = invmod.add_peer(inv, manual("site3"), None)
+    inv = invmod.add_peer(inv, manual("site3"))
     with pytest.raises(BadInput, match="addpeer already has this name"):
         invmod.merge_terraform(inv, invmod.peers_from_outputs(lab_outputs()))
 
@@ -65,49 +66,49 @@ def test_document_refuses_other_schema(lab_inventory):
 def test_pool_too_small():
     inv = invmod.new_inventory("t", pool="10.9.0.0/29")  # 6 host addresses
     for i in range(6):
-        inv = invmod.add_peer(inv, manual(f"p{i}"), None)
+        inv = invmod.add_peer(inv, manual(f"p{i}"))
     with pytest.raises(BadInput) as e:
-        invmod.add_peer(inv, manual("p6"), None)
+        invmod.add_peer(inv, manual("p6"))
     assert e.value.field == "mesh.pool" and "too small" in e.value.message
 
 
 def test_pool_must_not_overlap_subnets(lab_inventory):
     with pytest.raises(BadInput, match="overlaps the mesh pool"):
-        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network("10.200.5.0/24"),)), None)
+        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network("10.200.5.0/24"),)))
 
 
 @pytest.mark.parametrize("cidr", ["10.10.1.0/24", "10.10.0.0/16", "10.10.1.128/25"])
 def test_overlapping_allowedips_refused(lab_inventory, cidr):
     with pytest.raises(BadInput, match="belongs to one peer only"):
-        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network(cidr),)), None)
+        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network(cidr),)))
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
 def test_default_route_refused(lab_inventory, cidr):
     with pytest.raises(BadInput):
-        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network(cidr),)), None)
+        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network(cidr),)))
 
 
 def test_allowedips_covering_another_peers_endpoint_or_ssh_refused(lab_inventory):
     with pytest.raises(BadInput, match="endpoint 198.18.1.11"):
-        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network("198.18.1.0/24"),)), None)
+        invmod.add_peer(lab_inventory, manual("x", subnets=(ipaddress.ip_network("198.18.1.0/24"),)))
     ssh_only = invmod.add_peer(
-        invmod.new_inventory("t"), manual("a", ssh=SshTarget("root", "192.0.2.10")), None
+        invmod.new_inventory("t"), manual("a", ssh=SshTarget("root", "192.0.2.10"))
     )
     with pytest.raises(BadInput, match="ssh address 192.0.2.10"):
-        invmod.add_peer(ssh_only, manual("b", subnets=(ipaddress.ip_network("192.0.2.0/28"),)), None)
+        invmod.add_peer(ssh_only, manual("b", subnets=(ipaddress.ip_network("192.0.2.0/28"),)))
 
 
 def test_duplicate_names_refused(lab_inventory):
     with pytest.raises(BadInput, match="already exists"):
-        invmod.add_peer(lab_inventory, manual("site1"), None)
+        invmod.add_peer(lab_inventory, manual("site1"))
 
 
 def test_explicit_address_must_be_free_and_in_pool(lab_inventory):
     with pytest.raises(BadInput, match="already used"):
-        invmod.add_peer(lab_inventory, manual("x"), ipaddress.ip_address("10.200.0.1"))
+        invmod.add_peer(lab_inventory, replace(manual("x"), address=ipaddress.ip_address("10.200.0.1")))
     with pytest.raises(BadInput, match="outside the mesh pool"):
-        invmod.add_peer(lab_inventory, manual("x"), ipaddress.ip_address("10.201.0.1"))
+        invmod.add_peer(lab_inventory, replace(manual("x"), address=ipaddress.ip_address("10.201.0.1")))
 
 
 def test_instances_must_sit_in_a_subnet():

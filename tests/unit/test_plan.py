@@ -1,11 +1,20 @@
+"""The plan (probe report → steps) as tables, and the compiled scripts run under sh against
+stand-ins for wg, wg-quick, ip and systemctl."""
+
+import os
 import subprocess
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import fixed_keys
-from wgmesh import plan as P
-from wgmesh.model import HostState
-from wgmesh.render import fingerprints, render
+from wgmesh.model import Action, HostState
+from wgmesh.remote import plan as P
+from wgmesh.remote.compiler import command, compile_program, library
+from wgmesh.remote.exits import RemoteExit, describe, remote_reason
+from wgmesh.remote.steps import Op, Program, step
+from wgmesh.render import fingerprints, render, route_sync_command
 
 
 @pytest.fixture
@@ -16,53 +25,182 @@ def text(lab_inventory):
 PEERS = frozenset({"k2", "k3"})
 
 
-def state(text, up=True, same_file=True, same_iface=True, peers=PEERS):
+def state(text, up=True, same_file=True, same_iface=True, peers=PEERS, systemd=False):
     f, i = fingerprints(text)
     return HostState(
         reachable=True, interface_up=up, file_sha=f if same_file else "0" * 64,
-        iface_sha=i if same_iface else "1" * 64, running_peers=peers,
+        iface_sha=i if same_iface else "1" * 64, running_peers=peers, systemd=systemd,
     )
 
 
-def test_first_start(text):
-    p = P.decide(text, PEERS, HostState(reachable=True))
-    assert (p.action, p.write) == (P.START, True)
+# (what the host reports) → (action, write, the steps of the apply program)
+START_NEW = [Op.PREPARE, Op.STAGE, Op.DOWN, Op.INSTALL, Op.START, Op.FINISH]
+TABLE = [
+    ("first start", {"up": False, "same_file": False, "same_iface": False, "peers": frozenset()},
+     Action.START, True, START_NEW),
+    ("down, file current: start without writing", {"up": False}, Action.START, False,
+     [Op.PREPARE, Op.DOWN, Op.START, Op.FINISH]),
+    ("nothing changed", {}, Action.UNCHANGED, False, None),
+    ("only peers changed: syncconf", {"same_file": False}, Action.SYNCCONF, True,
+     [Op.PREPARE, Op.STAGE, Op.INSTALL, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
+    ("[Interface] changed: restart", {"same_file": False, "same_iface": False}, Action.RESTART, True, START_NEW),
+    ("running peers drifted: syncconf, file kept", {"peers": frozenset({"k2", "old"})}, Action.SYNCCONF, False,
+     [Op.PREPARE, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
+]
 
 
-def test_down_but_file_current_starts_without_writing(text):
-    p = P.decide(text, PEERS, state(text, up=False))
-    assert (p.action, p.write) == (P.START, False)
+@pytest.mark.parametrize(("case", "reported", "action", "write", "ops"), TABLE, ids=[t[0] for t in TABLE])
+def test_plan_table(text, case, reported, action, write, ops):
+    p = P.decide(text, PEERS, state(text, **reported))
+    assert (p.action, p.write) == (action, write)
+    if ops is not None:
+        program = P.apply_program(p, "wg0", systemd=False)
+        assert program.ops() == ops and program.stdin == write
 
 
-def test_nothing_changed(text):
-    p = P.decide(text, PEERS, state(text))
-    assert (p.action, p.write) == (P.UNCHANGED, False)
-
-
-def test_only_peers_changed_is_syncconf(text):
-    p = P.decide(text, PEERS, state(text, same_file=False))
-    assert (p.action, p.write) == (P.SYNCCONF, True)
-
-
-def test_interface_changed_is_restart(text):
-    p = P.decide(text, PEERS, state(text, same_file=False, same_iface=False))
-    assert (p.action, p.write) == (P.RESTART, True)
-
-
-def test_running_drift_is_repaired_with_syncconf(text):
-    p = P.decide(text, PEERS, state(text, peers=frozenset({"k2", "old"})))
-    assert (p.action, p.write) == (P.SYNCCONF, False)
+def test_start_and_restart_carry_systemd_and_whether_it_was_up(text):
+    restart = P.apply_program(P.decide(text, PEERS, state(text, same_iface=False, same_file=False)), "wg0", True)
+    assert step(Op.DOWN, True) in restart.steps and step(Op.START, True, True) in restart.steps
+    start = P.apply_program(P.decide(text, PEERS, state(text, up=False)), "wg0", False)
+    assert step(Op.START, False, False) in start.steps
 
 
 def test_remote_filter_matches_local_fingerprint(text, tmp_path):
     """The awk run on hosts must select exactly the lines render.fingerprints hashes."""
     f = tmp_path / "wg0.conf"
     f.write_text(text)
-    out = subprocess.run(
-        ["sh", "-c", f"{P.REMOTE_IFACE_FILTER} {f} | sha256sum | cut -d' ' -f1"], capture_output=True, text=True,
-        check=True,
-    ).stdout.strip()
+    script = library("probe") + f"\nwgm_iface_lines {f} | sha256sum | cut -d' ' -f1"
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
     assert out == fingerprints(text)[1]
+
+
+def test_scripts_take_config_on_stdin_and_hold_no_key(text, lab_inventory):
+    private = fixed_keys(lab_inventory.names).pairs["site1"].private
+    for reported in ({"up": False, "same_file": False}, {"same_file": False, "same_iface": False}, {"same_file": False}):
+        program = P.apply_program(P.decide(text, PEERS, state(text, **reported)), "wg0", False)
+        script = compile_program(program)
+        assert 'cat >"$TMP"' in script  # the config comes on stdin
+        assert 'mv -f "$TMP" "$CONF"' in script and "WGDIR=/etc/wireguard" in script and "/tmp" not in script
+        assert private not in command(program, "ubuntu")
+    sync = compile_program(P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False))
+    assert 'st=$(wg-quick strip "$IFACE") || exit "$WGM_EXIT_SYNCCONF_FAILED"' in sync
+    assert "ip -batch -" in sync and 'exit "$WGM_EXIT_ROUTES_FAILED"' in sync
+    assert "WGM_EXIT_SYNCCONF_FAILED=43" in sync and "WGM_EXIT_ROUTES_FAILED=44" in sync
+    start = compile_program(P.apply_program(P.Plan(Action.START, False, ""), "wg0", True))
+    # a oneshot unit may be "active" with the interface gone: restart, never a no-op enable --now
+    assert 'systemctl enable "wg-quick@$IFACE" && systemctl restart "wg-quick@$IFACE"' in start
+    assert 'systemctl disable "wg-quick@$IFACE"' in start  # a failed first start leaves no enabled unit
+    assert start.splitlines()[-2:] == ["wgm_start 1 0", "wgm_finish"]
+    probe = P.probe_program("wg0")
+    assert command(probe, "ubuntu").startswith("sudo -n sh -c ")
+    assert command(probe, "root").startswith("sh -c ")
+
+
+def test_exit_statuses_are_shared():
+    assert describe(42, "apply") == "wg-quick up failed, previous config restored"
+    assert describe(43, "apply") == "wg syncconf failed" and describe(44, "apply") == "route sync failed"
+    assert describe(7, "apply") == "apply"
+    for name in ("probe", "apply", "routes", "stop", "status"):
+        for e in RemoteExit:
+            if e.value >= 42:
+                assert f"exit {e.value}" not in library(name)  # scripts say $WGM_EXIT_*, never the number
+
+
+def _fakes(tmp_path: Path, tools: dict[str, str]) -> dict[str, str]:
+    for name, body in tools.items():
+        (tmp_path / name).write_text("#!/bin/sh\n" + body)
+        (tmp_path / name).chmod(0o755)
+    return {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+
+
+def test_route_sync_script_runs(tmp_path):
+    """Routes for the running AllowedIPs are replaced in one batch, stale ones deleted, kernel
+    routes left alone."""
+    log = tmp_path / "log"
+    env = _fakes(tmp_path, {
+        "wg": "printf 'K/1=\\t10.200.0.2/32 10.10.2.0/24\\nK/2=\\tfd00:2::/64\\n'\n",
+        "ip": f"""echo "$*" >> {log}
+case "$*" in
+  *batch*) sed 's/^/batch: /' >> {log};;
+  *"-4 route show"*) printf '10.200.0.9 scope link\\n10.200.0.2 scope link\\n10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';;
+  *"-6 route show"*) printf 'fe80::/64 proto kernel metric 256\\nfd00:2::/64 metric 1024\\n';;
+esac
+""",
+    })
+    subprocess.run(["sh", "-c", compile_program(Program("routes", "wg0", (step(Op.SYNC_ROUTES),)))], env=env,
+                   check=True)
+    calls = log.read_text().splitlines()
+    assert "batch: route replace 10.10.2.0/24 dev wg0" in calls and "batch: route replace fd00:2::/64 dev wg0" in calls
+    assert "-4 route del 10.200.0.9 dev wg0" in calls and "-4 route del 10.10.9.0/24 dev wg0" in calls
+    assert not any(("del 10.10.2.0/24" in c or "fe80" in c or "del 10.200.0.2 " in c or "del fd00" in c) for c in calls)
+
+
+def test_route_batch_is_the_same_in_postup_and_after_syncconf(tmp_path):
+    """PostUp (a single line in wg0.conf) and routes.sh must feed `ip -batch` the same lines."""
+    batches = tmp_path / "batches"
+    env = _fakes(tmp_path, {
+        "wg": "printf 'K/1=\\t10.200.0.2/32 10.10.2.0/24\\nK/2=\\tfd00:2::/64\\t\\nK/3=\\t(none)\\n'\n",
+        "ip": f'case "$*" in *batch*) cat >> {batches}; echo --- >> {batches};; esac\n',
+    })
+    subprocess.run(["bash", "-c", route_sync_command("wg0")], env=env, check=True)
+    subprocess.run(["sh", "-c", compile_program(Program("routes", "wg0", (step(Op.SYNC_ROUTES),)))], env=env,
+                   check=True)
+    first, second, _ = batches.read_text().split("---\n")
+    assert first == second and "route replace 10.10.2.0/24 dev wg0" in first
+
+
+def _apply(tmp_path, program, stdin=b"", fail_up=False):
+    wgdir = tmp_path / "etc"
+    log = tmp_path / "calls"
+    env = _fakes(tmp_path, {
+        "wg": 'case "$*" in "show wg0") [ -f ' + str(tmp_path / "up") + " ];; *) exit 0;; esac\n",
+        "wg-quick": f'echo "wg-quick $*" >> {log}\ncase "$1" in up) {"exit 1" if fail_up else "true"}; touch {tmp_path / "up"};;'
+                    f' down) rm -f {tmp_path / "up"};; esac\n',
+        "ip": "exit 0\n",
+        "chown": "exit 0\n",
+    })
+    r = subprocess.run(["sh", "-c", compile_program(replace(program, directory=str(wgdir)))], input=stdin, env=env,
+                       capture_output=True)
+    return r, wgdir
+
+
+def test_first_start_installs_the_config_0600(tmp_path):
+    r, wgdir = _apply(tmp_path, P.apply_program(P.Plan(Action.START, True, ""), "wg0", False), b"[Interface]\n")
+    assert r.returncode == 0, r.stderr
+    assert (wgdir / "wg0.conf").read_bytes() == b"[Interface]\n"
+    assert oct((wgdir / "wg0.conf").stat().st_mode & 0o777) == "0o600" and oct(wgdir.stat().st_mode & 0o777) == "0o700"
+    assert sorted(os.listdir(wgdir)) == ["wg0.conf"]  # no temporary file, no .prev copy of the key
+
+
+def test_failed_restart_puts_the_previous_config_back(tmp_path):
+    wgdir = tmp_path / "etc"
+    wgdir.mkdir()
+    (wgdir / "wg0.conf").write_text("old\n")
+    (tmp_path / "up").touch()
+    r, _ = _apply(tmp_path, P.apply_program(P.Plan(Action.RESTART, True, ""), "wg0", False), b"new\n", fail_up=True)
+    assert r.returncode == RemoteExit.START_FAILED
+    assert (wgdir / "wg0.conf").read_text() == "old\n"
+    assert sorted(os.listdir(wgdir)) == ["wg0.conf"]
+
+
+def test_failed_first_start_leaves_no_config(tmp_path):
+    r, wgdir = _apply(tmp_path, P.apply_program(P.Plan(Action.START, True, ""), "wg0", False), b"new\n", fail_up=True)
+    assert r.returncode == RemoteExit.START_FAILED
+    assert os.listdir(wgdir) == []
+
+
+def test_sudo_password_prompt_is_a_clear_failure():
+    msg = remote_reason("probe", 1, "sudo: a password is required\n")
+    assert "passwordless sudo" in msg and "sudo -n" in msg
+    assert remote_reason("apply", 42, "[#] ip link add wg0 type wireguard\nError: boom\n").endswith("Error: boom")
+
+
+def test_probe_waits_for_cloud_init_only_when_asked():
+    assert Op.WAIT_CLOUD_INIT not in P.probe_program("wg0").ops()
+    program = P.probe_program("wg0", 300)
+    assert program.ops() == [Op.WAIT_CLOUD_INIT, Op.PROBE]
+    assert "wgm_wait_cloud_init 300" in compile_program(program)
+    assert 'timeout "$1" cloud-init status --wait' in compile_program(program)
 
 
 def test_parse_probe():
@@ -77,55 +215,11 @@ def test_parse_probe():
         P.parse_probe("wg missing\nfile -\niface -\ndown\nend\n")
 
 
-def test_scripts_take_config_on_stdin_and_hold_no_key(text):
-    for plan in (P.Plan(P.START, True, ""), P.Plan(P.RESTART, True, ""), P.Plan(P.SYNCCONF, True, "")):
-        script = P.apply_script(plan, "wg0", False)
-        assert 'cat > "$t"' in script  # the config comes on stdin
-        assert "mv -f \"$t\" /etc/wireguard/wg0.conf" in script and "/tmp" not in script
-    sync = P.apply_script(P.Plan(P.SYNCCONF, True, ""), "wg0", False)
-    assert "st=$(wg-quick strip wg0) || exit 43" in sync and "ip -batch -" in sync and "|| exit 44" in sync
-    start = P.apply_script(P.Plan(P.START, False, ""), "wg0", True)
-    # a oneshot unit may be "active" with the interface gone: restart, never a no-op enable --now
-    assert "systemctl enable wg-quick@wg0 && systemctl restart wg-quick@wg0" in start
-    assert "systemctl disable wg-quick@wg0" in start  # a failed first start leaves no enabled unit
-    assert P.wrap("true", "ubuntu").startswith("sudo -n sh -c ")
-    assert P.wrap("true", "root") == "sh -c true"
-
-
-def test_route_sync_script_runs(tmp_path):
-    """Run the route part against fake `wg` and `ip`: routes for the running AllowedIPs are
-    replaced in one batch, stale ones deleted, kernel routes left alone."""
-    log = tmp_path / "log"
-    (tmp_path / "wg").write_text(
-        "#!/bin/sh\nprintf 'K/1=\\t10.200.0.2/32 10.10.2.0/24\\nK/2=\\tfd00:2::/64\\n'\n")
-    (tmp_path / "ip").write_text(
-        f"""#!/bin/sh
-echo "$*" >> {log}
-case "$*" in
-  *batch*) sed 's/^/batch: /' >> {log};;
-  *"-4 route show"*) printf '10.200.0.9 scope link\\n10.200.0.2 scope link\\n10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';;
-  *"-6 route show"*) printf 'fe80::/64 proto kernel metric 256\\nfd00:2::/64 metric 1024\\n';;
-esac
-"""
-    )
-    for f in ("wg", "ip"):
-        (tmp_path / f).chmod(0o755)
-    script = "\n".join(P._route_sync("wg0"))
-    subprocess.run(["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True)
-    calls = log.read_text().splitlines()
-    assert "batch: route replace 10.10.2.0/24 dev wg0" in calls and "batch: route replace fd00:2::/64 dev wg0" in calls
-    assert "-4 route del 10.200.0.9 dev wg0" in calls and "-4 route del 10.10.9.0/24 dev wg0" in calls
-    assert not any(("del 10.10.2.0/24" in c or "fe80" in c or "del 10.200.0.2 " in c or "del fd00" in c) for c in calls)
-
-
-def test_sudo_password_prompt_is_a_clear_failure():
-    from wgmesh.ops import _remote_reason
-
-    msg = _remote_reason("probe", 1, "sudo: a password is required\n")
-    assert "passwordless sudo" in msg and "sudo -n" in msg
-    assert _remote_reason("apply", 42, "[#] ip link add wg0 type wireguard\nError: boom\n").endswith("Error: boom")
-
-
-def test_probe_waits_for_cloud_init_only_when_asked():
-    assert "cloud-init" not in P.probe_script("wg0")
-    assert "timeout 300 cloud-init status --wait" in P.probe_script("wg0", 300)
+def test_the_probe_script_reports_what_parse_probe_reads(tmp_path, text):
+    (tmp_path / "wg0.conf").write_text(text)
+    env = _fakes(tmp_path, {"wg": 'case "$*" in "show wg0 peers") printf "K1=\\nK2=\\n";; esac\n', "wg-quick": ""})
+    program = replace(P.probe_program("wg0"), directory=str(tmp_path))
+    out = subprocess.run(["sh", "-c", compile_program(program)], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    s = P.parse_probe(out)
+    assert (s.file_sha, s.iface_sha) == fingerprints(text) and s.interface_up and s.running_peers == {"K1=", "K2="}

@@ -27,7 +27,6 @@ def _mesh(lab_inventory):
             keepalive=25,
             egress_interface="ens5",
         ),
-        None,
     )
     return inv, fixed_keys(inv.names)
 
@@ -177,7 +176,7 @@ def test_hooks_succeed_under_wg_quick_strict_mode_with_no_peers(lab_inventory, t
     yet, and its PostUp must still succeed."""
     inv = invmod.new_inventory("one")
     inv = invmod.add_peer(inv, Peer(name="only", address=ipaddress.ip_address("0.0.0.0"),
-                                    subnets=(ipaddress.ip_network("10.5.0.0/24"),)), None)
+                                    subnets=(ipaddress.ip_network("10.5.0.0/24"),)))
     text = render(inv, fixed_keys(inv.names))["only"]
     assert "[Peer]" not in text
     ups = [l.split(" = ", 1)[1] for l in text.splitlines() if l.startswith("PostUp = ")]

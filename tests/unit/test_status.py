@@ -4,6 +4,8 @@ import pytest
 
 from tests.conftest import fixed_keys
 from wgmesh import status as S
+from wgmesh.remote.compiler import compile_program
+from wgmesh.remote.plan import dump_program, ping_program
 
 DUMP = (
     "(hidden)\tPUBA=\t51820\toff\n"
@@ -32,7 +34,7 @@ def test_dump_script_blanks_secrets(tmp_path):
     fake = tmp_path / "wg"
     fake.write_text("#!/bin/sh\nprintf 'PRIV=\\tPUB=\\t51820\\toff\\nP2=\\tPSK=\\t(none)\\t10.0.0.2/32\\t0\\t0\\t0\\toff\\n'\n")
     fake.chmod(0o755)
-    out = subprocess.run(["sh", "-c", S.dump_script("wg0")], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+    out = subprocess.run(["sh", "-c", compile_program(dump_program("wg0"))], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
                          capture_output=True, text=True, check=True).stdout
     assert "PRIV=" not in out and "PSK=" not in out
     assert S.parse_dump(out).peers[0].public_key == "P2="
@@ -78,7 +80,7 @@ def test_ping_script_and_parse(tmp_path):
         'case "$t" in 10.0.0.1) echo "64 bytes from 10.0.0.1: icmp_seq=1 ttl=64 time=0.123 ms";; *) exit 1;; esac\n'
     )
     fake.chmod(0o755)
-    out = subprocess.run(["/bin/sh", "-c", S.ping_script(["10.0.0.1", "10.0.0.2"], attempts=2, wait=1)],
+    out = subprocess.run(["/bin/sh", "-c", compile_program(ping_program(["10.0.0.1", "10.0.0.2"], "wg0", attempts=2, wait=1))],
                          env={"PATH": _isolated_path(tmp_path, "sed", "awk")}, capture_output=True, text=True).stdout
     assert S.parse_pings(out) == {"10.0.0.1": 0.123, "10.0.0.2": None}
 
@@ -109,7 +111,7 @@ def test_ping_script_with_fping(tmp_path):
         "echo '10.0.0.1 is alive (0.123 ms)'\necho '10.0.0.2 is unreachable'\nexit 1\n"
     )
     fake.chmod(0o755)
-    out = subprocess.run(["/bin/sh", "-c", S.ping_script(["10.0.0.1", "10.0.0.2"])],
+    out = subprocess.run(["/bin/sh", "-c", compile_program(ping_program(["10.0.0.1", "10.0.0.2"], "wg0"))],
                          env={"PATH": _isolated_path(tmp_path, "awk")}, capture_output=True, text=True).stdout
     assert S.parse_pings(out) == {"10.0.0.1": 0.123, "10.0.0.2": None}
     assert (tmp_path / "args").read_text().split()[-2:] == ["10.0.0.1", "10.0.0.2"]

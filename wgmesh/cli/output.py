@@ -7,17 +7,32 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from functools import singledispatch
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from wgmesh import status as statmod
+from wgmesh.commands.addpeer import AddResult
+from wgmesh.commands.delpeer import DelResult
+from wgmesh.commands.destroy import DestroyResult
+from wgmesh.commands.genconfig import GenResult
+from wgmesh.commands.graph import GraphResult
+from wgmesh.commands.import_outputs import ImportResult
+from wgmesh.commands.push import PushResult
+from wgmesh.commands.rotate_keys import RotateResult
+from wgmesh.commands.setpeer import SetResult
+from wgmesh.commands.showpeers import ShowResult
+from wgmesh.commands.status import StatusResult
+from wgmesh.commands.up import UpResult
+from wgmesh.commands.verify import VerifyResult
 from wgmesh.errors import WgmeshError
 from wgmesh.model import HostResult, Inventory
-from wgmesh.ops import DestroyResult, GenResult, PushResult, Reporter, StatusResult, VerifyResult
+from wgmesh.progress import Reporter
 
 out = Console(highlight=False, soft_wrap=True, markup=False)  # nothing from hosts or users is markup
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -51,7 +66,7 @@ class RichReporter(Reporter):
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.total = 0
 
     def phase(self, text: str) -> None:
@@ -79,7 +94,7 @@ class RichReporter(Reporter):
         pass
 
     def host_done(self, result: HostResult) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.advance(self.task)
         if not result.ok and not self.quiet:
             err.print(Text(f"  ✗ {result.host}: {result.detail}", style="red"))
@@ -128,16 +143,6 @@ def pending_lines(res: PushResult) -> None:
                        f"{r.peer} ({r.why}); 'wgmesh push' retries", style="bold yellow"))
 
 
-def push_json(res: PushResult) -> dict:
-    return {
-        "ok": res.ok,
-        "failed": res.failed,
-        "pending_revocations": [{"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts)}
-                                for r in res.pending],
-        "hosts": {n: {"ok": r.ok, "action": r.action, "detail": r.detail, "seconds": r.seconds} for n, r in res.results.items()},
-    }
-
-
 def _age(seconds: int | None) -> str:
     if seconds is None:
         return "-"
@@ -148,7 +153,8 @@ def _age(seconds: int | None) -> str:
     return f"{seconds // 3600}h"
 
 
-def _bytes(n: int) -> str:
+def _bytes(count: int) -> str:
+    n = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -161,10 +167,8 @@ def _cell(link: statmod.Link) -> Text:
     return Text(shown, style=STATE_STYLE.get(link.state, ""))
 
 
-def status_view(res: StatusResult):
+def status_view(res: StatusResult) -> Group:
     """The mesh at a glance: a matrix of handshake ages, then one row per peer."""
-    from rich.console import Group
-
     names = [p.name for p in res.peers]
     by_pair = {(l.src, l.dst): l for l in res.links}
     fresh = sum(1 for l in res.links if l.state == statmod.FRESH)
@@ -207,38 +211,7 @@ def status_table(res: StatusResult) -> None:
     out.print(status_view(res))
 
 
-def status_json(res: StatusResult) -> dict:
-    by_pair = {(l.src, l.dst): l for l in res.links}
-    names = [p.name for p in res.peers]
-    return {
-        "peers": [
-            {"name": p.name, "endpoint": p.endpoint, "address": str(p.address), "region": p.region,
-             "cloud": p.cloud, "managed": p.name not in res.unmanaged,
-             "reached": p.name not in res.unreachable and p.name not in res.unmanaged,
-             "rx_bytes": sum(l.rx for l in res.links if l.src == p.name),
-             "tx_bytes": sum(l.tx for l in res.links if l.src == p.name)}
-            for p in res.peers
-        ],
-        "matrix": {
-            a: {b: {"state": by_pair[(a, b)].state, "handshake_age": by_pair[(a, b)].age}
-                for b in names if b != a and (a, b) in by_pair}
-            for a in names
-        },
-        "links": [
-            {"from": l.src, "to": l.dst, "state": l.state, "handshake_age": l.age, "endpoint": l.endpoint,
-             "rx_bytes": l.rx, "tx_bytes": l.tx}
-            for l in res.links
-        ],
-        "unreachable": res.unreachable,
-        "unknown_keys": res.foreign_keys,
-        "pending_revocations": [
-            {"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since}
-            for r in res.pending
-        ],
-    }
-
-
-def watch(fetch, interval: float) -> None:
+def watch(fetch: Callable[[], StatusResult], interval: float) -> None:
     """Refresh the status view in place until Ctrl-C."""
     import time
 
@@ -274,22 +247,6 @@ def verify_table(res: VerifyResult) -> None:
         out.print(Text(f"verify passed: every probe answered, {fresh} fresh handshakes", style="bold green"))
 
 
-def verify_json(res: VerifyResult) -> dict:
-    return {
-        "ok": res.ok,
-        "seconds": res.seconds,
-        "failures": res.failures,
-        "probes": [
-            {"from": p.src, "to": p.dst, "path": p.kind, "address": p.address, "ok": p.ok, "rtt_ms": p.rtt_ms}
-            for p in res.probes
-        ],
-        "handshakes": [
-            {"from": l.src, "to": l.dst, "state": l.state, "age": l.age} for l in res.handshakes
-        ],
-        "unreachable": res.unreachable,
-    }
-
-
 def gen_summary(res: GenResult) -> None:
     out.print(
         f"{len(res.written)} written, {len(res.unchanged)} unchanged, {len(res.removed)} removed in {res.directory}"
@@ -304,3 +261,90 @@ def destroy_summary(res: DestroyResult) -> None:
     out.print(f"keys purged: {', '.join(res.purged_keys) or 'none'}; keys kept (peers still in the inventory): "
               f"{', '.join(res.kept_keys) or 'none'}")
     out.print(f"rendered configs removed: {res.configs_removed}; host-key pins forgotten: {'yes' if res.pins_forgotten else 'none were pinned'}")
+
+
+# ---------------------------------------------------------------- one view per result
+
+
+@singledispatch
+def show(result: object) -> None:
+    raise TypeError(f"no view for {type(result).__name__}")  # a new command without a view: a bug
+
+
+@show.register
+def _(res: UpResult) -> None:
+    if not res.pushed:
+        peers_table(res.inventory)
+        info(f"configs rendered in {res.output_dir}; nothing was pushed")
+    else:
+        host_table("push", res.push.results)
+    if res.verify:
+        verify_table(res.verify)
+    info("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
+
+
+@show.register
+def _(res: AddResult) -> None:
+    peers_table(res.inventory, only=[res.peer.name])
+    info(f"added {res.peer.name} ({res.peer.address}); run 'wgmesh -i {res.workspace} push' to apply it")
+
+
+@show.register
+def _(res: ImportResult) -> None:
+    info(f"{len(res.inventory.peers)} peers in inventory {res.inventory.name}; {len(res.new_keys)} new key pairs")
+
+
+@show.register
+def _(res: DelResult) -> None:
+    host_table(f"after removing {res.name}", res.push.results)
+    pending_lines(res.push)
+    if res.stop is not None and not res.stop.ok:
+        info(f"{res.name} was not reached: {res.stop.detail}")
+
+
+@show.register
+def _(res: ShowResult) -> None:
+    peers_table(res.inventory)
+
+
+@show.register
+def _(res: GenResult) -> None:
+    gen_summary(res)
+
+
+@show.register
+def _(res: PushResult) -> None:
+    host_table("push", res.results)
+    pending_lines(res)
+
+
+@show.register
+def _(res: StatusResult) -> None:
+    status_table(res)
+
+
+@show.register
+def _(res: GraphResult) -> None:
+    for f in res.files:
+        out.print(f)
+
+
+@show.register
+def _(res: SetResult) -> None:
+    info(f"updated {res.peer.name}; run 'wgmesh -i {res.workspace} push' to apply it")
+
+
+@show.register
+def _(res: RotateResult) -> None:
+    host_table(f"rotated {', '.join(res.rotated)}", res.push.results)
+    pending_lines(res.push)
+
+
+@show.register
+def _(res: VerifyResult) -> None:
+    verify_table(res)
+
+
+@show.register
+def _(res: DestroyResult) -> None:
+    destroy_summary(res)

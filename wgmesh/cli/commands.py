@@ -1,0 +1,253 @@
+"""Typer commands: each is options → command (wgmesh.commands) → output → exit status.
+
+Imports of the command modules happen inside each command: `wgmesh addpeer` must not pay for
+Rich tables, paramiko or python-terraform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import typer
+
+from wgmesh.cli.app import JSON_OPT, PARALLEL_OPT, app, need_inventory, run, start
+from wgmesh.workspace import Workspace
+
+if TYPE_CHECKING:
+    from wgmesh.cli.output import RichReporter
+    from wgmesh.commands import Result
+    from wgmesh.peers import PeerOptions
+
+__all__ = ["app", "main"]
+
+
+@contextmanager
+def reporter(quiet: bool = False) -> Iterator[RichReporter]:
+    from wgmesh.cli.output import RichReporter
+
+    rep = RichReporter(quiet=quiet)
+    try:
+        yield rep
+    finally:
+        rep.close()
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    stack: str | None = typer.Option(None, "--stack", help="Terraform stack in terraform/ [default: the inventory's, else lab]."),  # noqa: E501
+    var: list[str] = typer.Option([], "--var", help="Terraform variable KEY=VALUE (repeatable; remembered in the inventory)."),  # noqa: E501
+    pool: str | None = typer.Option(None, "--pool", help="Mesh pool for tunnel addresses [default: 10.200.0.0/16]."),
+    parallel: int = PARALLEL_OPT,
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
+    no_push: bool = typer.Option(False, "--no-push", help="Provision, inventory, keys and output/ configs only: no host is touched."),  # noqa: E501
+    wait_ssh: float = typer.Option(0, "--wait-ssh", min=0, help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines)."),  # noqa: E501
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Provision with Terraform, make keys, render, push, start and verify the mesh."""
+    from wgmesh.commands import up as cmd
+
+    def body(ws: Workspace) -> Result:
+        with reporter() as rep:
+            return cmd.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify,
+                          do_push=not no_push, wait_ssh=wait_ssh)
+
+    run(ctx, "up", body, as_json, pre=lambda ws: cmd.check(ws, stack, var, pool))
+
+
+@app.command()
+def addpeer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Peer name: a-z, 0-9 and '-', up to 63 characters."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Public HOST[:PORT] other peers connect to ([v6]:PORT for IPv6)."),  # noqa: E501
+    address: str | None = typer.Option(None, "--address", help="Tunnel address [default: next free in the mesh pool]."),  # noqa: E501
+    allowedips: list[str] = typer.Option([], "--allowedips", help="A subnet behind this peer, CIDR (repeatable)."),
+    listen_port: int | None = typer.Option(None, "--listen-port", help="UDP port WireGuard listens on [default: 51820]."),  # noqa: E501
+    keepalive: int | None = typer.Option(None, "--keepalive", help="PersistentKeepalive seconds this peer sends (behind NAT)."),  # noqa: E501
+    ssh: str | None = typer.Option(None, "--ssh", help="USER@HOST[:PORT] wgmesh uses to manage the peer."),
+    ssh_key: str | None = typer.Option(None, "--ssh-key", help="Private key file for --ssh [default: ssh-agent, ~/.ssh/id_*]."),  # noqa: E501
+    egress_interface: str = typer.Option("detect", "--egress-interface", help="Interface for MASQUERADE, or 'detect'."),  # noqa: E501
+    private_address: str | None = typer.Option(None, "--private-address", help="An address of the peer inside its subnet, probed by verify."),  # noqa: E501
+    host_key: list[str] = typer.Option([], "--host-key", help="Expected SSH host key 'TYPE BASE64' (repeatable); else pinned at first contact."),  # noqa: E501
+    private_key_file: str | None = typer.Option(None, "--private-key-file", help="Import this peer's existing WireGuard private key (a file, never argv)."),  # noqa: E501
+    public_key: str | None = typer.Option(None, "--public-key", help="Its public key, checked against --private-key-file."),  # noqa: E501
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
+    from wgmesh.commands import addpeer as cmd
+    from wgmesh.peers import PeerOptions
+
+    options = PeerOptions(
+        endpoint=endpoint, address=address, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
+        ssh_target=ssh, ssh_key=ssh_key, host_keys=host_key, egress_interface=egress_interface,
+        private_address=private_address,
+    )
+    run(ctx, "addpeer", lambda ws: cmd.addpeer(ws, name, options, private_key_file, public_key), as_json,
+        pre=lambda ws: cmd.check(ws, name, options, private_key_file, public_key))
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., help="A `terraform output -json` document (or its peers map)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Read Terraform peers from a saved outputs document instead of running Terraform."""
+    from wgmesh.commands import import_outputs as cmd
+
+    def pre(ws: Workspace) -> None:
+        cmd.read_outputs(file)  # an unreadable or invalid document is refused before the lock
+
+    run(ctx, "import", lambda ws: cmd.import_outputs(ws, file), as_json, pre=pre)
+
+
+@app.command()
+def delpeer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Peer to remove."),
+    parallel: int = PARALLEL_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Remove a peer: stop WireGuard on it, purge its keys, push the change to every other peer."""
+    from wgmesh.commands import delpeer as cmd
+
+    def body(ws: Workspace) -> Result:
+        with reporter(quiet=as_json) as rep:
+            return cmd.delpeer(ws, name, rep, parallel)
+
+    run(ctx, "delpeer", body, as_json, pre=need_inventory)
+
+
+@app.command()
+def showpeers(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """List the peers of the inventory (public data only)."""
+    from wgmesh.commands import showpeers as cmd
+
+    run(ctx, "showpeers", cmd.showpeers, as_json, lock=False)
+
+
+@app.command()
+def genconfig(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+    """Render output/<inventory>/<peer>.conf for every peer (0600); nothing is pushed."""
+    from wgmesh.commands import genconfig as cmd
+
+    run(ctx, "genconfig", cmd.genconfig, as_json, pre=need_inventory)
+
+
+@app.command()
+def push(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Render and apply the configs on every peer: start, syncconf (hitless), restart or nothing."""
+    from wgmesh.commands import push as cmd
+
+    def body(ws: Workspace) -> Result:
+        with reporter(quiet=as_json) as rep:
+            return cmd.push(ws, rep, parallel)
+
+    run(ctx, "push", body, as_json, pre=need_inventory)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    watch: float | None = typer.Option(None, "--watch", min=0.5, help="Refresh in place every SECONDS until Ctrl-C."),  # noqa: E501
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The mesh at a glance: handshake age for every pair, endpoints, transfer, pending revocations."""
+    from wgmesh.commands import status as cmd
+
+    def body(ws: Workspace) -> Result | None:
+        if watch is not None and not as_json:
+            from wgmesh.cli import output
+
+            output.watch(lambda: cmd.status(ws, parallel), watch)
+            return None
+        return cmd.status(ws, parallel)
+
+    run(ctx, "status", body, as_json, lock=False, pre=need_inventory)
+
+
+@app.command()
+def graph(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Draw the mesh (peers, tunnels coloured by handshake health) to output/<inventory>/mesh.svg and .png."""
+    from wgmesh.commands import graph as cmd
+
+    run(ctx, "graph", lambda ws: cmd.graph(ws, parallel), as_json, lock=False, pre=need_inventory)
+
+
+@app.command()
+def setpeer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A peer added with addpeer."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST[:PORT]."),
+    allowedips: list[str] | None = typer.Option(None, "--allowedips", help="The new full list of subnets (repeatable)."),  # noqa: E501
+    listen_port: int | None = typer.Option(None, "--listen-port", help="New UDP listen port."),
+    keepalive: int | None = typer.Option(None, "--keepalive", help="New PersistentKeepalive (0 = off)."),
+    private_address: str | None = typer.Option(None, "--private-address", help="New probe address in its subnet."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Change a hand-added peer. Run 'wgmesh push' next: the change reaches every peer hitlessly."""
+    from wgmesh.commands import setpeer as cmd
+    from wgmesh.peers import PeerOptions
+
+    changes: PeerOptions = PeerOptions(
+        endpoint=endpoint, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
+        private_address=private_address,
+    )
+    run(ctx, "setpeer", lambda ws: cmd.setpeer(ws, name, changes), as_json, pre=need_inventory)
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    ctx: typer.Context,
+    names: list[str] | None = typer.Argument(None, help="Peers whose key pairs to replace."),
+    all_: bool = typer.Option(False, "--all", help="Replace every peer's key pair."),
+    parallel: int = PARALLEL_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """New key pairs (and PSKs) for some or all peers, pushed everywhere at once."""
+    from wgmesh.commands import rotate_keys as cmd
+
+    def pre(ws: Workspace) -> None:
+        from wgmesh.errors import BadInput
+
+        need_inventory(ws)
+        if bool(names) == all_:
+            raise BadInput("NAME", " ".join(names or []), "give peer names or --all (not both, not neither)")
+
+    def body(ws: Workspace) -> Result:
+        with reporter(quiet=as_json) as rep:
+            return cmd.rotate_keys(ws, None if all_ else list(names or []), rep, parallel)
+
+    run(ctx, "rotate-keys", body, as_json, pre=pre)
+
+
+@app.command()
+def verify(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+    """Probe every pair (tunnel, private addresses, private instances) and check the handshakes."""
+    from wgmesh.commands import verify as cmd
+
+    run(ctx, "verify", lambda ws: cmd.verify(ws, parallel), as_json, lock=False)
+
+
+@app.command()
+def destroy(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    no_stop: bool = typer.Option(False, "--no-stop", help="Do not SSH to the peers to stop WireGuard first."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stop WireGuard on the peers, terraform destroy, remove configs and pins, forget Terraform peers."""
+    from wgmesh.commands import destroy as cmd
+
+    def body(ws: Workspace) -> Result:
+        with reporter(quiet=as_json) as rep:
+            return cmd.destroy(ws, rep, parallel, stop=not no_stop)
+
+    run(ctx, "destroy", body, as_json, pre=need_inventory)
+
+
+def main() -> None:
+    start()

@@ -1,0 +1,90 @@
+"""addpeer: a peer Terraform does not manage (another cloud, on-prem), optionally with its
+existing WireGuard key (from a file, never argv)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wgmesh import inventory as invmod
+from wgmesh import keys as keymod
+from wgmesh import peers, store
+from wgmesh.errors import BadInput, ExitStatus
+from wgmesh.model import Inventory, KeyPair, Peer, Source
+from wgmesh.workspace import Workspace
+
+
+@dataclass
+class AddResult:
+    inventory: Inventory
+    peer: Peer
+    new_key: bool
+    workspace: str
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {"added": self.peer.name, "peer": invmod.peer_to_dict(self.peer), "new_key": self.new_key}
+
+
+def imported_key(private_key_file: str | None, public_key: str | None) -> KeyPair | None:
+    """The key pair in --private-key-file, checked against --public-key. Never echoed."""
+    if private_key_file is None:
+        if public_key is not None:
+            raise BadInput("--public-key", "(given)", "only checks an imported key: give --private-key-file too")
+        return None
+    try:
+        text = Path(private_key_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput("--private-key-file", private_key_file, f"cannot be read ({type(exc).__name__})") from None
+    keymod.decode_key("--private-key-file", text)
+    derived = keymod.public_key(text)
+    if public_key is not None:
+        keymod.decode_key("--public-key", public_key)
+        if public_key != derived:
+            raise BadInput("--public-key", public_key, "does not match the private key in --private-key-file")
+    return KeyPair(private=text, public=derived)
+
+
+def plan_add(
+    inv: Inventory, name: str, options: peers.PeerOptions, private_key_file: str | None, public_key: str | None
+) -> tuple[Inventory, KeyPair | None]:
+    """Every check of addpeer's input, in one place; changes nothing. → the new inventory."""
+    invmod.require_new_name(inv, name)
+    peer = peers.parse_peer(
+        name, options, peers.cli_label, Source.MANUAL, default_port=inv.mesh.listen_port, check_files=True
+    )
+    imported = imported_key(private_key_file, public_key)
+    return invmod.add_peer(inv, peer), imported
+
+
+def check(ws: Workspace, name: str, options: peers.PeerOptions, private_key_file: str | None,
+          public_key: str | None) -> None:
+    """In a new project, refuse bad input before the lock creates .wgmesh/ (an existing
+    inventory already has it; `addpeer` checks everything again under the lock)."""
+    if not ws.inventory_path.exists():
+        plan_add(invmod.new_inventory(ws.name), name, options, private_key_file, public_key)
+
+
+def addpeer(
+    ws: Workspace, name: str, options: peers.PeerOptions,
+    private_key_file: str | None = None, public_key: str | None = None,
+) -> AddResult:
+    inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name)
+    new_inv, imported = plan_add(inv, name, options, private_key_file, public_key)
+    peer = next(p for p in new_inv.peers if p.name not in inv.names)
+    keystore = store.keystore(ws)
+    current = keystore.load()
+    if imported is not None:
+        if imported.public in {kp.public for kp in current.pairs.values()}:
+            raise BadInput("--private-key-file", "(hidden)", "this key already belongs to another peer")
+        current = keymod.Keys(pairs={**current.pairs, peer.name: imported}, psk_secret=current.psk_secret,
+                              retired=current.retired)
+    keys, made = keymod.ensure(current, new_inv.names)
+    ws.private_state_dir()
+    keystore.save(keys)
+    store.save(ws, new_inv)
+    return AddResult(new_inv, peer, bool(made), ws.name)

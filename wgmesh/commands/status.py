@@ -1,0 +1,105 @@
+"""status: who has a handshake with whom, how long ago, bytes each way; unreachable hosts,
+pending revocations and unknown keys."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from wgmesh import keys as keymod
+from wgmesh import revocations as revmod
+from wgmesh import status as statmod
+from wgmesh import store
+from wgmesh.errors import ExitStatus
+from wgmesh.executor import DEFAULT_PARALLEL, fan_out
+from wgmesh.model import Action, HostResult, Inventory, Peer
+from wgmesh.remote import plan as planmod
+from wgmesh.remote.exits import remote_reason
+from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Pool, ssh_pool
+from wgmesh.workspace import Workspace
+
+
+@dataclass
+class StatusResult:
+    links: list[statmod.Link]
+    unreachable: dict[str, str]  # peer → reason
+    foreign_keys: dict[str, list[str]]  # peer → public keys configured there that no inventory peer has
+    peers: list[Peer] = field(default_factory=list)
+    pending: list[revmod.Revocation] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)  # peers without SSH access: no view of their own
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.HOSTS_FAILED if self.unreachable or self.pending else ExitStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        by_pair = {(lk.src, lk.dst): lk for lk in self.links}
+        names = [p.name for p in self.peers]
+        return {
+            "peers": [
+                {"name": p.name, "endpoint": p.endpoint, "address": str(p.address), "region": p.region,
+                 "cloud": p.cloud, "managed": p.name not in self.unmanaged,
+                 "reached": p.name not in self.unreachable and p.name not in self.unmanaged,
+                 "rx_bytes": sum(lk.rx for lk in self.links if lk.src == p.name),
+                 "tx_bytes": sum(lk.tx for lk in self.links if lk.src == p.name)}
+                for p in self.peers
+            ],
+            "matrix": {
+                a: {b: {"state": by_pair[(a, b)].state, "handshake_age": by_pair[(a, b)].age}
+                    for b in names if b != a and (a, b) in by_pair}
+                for a in names
+            },
+            "links": [
+                {"from": lk.src, "to": lk.dst, "state": lk.state, "handshake_age": lk.age, "endpoint": lk.endpoint,
+                 "rx_bytes": lk.rx, "tx_bytes": lk.tx}
+                for lk in self.links
+            ],
+            "unreachable": self.unreachable,
+            "unknown_keys": self.foreign_keys,
+            "pending_revocations": [
+                {"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since}
+                for r in self.pending
+            ],
+        }
+
+
+def collect_status(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> StatusResult:
+    dumps: dict[str, statmod.InterfaceStatus | None] = {}
+    down: set[str] = set()
+    iface = inv.mesh.interface
+
+    def one(peer: Peer) -> HostResult:
+        if peer.ssh is None:  # not managed by wgmesh: seen only through the others' views
+            dumps[peer.name] = None
+            return HostResult(peer.name, True, Action.SKIPPED, "no SSH access")
+        rc, out, err = pool.get(peer).run(planmod.dump_program(iface), timeout=PROBE_TIMEOUT)
+        if rc != 0 or not out.strip():
+            dumps[peer.name] = None
+            if "No such device" in err or "Unable to access interface" in err:
+                down.add(peer.name)
+                return HostResult(peer.name, False, Action.DOWN, f"interface {iface} is not up")
+            return HostResult(peer.name, False, Action.FAILED, remote_reason("wg show", rc, err))
+        dumps[peer.name] = statmod.parse_dump(out)
+        return HostResult(peer.name, True, Action.OK)
+
+    results = fan_out(inv.peers, key=lambda p: p.name, work=one, parallel=parallel)
+    reasons: dict[str, str] = {}
+    for name, r in results.items():
+        if not r.ok:
+            reasons[name] = r.detail
+            dumps.setdefault(name, None)
+    pubs = store.public_keys(keys, inv)
+    foreign = {n: statmod.unknown_keys(pubs, d) for n, d in dumps.items() if d is not None}
+    links = statmod.matrix(inv, pubs, dumps, int(time.time()), down)
+    unmanaged = sorted(p.name for p in inv.peers if p.ssh is None)
+    return StatusResult(links, reasons, {n: k for n, k in foreign.items() if k}, list(inv.peers), unmanaged=unmanaged)
+
+
+def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool) -> StatusResult:
+    inv = store.load(ws)
+    keys = store.keystore(ws).load()
+    with connect(ws, inv, 0.0) as pool:
+        res = collect_status(inv, keys, pool, parallel)
+    res.pending = revmod.load(ws.revocations_path)
+    return res

@@ -1,0 +1,175 @@
+"""up: terraform apply of a stack, outputs → inventory, keys, render, push, start, verify."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wgmesh import inventory as invmod
+from wgmesh import stacks, store
+from wgmesh import validate as v
+from wgmesh.commands.genconfig import write_configs
+from wgmesh.commands.push import PushResult, push_configs
+from wgmesh.commands.verify import VerifyResult, run_verify
+from wgmesh.errors import BadInput, ExitStatus, TerraformFailed, WgmeshError
+from wgmesh.executor import DEFAULT_PARALLEL
+from wgmesh.model import Inventory
+from wgmesh.progress import Reporter
+from wgmesh.remote.host import Connector, ssh_pool
+from wgmesh.workspace import Workspace
+
+if TYPE_CHECKING:  # python_terraform is loaded only by the commands that run Terraform
+    from wgmesh.adapters.terraform import TerraformRunner
+
+
+@dataclass
+class UpResult:
+    inventory: Inventory
+    new_keys: list[str]
+    push: PushResult
+    verify: VerifyResult | None
+    timings: dict[str, float]
+    pushed: bool = True  # False with --no-push: configs rendered to output_dir only
+    output_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.push.failed and (self.verify is None or self.verify.ok)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK if self.ok else ExitStatus.HOSTS_FAILED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "inventory": self.inventory.name,
+            "peers": list(self.inventory.names),
+            "new_keys": self.new_keys,
+            "push": self.push.to_json() if self.pushed else None,
+            "verify": self.verify.to_json() if self.verify else None,
+            "timings": self.timings,
+        }
+
+
+def terraform_for(
+    ws: Workspace, stack: str, variables: dict[str, str], reporter: Reporter
+) -> tuple[TerraformRunner, dict[str, Any]]:
+    """The runner for this inventory's working directory, and the root module to write there
+    (after every check that can refuse the variables)."""
+    from wgmesh.adapters.terraform import TerraformRunner
+
+    st = stacks.load_stack(ws.stacks_dir, stack)
+    stacks.check_vars(st, variables)
+    return TerraformRunner(ws.tf_dir, on_line=reporter.line), stacks.root_module(st, ws.tf_dir, variables)
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for item in pairs:
+        if "=" not in item:
+            raise BadInput("--var", item, "expected KEY=VALUE")
+        k, val = item.split("=", 1)
+        if not k or not k.replace("_", "a").replace("-", "a").isalnum():
+            raise BadInput("--var", item, "the key must be a Terraform variable name")
+        out[k] = val
+    return out
+
+
+def _inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> Inventory:
+    inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name, stack=stack or "lab")
+    if pool_cidr is not None:
+        new_pool = v.network("--pool", pool_cidr)
+        if inv.peers and new_pool != inv.mesh.pool:
+            raise BadInput(
+                "--pool", pool_cidr, f"the inventory's peers already have addresses in {inv.mesh.pool}",
+                hint="a pool is chosen when an inventory is created",
+            )
+        inv = replace(inv, mesh=replace(inv.mesh, pool=new_pool))
+    stack = stack or inv.stack or "lab"
+    v.name("--stack", stack)
+    variables = dict(inv.vars)
+    variables.update(parse_vars(var_pairs))
+    inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
+    invmod.check(inv)
+    return inv
+
+
+def check(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> None:
+    """Everything `up` can refuse before it writes anything (the plan is checked later, still
+    before anything is created)."""
+    inv = _inventory(ws, stack, var_pairs, pool_cidr)
+    terraform_for(ws, inv.stack or "lab", dict(inv.vars), Reporter())  # unknown stack or variables
+    store.keystore(ws).load()  # a keystore others can read is refused now, not after terraform apply
+
+
+def _provision(ws: Workspace, inv: Inventory, reporter: Reporter) -> Inventory:
+    """terraform plan (checked as a mesh before anything is created), apply, outputs → inventory."""
+    stack = inv.stack or "lab"
+    tf, root = terraform_for(ws, stack, dict(inv.vars), reporter)
+    tf.prepare(root)
+    reporter.phase(f"terraform plan ({stack})")
+    ws.private_state_dir()
+    tf.init()
+    planned = tf.plan().get("peers")
+    if isinstance(planned, dict):
+        # The planned peers, as far as the plan knows them, must make a valid mesh (pool large
+        # enough, no overlaps, no cut management links).
+        invmod.merge_terraform(inv, invmod.peers_from_outputs(invmod.known_part(planned)))
+    reporter.phase(f"terraform apply ({stack})")
+    try:
+        tf.apply()
+    except TerraformFailed:
+        # Keep the inventory true to what Terraform holds, then report the failure.
+        try:
+            merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(tf.outputs().get("peers") or {}))
+            store.save(ws, merged)
+            store.ensure_keys(ws, merged)
+        except WgmeshError:
+            pass
+        raise
+    outputs = tf.outputs()
+    if "peers" not in outputs:
+        raise TerraformFailed(f"the stack {stack!r} has no 'peers' output (see the output contract in the README)")
+    merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(outputs["peers"]))
+    store.forget_peers(ws, merged, [n for n in inv.names if n not in merged.names])
+    store.save(ws, merged)
+    return merged
+
+
+def up(
+    ws: Workspace,
+    stack: str | None,
+    var_pairs: list[str],
+    reporter: Reporter,
+    pool_cidr: str | None = None,
+    parallel: int = DEFAULT_PARALLEL,
+    do_verify: bool = True,
+    do_push: bool = True,
+    wait_ssh: float = 0.0,
+    connect: Connector = ssh_pool,
+) -> UpResult:
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    inv = _provision(ws, _inventory(ws, stack, var_pairs, pool_cidr), reporter)
+    timings["terraform"] = round(time.monotonic() - t, 2)
+    keys, made = store.ensure_keys(ws, inv)
+    if not do_push:
+        write_configs(ws, inv, keys)
+        return UpResult(inv, made, PushResult({}), None, timings, pushed=False, output_dir=ws.output_dir)
+
+    t = time.monotonic()
+    reporter.phase(f"push to {len(inv.peers)} peers")
+    reporter.expect(len(inv.peers), "push")
+    with connect(ws, inv, wait_ssh) as pool:
+        pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
+        timings["push"] = round(time.monotonic() - t, 2)
+        result = None
+        if do_verify:
+            t = time.monotonic()
+            reporter.phase("verify")
+            result = run_verify(inv, keys, pool, parallel)
+            timings["verify"] = round(time.monotonic() - t, 2)
+    return UpResult(inv, made, pushed, result, timings, output_dir=ws.output_dir)

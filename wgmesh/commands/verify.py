@@ -1,0 +1,162 @@
+"""verify: prime one direction per pair, then every gateway pings every other peer's tunnel and
+private address, every private instance pings every other site's instance (through its
+gateway as jump host), and every handshake must be fresh."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from wgmesh import keys as keymod
+from wgmesh import status as statmod
+from wgmesh import store
+from wgmesh.commands.status import collect_status
+from wgmesh.errors import ExitStatus
+from wgmesh.executor import DEFAULT_PARALLEL, fan_out
+from wgmesh.model import Action, HostResult, Instance, Inventory, Peer
+from wgmesh.remote import plan as planmod
+from wgmesh.remote.exits import remote_reason
+from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Host, Pool, ssh_pool
+from wgmesh.workspace import Workspace
+
+
+class ProbeFailed(Exception):
+    """Nothing was probed at all (sudo refused, no ping): a host failure, not "no reply"."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Probe:
+    src: str  # peer name, or "peer/instance"
+    dst: str  # peer name, or "peer/instance"
+    kind: str  # "tunnel" / "private" / "instance"
+    address: str
+    ok: bool
+    rtt_ms: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class VerifyResult:
+    probes: list[Probe]
+    handshakes: list[statmod.Link]
+    unreachable: dict[str, str]
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[str]:
+        out = [f"{p.src} → {p.dst} ({p.kind} {p.address}): {p.detail or 'no reply'}" for p in self.probes if not p.ok]
+        out += [
+            f"{lk.src} → {lk.dst}: handshake {lk.state}" for lk in self.handshakes
+            if lk.state not in (statmod.FRESH, statmod.UNKNOWN)
+        ]
+        out += [f"{n}: {r}" for n, r in sorted(self.unreachable.items())]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK if self.ok else ExitStatus.HOSTS_FAILED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "seconds": self.seconds,
+            "failures": self.failures,
+            "probes": [
+                {"from": p.src, "to": p.dst, "path": p.kind, "address": p.address, "ok": p.ok, "rtt_ms": p.rtt_ms}
+                for p in self.probes
+            ],
+            "handshakes": [{"from": lk.src, "to": lk.dst, "state": lk.state, "age": lk.age} for lk in self.handshakes],
+            "unreachable": self.unreachable,
+        }
+
+
+def ping_from(host: Host, iface: str, targets: list[str]) -> dict[str, float | None]:
+    if not targets:
+        return {}
+    rc, out, err = host.run(planmod.ping_program(targets, iface), timeout=PROBE_TIMEOUT + 10)
+    got = statmod.parse_pings(out)
+    if not got:
+        raise ProbeFailed(remote_reason("probe", rc, err))
+    return got
+
+
+def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> VerifyResult:
+    t0 = time.monotonic()
+    iface = inv.mesh.interface
+    managed = [p for p in inv.peers if p.ssh is not None]
+    order = {n: i for i, n in enumerate(inv.names)}
+    probes: list[Probe] = []
+    unreachable: dict[str, str] = {}
+
+    def note(results: dict[str, HostResult]) -> None:
+        unreachable.update({n: r.detail for n, r in results.items() if not r.ok})
+
+    # 1. One direction per pair first, so two peers never start a handshake with each other at once.
+    def prime(peer: Peer) -> HostResult:
+        later = [str(o.address) for o in inv.peers if order[o.name] > order[peer.name]]
+        ping_from(pool.get(peer), iface, later)
+        return HostResult(peer.name, True, Action.PRIMED)
+
+    note(fan_out(managed, key=lambda p: p.name, work=prime, parallel=parallel))
+
+    # 2. Every gateway → every other peer's tunnel and private address.
+    def full(peer: Peer) -> HostResult:
+        targets: list[tuple[str, str, str]] = []
+        for o in inv.peers:
+            if o.name == peer.name:
+                continue
+            targets.append((o.name, "tunnel", str(o.address)))
+            if o.private_address is not None:
+                targets.append((o.name, "private", str(o.private_address)))
+        got = ping_from(pool.get(peer), iface, sorted({t[2] for t in targets}))
+        for dst, kind, addr in targets:
+            rtt = got.get(addr)
+            probes.append(Probe(peer.name, dst, kind, addr, rtt is not None, rtt))
+        return HostResult(peer.name, True, Action.PROBED)
+
+    reachable = [p for p in managed if p.name not in unreachable]
+    note(fan_out(reachable, key=lambda p: p.name, work=full, parallel=parallel))
+
+    # 3. Private instance → every other peer's private instances, through the gateway as a jump host.
+    all_instances = [(p, i) for p in inv.peers for i in p.instances]
+
+    def from_instance(item: tuple[Peer, Instance]) -> HostResult:
+        peer, inst = item
+        targets = [(o, oi) for o, oi in all_instances if o.name != peer.name]
+        got = ping_from(pool.get_instance(peer, inst), iface, sorted({str(oi.address) for _, oi in targets}))
+        for o, oi in targets:
+            rtt = got.get(str(oi.address))
+            probes.append(
+                Probe(f"{peer.name}/{inst.name}", f"{o.name}/{oi.name}", "instance", str(oi.address),
+                      rtt is not None, rtt)
+            )
+        return HostResult(f"{peer.name}/{inst.name}", True, Action.PROBED)
+
+    with_instances = [(p, i) for p, i in all_instances if p.ssh is not None and p.name not in unreachable]
+    note(fan_out(with_instances, key=lambda x: f"{x[0].name}/{x[1].name}", work=from_instance, parallel=parallel))
+
+    # 4. Handshakes: every reachable peer has a fresh one with every other peer.
+    st = collect_status(inv, keys, pool, parallel)
+    managed_names = {p.name for p in managed}
+    for name, reason in st.unreachable.items():
+        if name in managed_names:
+            unreachable.setdefault(name, reason)
+    handshakes = [lk for lk in st.links if lk.src not in unreachable and lk.src in managed_names]
+    probes.sort(key=lambda p: (p.src, p.dst, p.kind))
+    return VerifyResult(probes, handshakes, unreachable, round(time.monotonic() - t0, 2))
+
+
+def verify(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool) -> VerifyResult:
+    inv = store.load(ws)
+    keys = store.keystore(ws).load()
+    with connect(ws, inv, 0.0) as pool:
+        return run_verify(inv, keys, pool, parallel)

@@ -1,0 +1,195 @@
+"""The one peer parser: raw values from any source → a checked Peer.
+
+Every source of a peer gives its raw values as a `PeerOptions`: Terraform's `peers` output,
+the inventory file, `addpeer`'s options, `setpeer`'s changes. Each field is checked here,
+once, by the functions of `validate`, and a refusal names the field as that source calls it
+(`--allowedips`, `peers.site1.subnets`, `terraform output peers.site1.subnets`). Mesh-wide
+rules (overlaps, the pool, management paths) are `inventory.check`'s. Pure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from wgmesh import validate as v
+from wgmesh.errors import BadInput
+from wgmesh.model import DEFAULT_PORT, Instance, IPAddress, Peer, Source, SshTarget
+
+# A peer whose tunnel address is not chosen yet: the inventory allocates one from the pool.
+UNALLOCATED: IPAddress = ipaddress.ip_address("0.0.0.0")
+
+
+@dataclass(frozen=True)
+class PeerOptions:
+    """One peer's raw values as a source gives them; None = not given."""
+
+    endpoint: object = None  # HOST[:PORT], [V6]:PORT
+    address: object = None  # tunnel address (a host /32 or /128 is accepted)
+    subnets: Iterable[object] | None = None
+    listen_port: object = None
+    keepalive: object = None
+    ssh_target: object = None  # USER@HOST[:PORT] (the command line's form)
+    ssh_user: object = None  # ... or its parts (the documents' form)
+    ssh_host: object = None
+    ssh_port: object = None
+    ssh_key: object = None  # path of a private key file
+    host_keys: Iterable[object] | None = None
+    egress_interface: object = None
+    private_address: object = None  # "" clears it
+    region: object = None
+    cloud: object = None
+    instances: Iterable[object] | None = None
+
+    def given(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+Label = Callable[[str], str]
+
+# How the command line names each field.
+CLI_LABELS = {
+    "endpoint": "--endpoint", "address": "--address", "subnets": "--allowedips", "listen_port": "--listen-port",
+    "keepalive": "--keepalive", "ssh_target": "--ssh", "ssh_key": "--ssh-key", "host_keys": "--host-key",
+    "egress_interface": "--egress-interface", "private_address": "--private-address",
+}
+
+# How the documents (inventory file, Terraform outputs) name each field, under peers.NAME.
+_DOC_KEYS = {
+    "ssh_user": "ssh.user", "ssh_host": "ssh.host", "ssh_port": "ssh.port", "ssh_key": "ssh.key",
+    "host_keys": "ssh_host_keys",
+}
+
+
+def cli_label(key: str) -> str:
+    return CLI_LABELS.get(key, key)
+
+
+def doc_label(prefix: str) -> Label:
+    return lambda key: f"{prefix}.{_DOC_KEYS.get(key, key)}"
+
+
+def _tunnel_address(field: str, value: object) -> IPAddress:
+    if isinstance(value, str) and value.endswith(("/32", "/128")):
+        value = value.split("/")[0]
+    return v.address(field, value)
+
+
+def _instance(field: str, d: object) -> Instance:
+    if not isinstance(d, dict):
+        raise BadInput(field, d, "must be an object")
+    return Instance(
+        name=v.name(f"{field}.name", d.get("name")),
+        address=v.address(f"{field}.address", d.get("address")),
+        ssh_user=v.ssh_user(f"{field}.ssh_user", d.get("ssh_user", "root")),
+        ssh_port=v.port(f"{field}.ssh_port", d.get("ssh_port", 22)),
+        host_keys=tuple(v.host_key(f"{field}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
+    )
+
+
+def _ssh(o: PeerOptions, label: Label, check_files: bool) -> SshTarget | None:
+    """The SSH target: from USER@HOST[:PORT] or from its parts; the key file is a path only."""
+    key = o.ssh_key
+    if o.ssh_target is not None:
+        user, host, port = v.ssh_target(label("ssh_target"), o.ssh_target)
+    elif o.ssh_host not in (None, ""):
+        host, _ = v.host_port(label("ssh_host"), o.ssh_host, None)
+        user = v.ssh_user(label("ssh_user"), o.ssh_user or "root")
+        port = v.port(label("ssh_port"), o.ssh_port or 22)
+    else:
+        if check_files and key is not None:
+            raise BadInput(label("ssh_key"), key, "only makes sense with --ssh USER@HOST")
+        return None
+    if key is not None:
+        if not isinstance(key, str) or not key or "\n" in key or "\0" in key:
+            raise BadInput(label("ssh_key"), key, "must be the path of a private key file")
+        if check_files:
+            if not Path(key).is_file():
+                raise BadInput(label("ssh_key"), key, "no such key file")
+            key = str(Path(key).resolve())
+    return SshTarget(user=user, host=host, port=port, key=key)
+
+
+def parse_fields(o: PeerOptions, label: Label, default_port: int, check_files: bool = False) -> dict[str, Any]:
+    """The given fields of `o`, checked, as Peer attributes (only those given)."""
+    out: dict[str, Any] = {}
+    port = default_port
+    if o.listen_port is not None:
+        port = out["listen_port"] = v.port(label("listen_port"), o.listen_port)
+    if o.endpoint not in (None, ""):
+        out["endpoint_host"], out["endpoint_port"] = v.host_port(label("endpoint"), o.endpoint, port)
+    if o.address not in (None, ""):
+        out["address"] = _tunnel_address(label("address"), o.address)
+    if o.subnets is not None:
+        out["subnets"] = tuple(v.network(label("subnets"), s) for s in o.subnets)
+    if o.keepalive is not None:
+        out["keepalive"] = v.keepalive(label("keepalive"), o.keepalive)
+    if {"ssh_target", "ssh_host", "ssh_key"} & set(o.given()):
+        out["ssh"] = _ssh(o, label, check_files)
+    if o.host_keys is not None:
+        out["host_keys"] = tuple(v.host_key(label("host_keys"), k) for k in o.host_keys)
+    if o.egress_interface is not None:
+        out["egress_interface"] = v.egress(label("egress_interface"), o.egress_interface)
+    if o.private_address is not None:
+        pa = o.private_address
+        out["private_address"] = None if pa == "" else v.address(label("private_address"), pa)
+    if o.region is not None:
+        out["region"] = v.text_label(label("region"), o.region)
+    if o.cloud is not None:
+        out["cloud"] = v.text_label(label("cloud"), o.cloud)
+    if o.instances is not None:
+        out["instances"] = tuple(_instance(label("instances"), i) for i in o.instances)
+    return out
+
+
+def parse_peer(
+    name: object, o: PeerOptions, label: Label, source: Source,
+    default_port: int = DEFAULT_PORT, check_files: bool = False, name_field: str = "name",
+) -> Peer:
+    """A new peer. Its address is UNALLOCATED unless `o.address` was given."""
+    checked = v.name(name_field, name)
+    attrs = parse_fields(o, label, default_port, check_files)
+    attrs.setdefault("listen_port", default_port)
+    attrs.setdefault("address", UNALLOCATED)
+    return Peer(name=checked, source=source, **attrs)
+
+
+def update(peer: Peer, o: PeerOptions, label: Label) -> Peer:
+    """`peer` with the fields given in `o` changed. An endpoint that followed the old listen
+    port follows the new one."""
+    attrs = parse_fields(o, label, peer.listen_port)
+    if (
+        "listen_port" in attrs and "endpoint_host" not in attrs
+        and peer.endpoint_host is not None and peer.endpoint_port == peer.listen_port
+    ):
+        attrs["endpoint_port"] = attrs["listen_port"]
+    return replace(peer, **attrs)
+
+
+def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
+    """The raw values of a peer in a document: the inventory file (`ssh` is an object) or
+    Terraform's `peers` output (flat `ssh_user`, `ssh_host`, ...)."""
+    ssh = d.get("ssh") if nested_ssh else {
+        "user": d.get("ssh_user"), "host": d.get("ssh_host"), "port": d.get("ssh_port"), "key": d.get("ssh_key"),
+    }
+    ssh = ssh or {}
+    return PeerOptions(
+        endpoint=d.get("endpoint") or None,
+        address=d.get("address"),
+        subnets=d.get("subnets") or (),
+        listen_port=d.get("listen_port") or None,
+        keepalive=d.get("keepalive"),
+        ssh_user=ssh.get("user"),
+        ssh_host=ssh.get("host"),
+        ssh_port=ssh.get("port"),
+        ssh_key=ssh.get("key"),
+        host_keys=d.get("ssh_host_keys") or (),
+        egress_interface=d.get("egress_interface") or "detect",
+        private_address=d.get("private_address") or "",
+        region=d.get("region") or "",
+        cloud=d.get("cloud") or "",
+        instances=d.get("instances") or (),
+    )

@@ -1,0 +1,57 @@
+"""Steps → the shell script a host runs. All quoting happens here.
+
+A compiled script is: `set -u`, the variables the scripts use (the interface and its paths,
+the RemoteExit statuses), the script files the program's steps need (function definitions
+only), then one call per step with its arguments quoted. The command line that carries it is
+`sh -c SCRIPT` (under `sudo -n` for other users than root). Nothing secret is ever in it:
+configs travel on standard input.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from importlib import resources
+
+from wgmesh.remote.exits import RemoteExit
+from wgmesh.remote.steps import LIBRARY, Arg, Program, Step
+
+
+def q(value: Arg) -> str:
+    """One shell word. Booleans are 1 or 0."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return shlex.quote(str(value))
+
+
+@functools.cache
+def library(name: str) -> str:
+    """The text of scripts/NAME.sh (package data)."""
+    return resources.files("wgmesh.remote").joinpath("scripts", f"{name}.sh").read_text()
+
+
+def preamble(program: Program) -> list[str]:
+    return [
+        "set -u",
+        f"IFACE={q(program.iface)}",
+        f"WGDIR={q(program.directory)}",
+        'CONF="$WGDIR/$IFACE.conf"',
+        'PREV="$WGDIR/.$IFACE.conf.prev"',
+        'LOG="$WGDIR/.$IFACE.up.log"',  # in the 0700 directory, not a guessable /tmp name
+        *(f"WGM_EXIT_{e.name}={e.value}" for e in RemoteExit),
+    ]
+
+
+def call(s: Step) -> str:
+    return " ".join([f"wgm_{s.op.value}", *(q(a) for a in s.args)])
+
+
+def compile_program(program: Program) -> str:
+    libs = list(dict.fromkeys(LIBRARY[s.op] for s in program.steps))
+    return "\n".join([*preamble(program), *(library(n) for n in libs), *(call(s) for s in program.steps)])
+
+
+def command(program: Program, user: str) -> str:
+    """The remote command line: a fixed shell running the compiled script."""
+    cmd = "sh -c " + shlex.quote(compile_program(program))
+    return cmd if user == "root" else "sudo -n " + cmd

@@ -1,0 +1,40 @@
+"""Exit statuses of the remote scripts, shared by both sides: the compiler hands them to the
+scripts as WGM_EXIT_* variables, and the commands turn them into reasons."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class RemoteExit(IntEnum):
+    OK = 0
+    FAILED = 1
+    START_FAILED = 42  # wg-quick up (or the unit) failed; the previous config was put back
+    SYNCCONF_FAILED = 43
+    ROUTES_FAILED = 44
+
+    @property
+    def what(self) -> str:
+        return _WHAT.get(self, "apply")
+
+
+_WHAT = {
+    RemoteExit.START_FAILED: "wg-quick up failed, previous config restored",
+    RemoteExit.SYNCCONF_FAILED: "wg syncconf failed",
+    RemoteExit.ROUTES_FAILED: "route sync failed",
+}
+
+
+def describe(rc: int, default: str) -> str:
+    """What a script's exit status says, or `default` for one that is not ours."""
+    return _WHAT.get(rc, default)  # type: ignore[call-overload]  # an IntEnum key matches its int
+
+
+def remote_reason(what: str, rc: int, err: str) -> str:
+    """A short reason from a script's exit status and the tail of its stderr (wireguard-go's
+    warnings and wg-quick's decorations left out)."""
+    if "sudo" in err and "password" in err:
+        return "sudo needs a password: give the SSH user passwordless sudo (sudo -n is used)"
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and "wireguard-go" not in ln and "│" not in ln]
+    tail = "; ".join(lines[-3:])
+    return f"{what} (exit {rc})" + (f": {tail}" if tail else "")

@@ -1,0 +1,55 @@
+"""What the commands need from the hosts: run a Program, get a reply. The real pool is SSH
+(wgmesh/hosts.py over adapters/ssh.py); tests use a scripted pool of fake hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import NamedTuple, Protocol
+
+from wgmesh.model import Instance, Inventory, Peer
+from wgmesh.remote.steps import Program
+from wgmesh.workspace import Workspace
+
+PROBE_TIMEOUT = 20.0
+APPLY_TIMEOUT = 90.0
+
+
+class Reply(NamedTuple):
+    rc: int
+    out: str
+    err: str
+
+
+class Host(Protocol):
+    def run(self, program: Program, stdin: bytes | None = None, timeout: float = PROBE_TIMEOUT) -> Reply: ...
+
+
+class Pool(Protocol):
+    """One host handle per peer (and per private instance behind it) for a whole run."""
+
+    wait_ssh: float  # keep retrying hosts that do not answer yet this long (new machines)
+
+    def get(self, peer: Peer) -> Host: ...
+
+    def get_instance(self, peer: Peer, inst: Instance) -> Host: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Pool: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+Connector = Callable[[Workspace, Inventory, float], Pool]
+
+
+def ssh_pool(ws: Workspace, inv: Inventory, wait_ssh: float = 0.0) -> Pool:
+    """The real pool: SSH with the inventory's pinned host keys (paramiko is loaded only now:
+    addpeer and genconfig stay fast)."""
+    from wgmesh.adapters.ssh import Pins
+    from wgmesh.hosts import HostPool
+
+    return HostPool(Pins(ws.pins_path), inv, wait_ssh=wait_ssh)

@@ -1,0 +1,90 @@
+# shellcheck shell=sh
+# Applying a config on a host: the steps the plan chose, in its order (wgmesh/remote/plan.py).
+# The config arrives on standard input, never in argv; it is written to a temporary file in
+# /etc/wireguard (0700) with mode 0600 and renamed into place. When a start or restart fails,
+# the host gets its previous state back: the previous file (or none, if there was none: a
+# failed first start leaves no config and no enabled unit), and the interface up again with
+# it if it was up before.
+# Set by the compiler: IFACE, WGDIR (/etc/wireguard), CONF, PREV, LOG, WGM_EXIT_*.
+
+wgm_prepare() {
+    umask 077
+    mkdir -p "$WGDIR"
+    chmod 700 "$WGDIR"
+    rm -f "$PREV"
+    HAD=1
+}
+
+# The new config from standard input into a temporary file; the current one kept as $PREV.
+wgm_stage() {
+    TMP=$(mktemp "$WGDIR/.$IFACE.conf.XXXXXX") || exit 1
+    trap 'rm -f "$TMP"' EXIT
+    cat >"$TMP" || exit 1
+    chmod 600 "$TMP"
+    chown 0:0 "$TMP" 2>/dev/null || true
+    if [ -f "$CONF" ]; then
+        cp -p "$CONF" "$PREV" || exit 1
+    else
+        HAD=0
+    fi
+}
+
+# Take the interface down whatever brought it up (a unit, wg-quick by hand, a leftover).
+# $1: 1 where systemd runs.
+wgm_down() {
+    if [ "$1" = 1 ]; then
+        systemctl stop "wg-quick@$IFACE" >/dev/null 2>&1
+    fi
+    if wg show "$IFACE" >/dev/null 2>&1; then
+        wg-quick down "$IFACE" >/dev/null 2>&1 || ip link del "$IFACE" >/dev/null 2>&1
+    fi
+}
+
+wgm_install() {
+    mv -f "$TMP" "$CONF" || exit 1
+}
+
+# $1: 1 where systemd runs.
+wgm_up() {
+    if [ "$1" = 1 ]; then
+        # restart, not `enable --now`: a oneshot unit can be "active" while the interface is gone
+        systemctl enable "wg-quick@$IFACE" && systemctl restart "wg-quick@$IFACE"
+    else
+        wg-quick up "$IFACE"
+    fi
+}
+
+# Start the interface with the installed config; on failure put the previous state back.
+# $1: 1 where systemd runs; $2: 1 when the interface was up before (a restart).
+wgm_start() {
+    if ! wgm_up "$1" >"$LOG" 2>&1; then
+        cat "$LOG" >&2
+        rm -f "$LOG"
+        wgm_down "$1"
+        if [ -f "$PREV" ]; then
+            mv -f "$PREV" "$CONF"
+            if [ "$2" = 1 ]; then
+                wgm_up "$1" >/dev/null 2>&1
+            fi
+        elif [ "$HAD" = 0 ]; then
+            rm -f "$CONF"
+            if [ "$1" = 1 ]; then
+                systemctl disable "wg-quick@$IFACE" >/dev/null 2>&1
+            fi
+        fi
+        exit "$WGM_EXIT_START_FAILED"
+    fi
+    rm -f "$LOG" "$PREV"
+}
+
+# Only peers (or the private key, or the port) changed: no tunnel drops.
+wgm_syncconf() {
+    # No pipefail in sh: a failed strip must not feed an empty config to syncconf.
+    st=$(wg-quick strip "$IFACE") || exit "$WGM_EXIT_SYNCCONF_FAILED"
+    printf '%s\n' "$st" | wg syncconf "$IFACE" /dev/stdin || exit "$WGM_EXIT_SYNCCONF_FAILED"
+}
+
+wgm_finish() {
+    rm -f "$PREV"
+    exit 0
+}

@@ -1,0 +1,69 @@
+"""Remote work as data: a Program is the steps one host runs, in order. Pure.
+
+Each Op is one function of the scripts in scripts/ (`wgm_<op>`); its arguments are plain
+values. The compiler (compiler.py) is the only place that turns a Program into shell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Op(StrEnum):
+    # probe.sh
+    WAIT_CLOUD_INIT = "wait_cloud_init"  # (seconds)
+    PROBE = "probe"
+    # apply.sh
+    PREPARE = "prepare"
+    STAGE = "stage"  # the config from standard input into a temporary file
+    DOWN = "down"  # (systemd)
+    INSTALL = "install"
+    START = "start"  # (systemd, was_up): rolls back and exits START_FAILED on failure
+    SYNCCONF = "syncconf"
+    FINISH = "finish"
+    # routes.sh
+    SYNC_ROUTES = "sync_routes"
+    # stop.sh
+    STOP_ALL = "stop_all"
+    # status.sh
+    DUMP = "dump"
+    PING = "ping"  # (attempts, wait, targets...)
+
+
+# Which script file defines each op.
+LIBRARY = {
+    Op.WAIT_CLOUD_INIT: "probe", Op.PROBE: "probe",
+    Op.PREPARE: "apply", Op.STAGE: "apply", Op.DOWN: "apply", Op.INSTALL: "apply", Op.START: "apply",
+    Op.SYNCCONF: "apply", Op.FINISH: "apply",
+    Op.SYNC_ROUTES: "routes",
+    Op.STOP_ALL: "stop",
+    Op.DUMP: "status", Op.PING: "status",
+}
+
+Arg = str | int | bool
+
+
+@dataclass(frozen=True)
+class Step:
+    op: Op
+    args: tuple[Arg, ...] = ()
+
+    def __str__(self) -> str:
+        return self.op.value + (f"({', '.join(map(str, self.args))})" if self.args else "")
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str  # probe, apply, stop, dump, ping: for messages
+    iface: str  # a validated interface name
+    steps: tuple[Step, ...]
+    stdin: bool = False  # the program reads a config on standard input
+    directory: str = "/etc/wireguard"  # where wg-quick reads <iface>.conf
+
+    def ops(self) -> list[Op]:
+        return [s.op for s in self.steps]
+
+
+def step(op: Op, *args: Arg) -> Step:
+    return Step(op, tuple(args))
