@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
-from wgmesh.model import HostResult
+from wgmesh.model import Action, HostResult
 
 DEFAULT_PARALLEL = 16
 
@@ -17,6 +18,7 @@ def fan_out(
     items: Iterable[T],
     key: Callable[[T], str],
     work: Callable[[T], HostResult],
+    *,
     parallel: int = DEFAULT_PARALLEL,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[HostResult], None] | None = None,
@@ -38,9 +40,9 @@ def fan_out(
             reason = getattr(exc, "reason", None)  # SshError: short, no secrets
             if reason is not None:
                 hint = getattr(exc, "hint", None)
-                res = HostResult(name, False, "failed", reason + (f" ({hint})" if hint else ""))
+                res = HostResult(name, False, Action.FAILED, reason + (f" ({hint})" if hint else ""))
             else:
-                res = HostResult(name, False, "failed", f"{type(exc).__name__}: {exc}")
+                res = HostResult(name, False, Action.FAILED, f"{type(exc).__name__}: {exc}")
         if not res.seconds:
             res = HostResult(res.host, res.ok, res.action, res.detail, round(time.monotonic() - t0, 3))
         return res

@@ -7,8 +7,8 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import json
-from dataclasses import replace
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from wgmesh import peers
@@ -220,15 +220,16 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
     return out
 
 
-def known_part(planned: dict) -> dict:
+def known_part(planned: dict[str, Any]) -> dict[str, Any]:
     """The planned `peers` output, with what Terraform cannot know before apply left out (a
     plan shows unknown values as missing): instances whose address is not known yet."""
-    out = {}
+    out: dict[str, Any] = {}
     for name, d in planned.items():
         if isinstance(d, dict):
-            d = dict(d)
-            d["instances"] = [i for i in d.get("instances") or [] if isinstance(i, dict) and i.get("address")]
-        out[name] = d
+            known = [i for i in d.get("instances") or [] if isinstance(i, dict) and i.get("address")]
+            out[name] = {**d, "instances": known}
+        else:
+            out[name] = d
     return out
 
 
@@ -309,71 +310,87 @@ def _ip_or_none(text: str | None) -> IPAddress | None:
         return None  # a DNS name: cannot be checked here
 
 
-def check(inv: Inventory) -> None:
-    """Mesh-wide rules. Raises BadInput naming the peer, the field and the value."""
-    pool = inv.mesh.pool
+def _check_peer(p: Peer, pool: IPNetwork) -> None:
+    """One peer's own rules: its address is a host of the pool, its subnets are no default
+    route and stay out of the pool, its instances sit in its subnets."""
+    if p.address not in pool:
+        raise BadInput(f"peers.{p.name}.address", str(p.address), f"outside the mesh pool {pool}")
+    if p.address in (pool.network_address, pool.broadcast_address) and pool.prefixlen < pool.max_prefixlen - 1:
+        raise BadInput(f"peers.{p.name}.address", str(p.address), f"is not a host address of {pool}")
+    for s in p.subnets:
+        if s.prefixlen == 0:
+            raise BadInput(f"peers.{p.name}.subnets", str(s), "a default route cannot be an AllowedIPs in a mesh")
+        if s.version == pool.version and s.overlaps(pool):
+            raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh pool {pool}")
+    for inst in p.instances:
+        if not any(inst.address in s for s in p.subnets):
+            raise BadInput(
+                f"peers.{p.name}.instances.{inst.name}.address", str(inst.address),
+                "is not inside any subnet of the peer",
+            )
+
+
+def _check_unique(inv: Inventory) -> None:
+    """Names (also in another case or with spaces) and tunnel addresses are unique."""
     seen_names: dict[str, str] = {}
     seen_addr: dict[IPAddress, str] = {}
-    owners: list[tuple[IPNetwork, str]] = []
     for p in inv.peers:
         key = p.name.strip().lower()
         if key in seen_names:
             raise BadInput(f"peers.{p.name}", p.name, f"a peer named {seen_names[key]!r} already exists")
         seen_names[key] = p.name
-        if p.address not in pool:
-            raise BadInput(f"peers.{p.name}.address", str(p.address), f"outside the mesh pool {pool}")
-        if p.address in (pool.network_address, pool.broadcast_address) and pool.prefixlen < pool.max_prefixlen - 1:
-            raise BadInput(f"peers.{p.name}.address", str(p.address), f"is not a host address of {pool}")
         if p.address in seen_addr:
             raise BadInput(f"peers.{p.name}.address", str(p.address), f"already used by peer {seen_addr[p.address]!r}")
         seen_addr[p.address] = p.name
-        for s in p.subnets:
-            if s.prefixlen == 0:
-                raise BadInput(
-                    f"peers.{p.name}.subnets", str(s), "a default route cannot be an AllowedIPs in a mesh"
-                )
-            if s.version == pool.version and s.overlaps(pool):
-                raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh pool {pool}")
-        for inst in p.instances:
-            if not any(inst.address in s for s in p.subnets):
-                raise BadInput(
-                    f"peers.{p.name}.instances.{inst.name}.address",
-                    str(inst.address),
-                    "is not inside any subnet of the peer",
-                )
-        owners.extend((net, p.name) for net in p.allowed_ips)
-    # One prefix belongs to one peer: sort and compare neighbours (O(n log n)).
+
+
+def _check_overlaps(inv: Inventory) -> None:
+    """One prefix belongs to one peer: sort and compare neighbours (O(n log n))."""
+    owners = [(net, p.name) for p in inv.peers for net in p.allowed_ips]
     for version in (4, 6):
-        nets = sorted(((n, o) for n, o in owners if n.version == version), key=lambda x: (x[0].network_address, x[0].prefixlen))
+        nets = sorted(
+            ((n, o) for n, o in owners if n.version == version), key=lambda x: (x[0].network_address, x[0].prefixlen)
+        )
         widest: tuple[IPNetwork, str] | None = None
         for net, owner in nets:
             if widest is not None and widest[0].overlaps(net):
                 raise BadInput(
-                    f"peers.{owner}.allowed_ips",
-                    str(net),
+                    f"peers.{owner}.allowed_ips", str(net),
                     f"overlaps {widest[0]} of peer {widest[1]!r}: an AllowedIPs prefix belongs to one peer only",
                 )
-            if widest is None or net.broadcast_address > widest[0].broadcast_address:
+            if widest is None or int(net.broadcast_address) > int(widest[0].broadcast_address):
                 widest = (net, owner)
-    # No AllowedIPs may cover the controller's path to a peer: SSH addresses and endpoints.
+
+
+def _check_management_paths(inv: Inventory) -> None:
+    """No AllowedIPs may cover the controller's path to a peer: SSH addresses and endpoints."""
     paths: list[tuple[IPAddress, str, str]] = []
     for p in inv.peers:
         if (a := _ip_or_none(p.endpoint_host)) is not None:
             paths.append((a, p.name, "endpoint"))
         if p.ssh is not None and (a := _ip_or_none(p.ssh.host)) is not None:
             paths.append((a, p.name, "ssh address"))
-    if paths:
-        paths.sort(key=lambda x: (x[0].version, int(x[0])))
-        keys = [(a.version, int(a)) for a, _, _ in paths]
-        for p in inv.peers:
-            for net in p.allowed_ips:
-                lo = bisect.bisect_left(keys, (net.version, int(net.network_address)))
-                hi = bisect.bisect_right(keys, (net.version, int(net.broadcast_address)))
-                for addr, owner, what in paths[lo:hi]:
-                    if what == "ssh address" and owner == p.name:
-                        continue  # reaching a peer through its own subnet does not cut anything
-                    raise BadInput(
-                        f"peers.{p.name}.allowed_ips",
-                        str(net),
-                        f"covers the {what} {addr} of peer {owner!r}: that would cut the management link",
-                    )
+    if not paths:
+        return
+    paths.sort(key=lambda x: (x[0].version, int(x[0])))
+    keys = [(a.version, int(a)) for a, _, _ in paths]
+    for p in inv.peers:
+        for net in p.allowed_ips:
+            lo = bisect.bisect_left(keys, (net.version, int(net.network_address)))
+            hi = bisect.bisect_right(keys, (net.version, int(net.broadcast_address)))
+            for addr, owner, what in paths[lo:hi]:
+                if what == "ssh address" and owner == p.name:
+                    continue  # reaching a peer through its own subnet does not cut anything
+                raise BadInput(
+                    f"peers.{p.name}.allowed_ips", str(net),
+                    f"covers the {what} {addr} of peer {owner!r}: that would cut the management link",
+                )
+
+
+def check(inv: Inventory) -> None:
+    """Mesh-wide rules. Raises BadInput naming the peer, the field and the value."""
+    _check_unique(inv)
+    for p in inv.peers:
+        _check_peer(p, inv.mesh.pool)
+    _check_overlaps(inv)
+    _check_management_paths(inv)

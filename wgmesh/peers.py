@@ -146,7 +146,7 @@ def parse_fields(o: PeerOptions, label: Label, default_port: int, check_files: b
 
 
 def parse_peer(
-    name: object, o: PeerOptions, label: Label, source: Source,
+    name: object, o: PeerOptions, label: Label, source: Source, *,
     default_port: int = DEFAULT_PORT, check_files: bool = False, name_field: str = "name",
 ) -> Peer:
     """A new peer. Its address is UNALLOCATED unless `o.address` was given."""

@@ -62,7 +62,8 @@ def peer_block(peer: Peer, public: str) -> list[str]:
     cfg.add_attr(public, "AllowedIPs", ", ".join(str(n) for n in peer.allowed_ips))
     if peer.endpoint is not None:
         cfg.add_attr(public, "Endpoint", peer.endpoint)
-    return cfg.lines[1:]  # drop the empty [Interface] header of the scratch config
+    lines: list[str] = cfg.lines[1:]  # drop the empty [Interface] header of the scratch config
+    return lines
 
 
 class Renderer:
@@ -93,7 +94,7 @@ class Renderer:
         got = self._joined_cache.get(keepalive)
         if got is None:
             offsets, parts, at = [], [], 0
-            for pre, post in zip(self.pre, self.post):
+            for pre, post in zip(self.pre, self.post, strict=True):
                 offsets.append(at)
                 section = pre + post + keepalive
                 parts.append(section)
@@ -115,6 +116,8 @@ class Renderer:
         pre, post, raw = self.pre, self.post, self.raw
         mine = raw[i]
         hasher, b64 = self.hasher, binascii.b2a_base64
+        if hasher is None:  # keys.ensure always makes the secret: a keystore without one is a bug
+            raise ValueError("preshared keys are on, but the keystore holds no PSK secret")
         for j in range(len(pre)):
             if j == i:
                 continue

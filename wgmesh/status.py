@@ -104,7 +104,7 @@ def matrix(
     links = []
     for src in inv.names:
         dump = dumps.get(src)
-        seen = {}
+        seen: dict[str, PeerStatus] = {}
         if dump is not None:
             for ps in dump.peers:
                 name = by_key.get(ps.public_key)
@@ -116,15 +116,15 @@ def matrix(
             if dump is None:
                 links.append(Link(src, dst, DOWN if src in down else UNKNOWN, None, None, 0, 0))
                 continue
-            ps = seen.get(dst)
-            if ps is None:
+            got = seen.get(dst)
+            if got is None:
                 links.append(Link(src, dst, MISSING, None, None, 0, 0))
-            elif ps.latest_handshake == 0:
-                links.append(Link(src, dst, NEVER, None, ps.endpoint, ps.rx, ps.tx))
+            elif got.latest_handshake == 0:
+                links.append(Link(src, dst, NEVER, None, got.endpoint, got.rx, got.tx))
             else:
-                age = max(0, now - ps.latest_handshake)
+                age = max(0, now - got.latest_handshake)
                 state = FRESH if age <= FRESH_SECONDS else STALE
-                links.append(Link(src, dst, state, age, ps.endpoint, ps.rx, ps.tx))
+                links.append(Link(src, dst, state, age, got.endpoint, got.rx, got.tx))
     return links
 
 

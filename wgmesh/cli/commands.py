@@ -37,42 +37,72 @@ def reporter(quiet: bool = False) -> Iterator[RichReporter]:
 @app.command()
 def up(
     ctx: typer.Context,
-    stack: str | None = typer.Option(None, "--stack", help="Terraform stack in terraform/ [default: the inventory's, else lab]."),  # noqa: E501
-    var: list[str] = typer.Option([], "--var", help="Terraform variable KEY=VALUE (repeatable; remembered in the inventory)."),  # noqa: E501
+    stack: str | None = typer.Option(
+        None, "--stack", help="Terraform stack in terraform/ [default: the inventory's, else lab]."
+    ),
+    var: list[str] = typer.Option(
+        [], "--var", help="Terraform variable KEY=VALUE (repeatable; remembered in the inventory)."
+    ),
     pool: str | None = typer.Option(None, "--pool", help="Mesh pool for tunnel addresses [default: 10.200.0.0/16]."),
     parallel: int = PARALLEL_OPT,
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
-    no_push: bool = typer.Option(False, "--no-push", help="Provision, inventory, keys and output/ configs only: no host is touched."),  # noqa: E501
-    wait_ssh: float = typer.Option(0, "--wait-ssh", min=0, help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines)."),  # noqa: E501
+    no_push: bool = typer.Option(
+        False, "--no-push", help="Provision, inventory, keys and output/ configs only: no host is touched."
+    ),
+    wait_ssh: float = typer.Option(
+        0, "--wait-ssh", min=0, help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
     from wgmesh.commands import up as cmd
 
+    opts = cmd.UpOptions(stack=stack, var_pairs=tuple(var), pool_cidr=pool, parallel=parallel,
+                         verify=not no_verify, push=not no_push, wait_ssh=wait_ssh)
+
     def body(ws: Workspace) -> Result:
         with reporter() as rep:
-            return cmd.up(ws, stack, var, rep, pool_cidr=pool, parallel=parallel, do_verify=not no_verify,
-                          do_push=not no_push, wait_ssh=wait_ssh)
+            return cmd.up(ws, opts, rep)
 
-    run(ctx, "up", body, as_json, pre=lambda ws: cmd.check(ws, stack, var, pool))
+    run(ctx, "up", body, as_json, pre=lambda ws: cmd.check(ws, opts))
 
 
 @app.command()
 def addpeer(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Peer name: a-z, 0-9 and '-', up to 63 characters."),
-    endpoint: str | None = typer.Option(None, "--endpoint", help="Public HOST[:PORT] other peers connect to ([v6]:PORT for IPv6)."),  # noqa: E501
-    address: str | None = typer.Option(None, "--address", help="Tunnel address [default: next free in the mesh pool]."),  # noqa: E501
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Public HOST[:PORT] other peers connect to ([v6]:PORT for IPv6)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Tunnel address [default: next free in the mesh pool]."
+    ),
     allowedips: list[str] = typer.Option([], "--allowedips", help="A subnet behind this peer, CIDR (repeatable)."),
-    listen_port: int | None = typer.Option(None, "--listen-port", help="UDP port WireGuard listens on [default: 51820]."),  # noqa: E501
-    keepalive: int | None = typer.Option(None, "--keepalive", help="PersistentKeepalive seconds this peer sends (behind NAT)."),  # noqa: E501
+    listen_port: int | None = typer.Option(
+        None, "--listen-port", help="UDP port WireGuard listens on [default: 51820]."
+    ),
+    keepalive: int | None = typer.Option(
+        None, "--keepalive", help="PersistentKeepalive seconds this peer sends (behind NAT)."
+    ),
     ssh: str | None = typer.Option(None, "--ssh", help="USER@HOST[:PORT] wgmesh uses to manage the peer."),
-    ssh_key: str | None = typer.Option(None, "--ssh-key", help="Private key file for --ssh [default: ssh-agent, ~/.ssh/id_*]."),  # noqa: E501
-    egress_interface: str = typer.Option("detect", "--egress-interface", help="Interface for MASQUERADE, or 'detect'."),  # noqa: E501
-    private_address: str | None = typer.Option(None, "--private-address", help="An address of the peer inside its subnet, probed by verify."),  # noqa: E501
-    host_key: list[str] = typer.Option([], "--host-key", help="Expected SSH host key 'TYPE BASE64' (repeatable); else pinned at first contact."),  # noqa: E501
-    private_key_file: str | None = typer.Option(None, "--private-key-file", help="Import this peer's existing WireGuard private key (a file, never argv)."),  # noqa: E501
-    public_key: str | None = typer.Option(None, "--public-key", help="Its public key, checked against --private-key-file."),  # noqa: E501
+    ssh_key: str | None = typer.Option(
+        None, "--ssh-key", help="Private key file for --ssh [default: ssh-agent, ~/.ssh/id_*]."
+    ),
+    egress_interface: str = typer.Option(
+        "detect", "--egress-interface", help="Interface for MASQUERADE, or 'detect'."
+    ),
+    private_address: str | None = typer.Option(
+        None, "--private-address", help="An address of the peer inside its subnet, probed by verify."
+    ),
+    host_key: list[str] = typer.Option(
+        [], "--host-key", help="Expected SSH host key 'TYPE BASE64' (repeatable); else pinned at first contact."
+    ),
+    private_key_file: str | None = typer.Option(
+        None, "--private-key-file", help="Import this peer's existing WireGuard private key (a file, never argv)."
+    ),
+    public_key: str | None = typer.Option(
+        None, "--public-key", help="Its public key, checked against --private-key-file."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
@@ -152,7 +182,9 @@ def push(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_
 def status(
     ctx: typer.Context,
     parallel: int = PARALLEL_OPT,
-    watch: float | None = typer.Option(None, "--watch", min=0.5, help="Refresh in place every SECONDS until Ctrl-C."),  # noqa: E501
+    watch: float | None = typer.Option(
+        None, "--watch", min=0.5, help="Refresh in place every SECONDS until Ctrl-C."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """The mesh at a glance: handshake age for every pair, endpoints, transfer, pending revocations."""
@@ -182,7 +214,9 @@ def setpeer(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="A peer added with addpeer."),
     endpoint: str | None = typer.Option(None, "--endpoint", help="New public HOST[:PORT]."),
-    allowedips: list[str] | None = typer.Option(None, "--allowedips", help="The new full list of subnets (repeatable)."),  # noqa: E501
+    allowedips: list[str] | None = typer.Option(
+        None, "--allowedips", help="The new full list of subnets (repeatable)."
+    ),
     listen_port: int | None = typer.Option(None, "--listen-port", help="New UDP listen port."),
     keepalive: int | None = typer.Option(None, "--keepalive", help="New PersistentKeepalive (0 = off)."),
     private_address: str | None = typer.Option(None, "--private-address", help="New probe address in its subnet."),

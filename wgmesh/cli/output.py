@@ -170,8 +170,8 @@ def _cell(link: statmod.Link) -> Text:
 def status_view(res: StatusResult) -> Group:
     """The mesh at a glance: a matrix of handshake ages, then one row per peer."""
     names = [p.name for p in res.peers]
-    by_pair = {(l.src, l.dst): l for l in res.links}
-    fresh = sum(1 for l in res.links if l.state == statmod.FRESH)
+    by_pair = {(lk.src, lk.dst): lk for lk in res.links}
+    fresh = sum(1 for lk in res.links if lk.state == statmod.FRESH)
     m = Table(title=f"handshakes: {fresh}/{len(res.links)} fresh (row = as seen from)", show_lines=False)
     m.add_column("from \\ to", style="bold")
     for n in names:
@@ -187,7 +187,7 @@ def status_view(res: StatusResult) -> Group:
         for h in r.hosts:
             pending_by_host.setdefault(h, []).append(f"still trusts {r.peer} ({r.why})")
     for p in res.peers:
-        mine = [l for l in res.links if l.src == p.name]
+        mine = [lk for lk in res.links if lk.src == p.name]
         notes = pending_by_host.get(p.name, []) + (
             [f"{len(res.foreign_keys[p.name])} unknown key(s)"] if p.name in res.foreign_keys else []
         )
@@ -195,10 +195,10 @@ def status_view(res: StatusResult) -> Group:
             p.name, p.endpoint or "-", "/".join(x for x in (p.cloud, p.region) if x) or "-",
             Text("no SSH", style="dim") if p.name in res.unmanaged
             else Text("no", style="red") if p.name in res.unreachable else Text("yes", style="green"),
-            _bytes(sum(l.rx for l in mine)), _bytes(sum(l.tx for l in mine)),
+            _bytes(sum(lk.rx for lk in mine)), _bytes(sum(lk.tx for lk in mine)),
             Text("; ".join(notes) or (res.unreachable.get(p.name) or ""), style="yellow"),
         )
-    parts = [m, t]
+    parts: list[Table | Text] = [m, t]
     if res.pending:
         parts.append(Text(
             f"{len(res.pending)} pending revocation(s): " + ", ".join(
@@ -243,7 +243,7 @@ def verify_table(res: VerifyResult) -> None:
         for line in bad:
             out.print(Text(f"  ✗ {line}", style="red"))
     else:
-        fresh = sum(1 for l in res.handshakes if l.state == statmod.FRESH)
+        fresh = sum(1 for lk in res.handshakes if lk.state == statmod.FRESH)
         out.print(Text(f"verify passed: every probe answered, {fresh} fresh handshakes", style="bold green"))
 
 
@@ -260,7 +260,8 @@ def destroy_summary(res: DestroyResult) -> None:
     out.print(f"peers removed from the inventory: {', '.join(res.removed_peers) or 'none'}")
     out.print(f"keys purged: {', '.join(res.purged_keys) or 'none'}; keys kept (peers still in the inventory): "
               f"{', '.join(res.kept_keys) or 'none'}")
-    out.print(f"rendered configs removed: {res.configs_removed}; host-key pins forgotten: {'yes' if res.pins_forgotten else 'none were pinned'}")
+    pins = "yes" if res.pins_forgotten else "none were pinned"
+    out.print(f"rendered configs removed: {res.configs_removed}; host-key pins forgotten: {pins}")
 
 
 # ---------------------------------------------------------------- one view per result

@@ -53,5 +53,5 @@ def delpeer(
         keys = keymod.purge(current, [name])
         keystore.save(keys)
         keymod.drop_backups(keystore)
-        pushed = push_configs(ws, remaining, keys, pool, reporter, parallel)
+        pushed = push_configs(ws, remaining, keys, pool, reporter=reporter, parallel=parallel)
     return DelResult(name, stop, pushed)

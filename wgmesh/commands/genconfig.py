@@ -39,7 +39,8 @@ _SHARED: dict[str, Renderer] = {}
 def _write_slice(args: tuple[list[str], str]) -> tuple[list[str], list[str]]:
     names, out_dir = args
     renderer = _SHARED["renderer"]
-    written, unchanged = [], []
+    written: list[str] = []
+    unchanged: list[str] = []
     for name in names:
         changed = write_atomic(Path(out_dir) / f"{name}.conf", renderer.text(name), 0o600, durable=False)
         (written if changed else unchanged).append(name)

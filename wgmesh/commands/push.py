@@ -56,7 +56,9 @@ def push_host(pool: Pool, inv: Inventory, peer: Peer, text: str, peer_keys: froz
     """Probe one host, decide, apply. Every outcome is a HostResult."""
     t0 = time.monotonic()
     if peer.ssh is None:
-        return HostResult(peer.name, True, Action.SKIPPED, "no SSH access: install its config from the output directory")
+        return HostResult(
+            peer.name, True, Action.SKIPPED, "no SSH access: install its config from the output directory"
+        )
     host = pool.get(peer)
     iface = inv.mesh.interface
     wait_boot = int(pool.wait_ssh)
@@ -78,7 +80,7 @@ def push_host(pool: Pool, inv: Inventory, peer: Peer, text: str, peer_keys: froz
 
 
 def push_configs(
-    ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: Pool, reporter: Reporter, parallel: int
+    ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: Pool, *, reporter: Reporter, parallel: int
 ) -> PushResult:
     renderer = Renderer(inv, keys)  # each host's text is rendered by its own worker: memory stays flat
     write_configs(ws, inv, keys, renderer=renderer)
@@ -103,4 +105,4 @@ def push(
     keys, _ = store.ensure_keys(ws, inv)
     reporter.expect(len(inv.peers), "push")
     with connect(ws, inv, 0.0) as pool:
-        return push_configs(ws, inv, keys, pool, reporter, parallel)
+        return push_configs(ws, inv, keys, pool, reporter=reporter, parallel=parallel)

@@ -54,5 +54,5 @@ def rotate_keys(
     revmod.save(ws.revocations_path, revs)
     reporter.expect(len(inv.peers), "push")
     with connect(ws, inv, 0.0) as pool:
-        pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
+        pushed = push_configs(ws, inv, keys, pool, reporter=reporter, parallel=parallel)
     return RotateResult(sorted(old), pushed)

@@ -24,6 +24,17 @@ if TYPE_CHECKING:  # python_terraform is loaded only by the commands that run Te
     from wgmesh.adapters.terraform import TerraformRunner
 
 
+@dataclass(frozen=True)
+class UpOptions:
+    stack: str | None = None  # default: the inventory's, else lab
+    var_pairs: tuple[str, ...] = ()  # KEY=VALUE, remembered in the inventory
+    pool_cidr: str | None = None  # only when the inventory is created
+    parallel: int = DEFAULT_PARALLEL
+    verify: bool = True
+    push: bool = True
+    wait_ssh: float = 0.0
+
+
 @dataclass
 class UpResult:
     inventory: Inventory
@@ -78,29 +89,30 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _inventory(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> Inventory:
-    inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name, stack=stack or "lab")
-    if pool_cidr is not None:
-        new_pool = v.network("--pool", pool_cidr)
+def _inventory(ws: Workspace, opts: UpOptions) -> Inventory:
+    """The inventory as `up` will use it: created if new, with the stack and --var values."""
+    inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name, stack=opts.stack or "lab")
+    if opts.pool_cidr is not None:
+        new_pool = v.network("--pool", opts.pool_cidr)
         if inv.peers and new_pool != inv.mesh.pool:
             raise BadInput(
-                "--pool", pool_cidr, f"the inventory's peers already have addresses in {inv.mesh.pool}",
+                "--pool", opts.pool_cidr, f"the inventory's peers already have addresses in {inv.mesh.pool}",
                 hint="a pool is chosen when an inventory is created",
             )
         inv = replace(inv, mesh=replace(inv.mesh, pool=new_pool))
-    stack = stack or inv.stack or "lab"
+    stack = opts.stack or inv.stack or "lab"
     v.name("--stack", stack)
     variables = dict(inv.vars)
-    variables.update(parse_vars(var_pairs))
+    variables.update(parse_vars(list(opts.var_pairs)))
     inv = replace(inv, stack=stack, vars=tuple(sorted(variables.items())))
     invmod.check(inv)
     return inv
 
 
-def check(ws: Workspace, stack: str | None, var_pairs: list[str], pool_cidr: str | None) -> None:
+def check(ws: Workspace, opts: UpOptions) -> None:
     """Everything `up` can refuse before it writes anything (the plan is checked later, still
     before anything is created)."""
-    inv = _inventory(ws, stack, var_pairs, pool_cidr)
+    inv = _inventory(ws, opts)
     terraform_for(ws, inv.stack or "lab", dict(inv.vars), Reporter())  # unknown stack or variables
     store.keystore(ws).load()  # a keystore others can read is refused now, not after terraform apply
 
@@ -139,37 +151,26 @@ def _provision(ws: Workspace, inv: Inventory, reporter: Reporter) -> Inventory:
     return merged
 
 
-def up(
-    ws: Workspace,
-    stack: str | None,
-    var_pairs: list[str],
-    reporter: Reporter,
-    pool_cidr: str | None = None,
-    parallel: int = DEFAULT_PARALLEL,
-    do_verify: bool = True,
-    do_push: bool = True,
-    wait_ssh: float = 0.0,
-    connect: Connector = ssh_pool,
-) -> UpResult:
+def up(ws: Workspace, opts: UpOptions, reporter: Reporter, connect: Connector = ssh_pool) -> UpResult:
     timings: dict[str, float] = {}
     t = time.monotonic()
-    inv = _provision(ws, _inventory(ws, stack, var_pairs, pool_cidr), reporter)
+    inv = _provision(ws, _inventory(ws, opts), reporter)
     timings["terraform"] = round(time.monotonic() - t, 2)
     keys, made = store.ensure_keys(ws, inv)
-    if not do_push:
+    if not opts.push:
         write_configs(ws, inv, keys)
         return UpResult(inv, made, PushResult({}), None, timings, pushed=False, output_dir=ws.output_dir)
 
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
     reporter.expect(len(inv.peers), "push")
-    with connect(ws, inv, wait_ssh) as pool:
-        pushed = push_configs(ws, inv, keys, pool, reporter, parallel)
+    with connect(ws, inv, opts.wait_ssh) as pool:
+        pushed = push_configs(ws, inv, keys, pool, reporter=reporter, parallel=opts.parallel)
         timings["push"] = round(time.monotonic() - t, 2)
         result = None
-        if do_verify:
+        if opts.verify:
             t = time.monotonic()
             reporter.phase("verify")
-            result = run_verify(inv, keys, pool, parallel)
+            result = run_verify(inv, keys, pool, opts.parallel)
             timings["verify"] = round(time.monotonic() - t, 2)
     return UpResult(inv, made, pushed, result, timings, output_dir=ws.output_dir)

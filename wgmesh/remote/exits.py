@@ -27,7 +27,10 @@ _WHAT = {
 
 def describe(rc: int, default: str) -> str:
     """What a script's exit status says, or `default` for one that is not ours."""
-    return _WHAT.get(rc, default)  # type: ignore[call-overload]  # an IntEnum key matches its int
+    for e, what in _WHAT.items():
+        if e.value == rc:
+            return what
+    return default
 
 
 def remote_reason(what: str, rc: int, err: str) -> str:

@@ -55,7 +55,8 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
         sources += [s for s in peer.subnets if s.version == version]
         up.append(f"sysctl -q -w {sysctl}=1")
         rules = (
-            f"printf '*filter\\n:{fwd} - [0:0]\\n-A {fwd} -i {iface} -j ACCEPT\\n-A {fwd} -o {iface} -j ACCEPT\\nCOMMIT\\n'"
+            f"printf '*filter\\n:{fwd} - [0:0]\\n-A {fwd} -i {iface} -j ACCEPT\\n"
+            f"-A {fwd} -o {iface} -j ACCEPT\\nCOMMIT\\n'"
         )
         if sources:
             srcs = " ".join(q(str(s)) for s in sources)  # parsed values; quoted all the same
@@ -66,7 +67,10 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
         line = (f'e="{_egress_expr(peer)}"; ' if sources else "") + f"{{ {rules}; }} | {ipt}-restore -w --noflush && "
         line += f"{{ {ipt} -w -C FORWARD -j {fwd} 2>/dev/null || {ipt} -w -I FORWARD -j {fwd}; }}"
         if sources:
-            line += f" && {{ {ipt} -w -t nat -C POSTROUTING -j {nat} 2>/dev/null || {ipt} -w -t nat -A POSTROUTING -j {nat}; }}"
+            line += (
+                f" && {{ {ipt} -w -t nat -C POSTROUTING -j {nat} 2>/dev/null"
+                f" || {ipt} -w -t nat -A POSTROUTING -j {nat}; }}"
+            )
             down.append(
                 f"{ipt} -w -t nat -D POSTROUTING -j {nat} 2>/dev/null; {ipt} -w -t nat -F {nat} 2>/dev/null; "
                 f"{ipt} -w -t nat -X {nat} 2>/dev/null; true"
