@@ -50,7 +50,8 @@ def up(
         False, "--no-push", help="Provision, inventory, keys and output/ configs only: no host is touched."
     ),
     wait_ssh: float = typer.Option(
-        0, "--wait-ssh", min=0, help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines)."
+        0, "--wait-ssh", min=0,
+        help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines).",
     ),
     as_json: bool = JSON_OPT,
 ) -> None:
