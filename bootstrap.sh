@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Sets up everything wgmesh needs on a Debian machine (as root), then runs one job:
 #   ./bootstrap.sh up [wgmesh up options]   → a verified 3-site WireGuard mesh on the built-in lab
-#   ./bootstrap.sh test [pytest options]    → the whole test suite (unit, CLI, real lab)
+#   ./bootstrap.sh test [pytest options]    → the lint gate, then the whole test suite (unit, CLI, real lab)
+#   ./bootstrap.sh lint                      → only the lint gate: ruff, mypy, shellcheck
 #   ./bootstrap.sh setup                     → only the set-up
 # Idempotent: a second run installs nothing and starts at once.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 job="${1:-setup}"; shift || true
-case "$job" in up|test|setup) ;; *) echo "usage: $0 up|test|setup [args...]" >&2; exit 2;; esac
+case "$job" in up|test|lint|setup) ;; *) echo "usage: $0 up|test|lint|setup [args...]" >&2; exit 2;; esac
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "bootstrap: run as root (the lab builds network namespaces; packages are installed with apt)" >&2
@@ -16,9 +17,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: WireGuard (userspace wireguard-go where the kernel has no module), sshd for the lab
-# hosts, iptables, ping, Graphviz, and venv for Python.
+# hosts, iptables, ping, Graphviz, venv for Python, and shellcheck for the lint gate.
 pkgs=(wireguard-tools wireguard-go openssh-server openssh-client iptables iproute2 iputils-ping fping
-      util-linux procps graphviz python3-venv ca-certificates)
+      util-linux procps graphviz python3-venv ca-certificates shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -52,8 +53,17 @@ if [ ! -e /usr/local/bin/wgmesh ] || [ "$(readlink -f /usr/local/bin/wgmesh)" !=
   ln -sf "$(pwd)/.venv/bin/wgmesh" /usr/local/bin/wgmesh
 fi
 
+# The lint gate: any finding fails it (the README's test command runs it first).
+lint() {
+  echo "bootstrap: lint: ruff, mypy, shellcheck" >&2
+  .venv/bin/ruff check wgmesh tests bench
+  .venv/bin/mypy
+  shellcheck bootstrap.sh .ci/run bench/run terraform/lab/labctl wgmesh/remote/scripts/*.sh
+}
+
 case "$job" in
   setup) echo "bootstrap: ready; try: wgmesh up" >&2 ;;
   up) exec .venv/bin/wgmesh up "$@" ;;
-  test) exec .venv/bin/python -m pytest "$@" ;;
+  lint) lint ;;
+  test) lint; exec .venv/bin/python -m pytest "$@" ;;
 esac

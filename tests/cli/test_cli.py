@@ -45,7 +45,8 @@ def test_version(tmp_path):
 
 
 def test_python_dash_m(tmp_path):
-    import subprocess, sys
+    import subprocess
+    import sys
 
     r = subprocess.run([sys.executable, "-m", "wgmesh", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and __version__ in r.stdout
@@ -159,7 +160,8 @@ def test_terraform_failure_exit_5(tmp_path):
     stacks = tmp_path / "stacks"
     (stacks / "broken").mkdir(parents=True)
     (stacks / "broken" / "main.tf").write_text(
-        'resource "terraform_data" "x" {\n  provisioner "local-exec" {\n    command = "echo boom-from-stack >&2; exit 3"\n  }\n}\n'
+        'resource "terraform_data" "x" {\n  provisioner "local-exec" {\n'
+        '    command = "echo boom-from-stack >&2; exit 3"\n  }\n}\n'
         'output "peers" {\n  value = {}\n}\n'
     )
     proj = tmp_path / "proj"
@@ -191,6 +193,7 @@ def test_import_private_key(mesh, tmp_path_factory):
 @pytest.mark.parametrize("case", ["short", "noncanonical", "garbage", "mismatch", "pub-only", "duplicate"])
 def test_bad_keys_exit_2_nothing_changed(mesh, tmp_path_factory, case):
     import base64
+
     from wgmesh import keys as keymod
 
     d = tmp_path_factory.mktemp("keys")

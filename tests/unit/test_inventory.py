@@ -1,6 +1,6 @@
-from dataclasses import replace
 import ipaddress
 import json
+from dataclasses import replace
 
 import pytest
 

@@ -76,7 +76,8 @@ def test_remote_filter_matches_local_fingerprint(text, tmp_path):
 
 def test_scripts_take_config_on_stdin_and_hold_no_key(text, lab_inventory):
     private = fixed_keys(lab_inventory.names).pairs["site1"].private
-    for reported in ({"up": False, "same_file": False}, {"same_file": False, "same_iface": False}, {"same_file": False}):
+    changes = ({"up": False, "same_file": False}, {"same_file": False, "same_iface": False}, {"same_file": False})
+    for reported in changes:
         program = P.apply_program(P.decide(text, PEERS, state(text, **reported)), "wg0", False)
         script = compile_program(program)
         assert 'cat >"$TMP"' in script  # the config comes on stdin
@@ -122,7 +123,8 @@ def test_route_sync_script_runs(tmp_path):
         "ip": f"""echo "$*" >> {log}
 case "$*" in
   *batch*) sed 's/^/batch: /' >> {log};;
-  *"-4 route show"*) printf '10.200.0.9 scope link\\n10.200.0.2 scope link\\n10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';;
+  *"-4 route show"*) printf '10.200.0.9 scope link\\n10.200.0.2 scope link\\n'
+                     printf '10.10.2.0/24 scope link\\n10.10.9.0/24 scope link\\n';;
   *"-6 route show"*) printf 'fe80::/64 proto kernel metric 256\\nfd00:2::/64 metric 1024\\n';;
 esac
 """,
@@ -154,7 +156,8 @@ def _apply(tmp_path, program, stdin=b"", fail_up=False):
     log = tmp_path / "calls"
     env = _fakes(tmp_path, {
         "wg": 'case "$*" in "show wg0") [ -f ' + str(tmp_path / "up") + " ];; *) exit 0;; esac\n",
-        "wg-quick": f'echo "wg-quick $*" >> {log}\ncase "$1" in up) {"exit 1" if fail_up else "true"}; touch {tmp_path / "up"};;'
+        "wg-quick": f'echo "wg-quick $*" >> {log}\n'
+                    f'case "$1" in up) {"exit 1" if fail_up else "true"}; touch {tmp_path / "up"};;'
                     f' down) rm -f {tmp_path / "up"};; esac\n',
         "ip": "exit 0\n",
         "chown": "exit 0\n",

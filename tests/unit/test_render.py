@@ -1,8 +1,8 @@
+import ipaddress
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
-import ipaddress
-import subprocess
 
 import pytest
 from wgconfig import WGConfig
@@ -119,7 +119,7 @@ def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
     and the routes come from the running interface in one `ip -batch`."""
     inv, keys = _mesh(lab_inventory)
     text = render(inv, keys)["site1"]
-    ups = [l.split(" = ", 1)[1] for l in text.splitlines() if l.startswith("PostUp = ")]
+    ups = [ln.split(" = ", 1)[1] for ln in text.splitlines() if ln.startswith("PostUp = ")]
     fake = tmp_path / "bin"
     fake.mkdir()
     for name in ("iptables", "iptables-restore"):
@@ -139,7 +139,7 @@ def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
     for _ in range(2):
         for hook in ups:
             subprocess.run(["bash", "-c", hook], env=env, check=True)
-    rules = [l for l in state.read_text().splitlines() if l.startswith("rule")]
+    rules = [ln for ln in state.read_text().splitlines() if ln.startswith("rule")]
     assert len(rules) == len(set(rules)), rules
     assert "rule nat -A WGM-wg0-NAT -s 10.10.1.0/24 -o eth0 -j MASQUERADE" in rules
     assert "rule nat -A WGM-wg0-NAT -s 10.200.0.0/16 -o eth0 -j MASQUERADE" in rules
@@ -156,7 +156,7 @@ def test_interface_fingerprint_ignores_peers_and_syncable_keys(lab_inventory):
     other = invmod.remove_peer(inv, "pub")
     b = render(other, keys)["site1"]
     assert fingerprints(a)[1] == fingerprints(b)[1] and fingerprints(a)[0] != fingerprints(b)[0]
-    assert not any("PrivateKey" in l for l in interface_fingerprint_lines(a))
+    assert not any("PrivateKey" in ln for ln in interface_fingerprint_lines(a))
     mtu = replace(inv, mesh=replace(inv.mesh, mtu=1380))
     assert fingerprints(render(mtu, keys)["site1"])[1] != fingerprints(a)[1]
 
@@ -168,7 +168,7 @@ def test_fast_path_without_psk_matches_the_full_render(lab_inventory):
     full = render(inv, keys)
     off = render(replace(inv, mesh=replace(inv.mesh, psk=False)), keys)
     for name, text in full.items():
-        assert off[name] == "".join(l for l in text.splitlines(keepends=True) if not l.startswith("PresharedKey"))
+        assert off[name] == "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("PresharedKey"))
 
 
 def test_hooks_succeed_under_wg_quick_strict_mode_with_no_peers(lab_inventory, tmp_path):
@@ -179,11 +179,14 @@ def test_hooks_succeed_under_wg_quick_strict_mode_with_no_peers(lab_inventory, t
                                     subnets=(ipaddress.ip_network("10.5.0.0/24"),)))
     text = render(inv, fixed_keys(inv.names))["only"]
     assert "[Peer]" not in text
-    ups = [l.split(" = ", 1)[1] for l in text.splitlines() if l.startswith("PostUp = ")]
+    ups = [ln.split(" = ", 1)[1] for ln in text.splitlines() if ln.startswith("PostUp = ")]
     fake = tmp_path / "bin"
     fake.mkdir()
-    for name, body in {"sysctl": "exit 0", "iptables": "exit 0", "iptables-restore": "cat >/dev/null",
-                       "wg": "exit 0", "ip": 'case "$*" in *batch*) cat > /dev/null;; *) echo "default via 1.2.3.4 dev eth0";; esac'}.items():
+    stand_ins = {
+        "sysctl": "exit 0", "iptables": "exit 0", "iptables-restore": "cat >/dev/null", "wg": "exit 0",
+        "ip": 'case "$*" in *batch*) cat > /dev/null;; *) echo "default via 1.2.3.4 dev eth0";; esac',
+    }
+    for name, body in stand_ins.items():
         (fake / name).write_text("#!/bin/sh\n" + body + "\n")
         (fake / name).chmod(0o755)
     for hook in ups:

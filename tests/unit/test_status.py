@@ -32,7 +32,9 @@ def test_parse_dump_refuses(bad):
 def test_dump_script_blanks_secrets(tmp_path):
     """The awk part hides the private key and the PSKs before output leaves the host."""
     fake = tmp_path / "wg"
-    fake.write_text("#!/bin/sh\nprintf 'PRIV=\\tPUB=\\t51820\\toff\\nP2=\\tPSK=\\t(none)\\t10.0.0.2/32\\t0\\t0\\t0\\toff\\n'\n")
+    fake.write_text(
+        "#!/bin/sh\nprintf 'PRIV=\\tPUB=\\t51820\\toff\\nP2=\\tPSK=\\t(none)\\t10.0.0.2/32\\t0\\t0\\t0\\toff\\n'\n"
+    )
     fake.chmod(0o755)
     out = subprocess.run(["sh", "-c", compile_program(dump_program("wg0"))], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
                          capture_output=True, text=True, check=True).stdout
@@ -43,13 +45,15 @@ def test_dump_script_blanks_secrets(tmp_path):
 def test_matrix(lab_inventory):
     keys = fixed_keys(lab_inventory.names)
     pubs = {n: keys.public(n) for n in lab_inventory.names}
-    line = lambda k, hs: f"{k}\t(hidden)\t(none)\t10.0.0.0/32\t{hs}\t1\t2\toff"
+    def line(k, hs):
+        return f"{k}\t(hidden)\t(none)\t10.0.0.0/32\t{hs}\t1\t2\toff"
+
     dumps = {
         "site1": S.parse_dump("\n".join(["x\ty\t1\toff", line(pubs["site2"], 990), line(pubs["site3"], 0)])),
         "site2": S.parse_dump("\n".join(["x\ty\t1\toff", line(pubs["site1"], 500)])),
         "site3": None,
     }
-    links = {(l.src, l.dst): l for l in S.matrix(lab_inventory, pubs, dumps, now=1000)}
+    links = {(lk.src, lk.dst): lk for lk in S.matrix(lab_inventory, pubs, dumps, now=1000)}
     assert links[("site1", "site2")].state == S.FRESH and links[("site1", "site2")].age == 10
     assert links[("site1", "site3")].state == S.NEVER
     assert links[("site2", "site1")].state == S.STALE
@@ -80,7 +84,8 @@ def test_ping_script_and_parse(tmp_path):
         'case "$t" in 10.0.0.1) echo "64 bytes from 10.0.0.1: icmp_seq=1 ttl=64 time=0.123 ms";; *) exit 1;; esac\n'
     )
     fake.chmod(0o755)
-    out = subprocess.run(["/bin/sh", "-c", compile_program(ping_program(["10.0.0.1", "10.0.0.2"], "wg0", attempts=2, wait=1))],
+    script = compile_program(ping_program(["10.0.0.1", "10.0.0.2"], "wg0", attempts=2, wait=1))
+    out = subprocess.run(["/bin/sh", "-c", script],
                          env={"PATH": _isolated_path(tmp_path, "sed", "awk")}, capture_output=True, text=True).stdout
     assert S.parse_pings(out) == {"10.0.0.1": 0.123, "10.0.0.2": None}
 
@@ -89,14 +94,16 @@ def test_matrix_marks_a_host_with_its_interface_down(lab_inventory):
     keys = fixed_keys(lab_inventory.names)
     pubs = {n: keys.public(n) for n in lab_inventory.names}
     links = S.matrix(lab_inventory, pubs, {"site1": None, "site2": None, "site3": None}, 0, down={"site1"})
-    states = {(l.src, l.dst): l.state for l in links}
+    states = {(lk.src, lk.dst): lk.state for lk in links}
     assert states[("site1", "site2")] == S.DOWN and states[("site2", "site1")] == S.UNKNOWN
 
 
 def test_graph_edge_health():
     from wgmesh.graph import edge_health
 
-    L = lambda st: S.Link("a", "b", st, 1, None, 0, 0)
+    def L(st):
+        return S.Link("a", "b", st, 1, None, 0, 0)
+
     assert edge_health(L(S.FRESH), L(S.FRESH)) == "up"
     assert edge_health(L(S.FRESH), L(S.DOWN)) == "down"
     assert edge_health(L(S.FRESH), L(S.STALE)) == "stale"
