@@ -68,6 +68,8 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
             manifest = json.loads((directory / MANIFEST).read_text())
         except ValueError as exc:
             raise BadInput("--stack", name, f"{MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BadInput("--stack", name, f"{MANIFEST} must be a JSON object")
     layout = manifest.get("layout", "single")
     if layout not in ("single", "per-region"):
         raise BadInput("--stack", name, f"{MANIFEST}: unknown layout {layout!r}")

@@ -83,7 +83,10 @@ def network(field: str, value: object) -> IPNetwork:
 
 
 def _whole(value: object) -> int:
-    """int(value) for what a user or a JSON document can hold; TypeError for anything else."""
+    """int(value) for what a user or a JSON document can hold; TypeError for anything else.
+    A float counts only when it is whole (JSON allows 51820.5, Infinity and NaN)."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
     if isinstance(value, str | int | float):
         return int(value)
     raise TypeError(type(value).__name__)

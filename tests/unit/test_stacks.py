@@ -71,3 +71,12 @@ def test_var_values_are_literal(tmp_path):
     root = stacks.root_module(st, tmp_path / "w", {"regions": "eu-west-1,us-east-1",
                                                    "operator_cidr": "${file(\"/etc/shadow\")} %{if x}"})
     assert root["module"]["eu_west_1"]["operator_cidr"] == '$${file("/etc/shadow")} %%{if x}'
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path):
+    stack = tmp_path / "odd"
+    stack.mkdir()
+    (stack / "main.tf").write_text('variable "x" {}\n')
+    (stack / "wgmesh-stack.json").write_text("[1, 2]\n")
+    with pytest.raises(BadInput, match="must be a JSON object"):
+        stacks.load_stack(tmp_path, "odd")

@@ -89,3 +89,12 @@ def test_host_key_drops_comment_and_refuses_garbage():
     assert v.host_key("k", "ssh-ed25519 AAAAC3Nz root@x") == "ssh-ed25519 AAAAC3Nz"
     with pytest.raises(BadInput):
         v.host_key("k", "ssh-ed25519 AAAA\nssh-rsa BBBB")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 51820.5])
+def test_ports_and_keepalives_from_json_must_be_whole_numbers(value):
+    """json.loads accepts Infinity and NaN: an inventory file can hold them."""
+    with pytest.raises(BadInput, match="port must be a whole number"):
+        v.port("mesh.listen_port", value)
+    with pytest.raises(BadInput, match="seconds from 1 to 65535"):
+        v.keepalive("peers.a.keepalive", value)
