@@ -15,19 +15,35 @@ locals {
   site_names   = [for i in range(1, var.sites + 1) : "site${i}"]
   server_names = [for k in range(var.servers) : "srv${k + 1}"]
 
-  # site i (1-based): public 198.18.1.(10+i), subnet 10.10.i.0/24
-  sites = { for i in range(1, var.sites + 1) : "site${i}" => {
-    public = cidrhost(var.underlay, 256 + 10 + i)
-    subnet = cidrsubnet(var.site_supernet, 8, i)
-    region = "lab-${i}"
-  } }
+  # The address plan: every concrete address of the lab is computed here and
+  # nowhere else. labctl is given these addresses as arguments, the outputs
+  # read them from here, and the tests and benchmarks read the outputs.
 
-  # server k (0-based): public 198.18.9.(20+k), subnet 10.77.(k+1).0/24
-  servers = { for k in range(var.servers) : "srv${k + 1}" => {
-    public = cidrhost(var.underlay, 9 * 256 + 20 + k)
-    subnet = cidrsubnet(var.server_supernet, 8, k + 1)
-    region = "lab-srv${k + 1}"
-  } }
+  # The controller's end of the root-namespace veth wgm-<name>, and the
+  # router's address on every one of its links (198.18.0.1 and 198.18.0.2).
+  controller_address = cidrhost(var.underlay, 1)
+  router_address     = cidrhost(var.underlay, 2)
+
+  # Per host: its public (underlay) address, its LAN, and the LAN addresses
+  # of its gateway (host 1) and of its private instance (host 10).
+  # site i (1-based): public 198.18.1.(10+i), LAN 10.10.i.0/24
+  # server k (0-based): public 198.18.9.(20+k), LAN 10.77.(k+1).0/24
+  host_networks = merge(
+    { for i in range(1, var.sites + 1) : "site${i}" => {
+      public = cidrhost(var.underlay, 256 + 10 + i)
+      subnet = cidrsubnet(var.site_supernet, 8, i)
+      region = "lab-${i}"
+    } },
+    { for k in range(var.servers) : "srv${k + 1}" => {
+      public = cidrhost(var.underlay, 9 * 256 + 20 + k)
+      subnet = cidrsubnet(var.server_supernet, 8, k + 1)
+      region = "lab-srv${k + 1}"
+    } },
+  )
+  hosts = { for k, h in local.host_networks : k => merge(h, {
+    gateway  = cidrhost(h.subnet, 1)
+    instance = cidrhost(h.subnet, 10)
+  }) }
 
   # Network number and prefix length of the address plans, for overlap checks.
   plans = { for k, c in {
@@ -65,13 +81,18 @@ resource "terraform_data" "router" {
     labctl    = local.labctl
   }
 
+  # The addresses come straight from the plan: only destroy-time provisioners
+  # need `input` (and they need no address); a change of underlay replaces
+  # the router anyway.
   provisioner "local-exec" {
-    command = "\"$LABCTL\" up-router \"$LAB_NAME\" \"$LAB_UNDERLAY\" \"$LAB_STATE_DIR\""
+    command = "\"$LABCTL\" up-router \"$LAB_NAME\" \"$LAB_UNDERLAY\" \"$LAB_CONTROLLER\" \"$LAB_ROUTER\" \"$LAB_STATE_DIR\""
     environment = {
-      LABCTL        = self.input.labctl
-      LAB_NAME      = self.input.name
-      LAB_UNDERLAY  = self.input.underlay
-      LAB_STATE_DIR = self.input.state_dir
+      LABCTL         = self.input.labctl
+      LAB_NAME       = self.input.name
+      LAB_UNDERLAY   = self.input.underlay
+      LAB_CONTROLLER = local.controller_address
+      LAB_ROUTER     = local.router_address
+      LAB_STATE_DIR  = self.input.state_dir
     }
   }
 
@@ -97,7 +118,7 @@ resource "terraform_data" "router" {
 # Every host: the sites (exported in `peers`) and, built exactly like them, the
 # servers a user adds by hand (wgmesh addpeer), exported in `servers`.
 resource "terraform_data" "host" {
-  for_each = merge(local.sites, local.servers)
+  for_each = local.hosts
 
   triggers_replace = {
     name      = var.name
@@ -119,14 +140,18 @@ resource "terraform_data" "host" {
     vm_host_key = "${local.state_dir}/hosts/${each.key}-vm/ssh_host_ed25519_key.pub"
   }
 
+  # Gateway and instance addresses follow from the subnet, which replaces
+  # the host when it changes; like the router's, they need not be in input.
   provisioner "local-exec" {
-    command = "\"$LABCTL\" up-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_STATE_DIR\""
+    command = "\"$LABCTL\" up-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_GATEWAY\" \"$LAB_INSTANCE\" \"$LAB_STATE_DIR\""
     environment = {
       LABCTL        = self.input.labctl
       LAB_NAME      = self.input.name
       LAB_HOST      = self.input.host
       LAB_PUBLIC    = self.input.public
       LAB_SUBNET    = self.input.subnet
+      LAB_GATEWAY   = each.value.gateway
+      LAB_INSTANCE  = each.value.instance
       LAB_STATE_DIR = self.input.state_dir
     }
   }

@@ -8,10 +8,11 @@ locals {
     vm = fileexists(r.output.vm_host_key) ? [regex("^\\S+ \\S+", trimspace(file(r.output.vm_host_key)))] : []
   } }
 
-  peer_objects = { for k, h in merge(local.sites, local.servers) : k => {
+  # Every address comes from the plan in main.tf (local.hosts).
+  peer_objects = { for k, h in local.hosts : k => {
     endpoint         = h.public
     listen_port      = 51820
-    private_address  = cidrhost(h.subnet, 1)
+    private_address  = h.gateway
     subnets          = [h.subnet]
     ssh_user         = "root"
     ssh_host         = h.public
@@ -23,7 +24,7 @@ locals {
     cloud            = "lab"
     instances = [{
       name          = "${k}-vm"
-      address       = cidrhost(h.subnet, 10)
+      address       = h.instance
       ssh_user      = "root"
       ssh_port      = 22
       ssh_host_keys = local.host_keys[k].vm
@@ -42,12 +43,14 @@ output "servers" {
 }
 
 output "lab" {
-  description = "The lab itself: name, underlay, state dir, the labctl helper and the namespaces."
+  description = "The lab itself: name, underlay, the controller's and the router's addresses, state dir, the labctl helper and the namespaces."
   value = {
-    name      = var.name
-    underlay  = var.underlay
-    state_dir = local.state_dir
-    labctl    = local.labctl
+    name               = var.name
+    underlay           = var.underlay
+    controller_address = local.controller_address
+    router_address     = local.router_address
+    state_dir          = local.state_dir
+    labctl             = local.labctl
     namespaces = concat(
       [local.router_ns],
       flatten([for k in concat(local.site_names, local.server_names) : ["wgm-${var.name}-${k}", "wgm-${var.name}-${k}-vm"]]),
