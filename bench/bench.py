@@ -26,7 +26,6 @@ import ipaddress
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -34,16 +33,16 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # wgmesh, and the lab helpers shared with the tests
+from tests.labkit import Lab, Ping  # the lab as the integration tests drive it
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 WGMESH = [PY, "-m", "wgmesh"]
-LABCTL = ROOT / "terraform" / "lab" / "labctl"
-UNDERLAY = "198.19.0.0/16"
-
-sys.path.insert(0, str(ROOT))
 
 
 # ---------------------------------------------------------------- measuring
@@ -110,6 +109,14 @@ def repeat(fn, times: int, warmup: bool) -> list:
     if warmup:
         fn()
     return [fn() for _ in range(times)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    reps: int  # timed runs per case
+    warm: bool  # a warm-up run first
+    meshconf: str  # the wg-meshconf executable
+    work: Path  # scratch directory
 
 
 # ---------------------------------------------------------------- the same peers for both tools
@@ -204,11 +211,13 @@ print(time.perf_counter() - t, sum(len(b) for _, b in data))
 # ---------------------------------------------------------------- cases
 
 
-def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: bool, meshconf: str, work: Path):
+def case_genconfig(t: Table, sizes: list[int], big: list[int], s: Settings):
+    reps, warm, meshconf, work = s.reps, s.warm, s.meshconf, s.work
     # What every command pays before any work: interpreter, imports, argument parsing.
-    t.add("start-up", "-", "python -c pass", repeat(lambda: measure([PY, "-c", "pass"]), reps, warm))
-    t.add("start-up", "-", "wgmesh genconfig --help", repeat(lambda: measure(WGMESH + ["genconfig", "--help"]), reps, warm))
-    t.add("start-up", "-", "wg-meshconf genconfig --help", repeat(lambda: measure([meshconf, "genconfig", "--help"]), reps, warm))
+    for what, cmd in [("python -c pass", [PY, "-c", "pass"]),
+                      ("wgmesh genconfig --help", [*WGMESH, "genconfig", "--help"]),
+                      ("wg-meshconf genconfig --help", [meshconf, "genconfig", "--help"])]:
+        t.add("start-up", "-", what, repeat(lambda cmd=cmd: measure(cmd), reps, warm))
     for n in sizes + big:
         peers = make_peers(n)
         keys = gen_keys([p["name"] for p in peers])
@@ -231,7 +240,7 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: 
         a = t.add("genconfig", str(n), "wgmesh genconfig", repeat(wgm, times, warm and n not in big))
         total = sum(f.stat().st_size for f in out.glob("*.conf"))
 
-        def floor():
+        def floor(out=out):
             dst = work / "floor"
             shutil.rmtree(dst, ignore_errors=True)
             os.sync()
@@ -242,12 +251,12 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: 
         f = t.add("genconfig", str(n), f"floor: write the same {total / 1e6:.1f} MB", repeat(floor, times, False))
         t.ratio("genconfig", str(n), f, a, "wgmesh / floor (time)")
         t.add("genconfig", str(n), "wgmesh genconfig, with PSKs",
-              repeat(lambda: wgm(dpsk), times, False), "per-pair PresharedKey (wg-meshconf has none)")
+              repeat(lambda dpsk=dpsk: wgm(dpsk), times, False), "per-pair PresharedKey (wg-meshconf has none)")
         if n not in big:
             csvp = d / "database.csv"
             write_meshconf_csv(csvp, peers, keys)
 
-            def wmc():
+            def wmc(d=d, csvp=csvp):
                 shutil.rmtree(d / "wmc-out", ignore_errors=True)
                 os.sync()
                 return measure([meshconf, "-d", str(csvp), "genconfig", "-o", str(d / "wmc-out")])
@@ -258,7 +267,8 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], reps: int, warm: 
         shutil.rmtree(dpsk, ignore_errors=True)
 
 
-def case_inventory(t: Table, n: int, loop: int, reps: int, warm: bool, meshconf: str, work: Path):
+def case_inventory(t: Table, n: int, loop: int, s: Settings):
+    reps, warm, meshconf, work = s.reps, s.warm, s.meshconf, s.work
     peers = make_peers(n)
     outputs = {"peers": {"sensitive": False, "type": "map", "value": {
         f"site{i + 1}": {"endpoint": p["endpoint"], "listen_port": 51820, "private_address": None,
@@ -314,89 +324,72 @@ def case_inventory(t: Table, n: int, loop: int, reps: int, warm: bool, meshconf:
     shutil.rmtree(d, ignore_errors=True)
 
 
-class Lab:
-    """A lab of N sites built by `wgmesh up`, for the push/verify/change cases."""
+class BenchLab(Lab):
+    """A lab of N sites built by `wgmesh up`, for the push/verify/change cases; wgmesh runs measured."""
 
     def __init__(self, n: int, servers: int, work: Path):
-        self.n, self.name = n, f"bn{n}"
-        self.d = work / f"lab{n}"
-        shutil.rmtree(self.d, ignore_errors=True)
-        self.d.mkdir(parents=True)
-        self.servers = servers
+        root = work / f"lab{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        super().__init__(root, f"bn{n}")
+        self.n, self.servers = n, servers
         self.sites = [f"site{i}" for i in range(1, n + 1)]
 
     def wg(self, *args, check=True) -> Run:
-        return measure(WGMESH + ["-i", self.name, *args], env=wenv(self.d), check=check)
+        return measure([*WGMESH, "-i", self.name, *args], env=wenv(self.root), check=check)
 
     def up(self) -> tuple[Run, dict]:
-        r = self.wg("up", "--json", "--var", f"name={self.name}", "--var", f"underlay={UNDERLAY}",
-                    "--var", f"sites={self.n}", "--var", f"servers={self.servers}")
+        r = self.wg("up", "--json", *self.up_vars(sites=self.n, servers=self.servers))
         return r, json.loads(r.out)
-
-    def exec(self, host: str, *cmd: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(LABCTL), "exec", self.name, host, "--", *cmd], capture_output=True, text=True)
 
     def reset(self) -> None:
         """WireGuard down and its config gone on every site (not timed)."""
+        down = "wg-quick down wg0 >/dev/null 2>&1; rm -f /etc/wireguard/wg0.conf"
         with ThreadPoolExecutor(16) as ex:
-            list(ex.map(lambda h: self.exec(h, "sh", "-c", "wg-quick down wg0 >/dev/null 2>&1; rm -f /etc/wireguard/wg0.conf"),
-                        self.sites))
+            list(ex.map(lambda h: self.host(h, "sh", "-c", down, check=False), self.sites))
 
     def seed_loop(self) -> float:
         """What users run today: for each host, one after the other, scp the config and ssh wg-quick up."""
-        inv = json.loads((self.d / "inventories" / f"{self.name}.json").read_text())
-        kh = self.d / ".wgmesh" / self.name / "known_hosts"
+        inv = json.loads((self.root / "inventories" / f"{self.name}.json").read_text())
+        kh = self.root / ".wgmesh" / self.name / "known_hosts"
         t0 = time.perf_counter()
         for name in self.sites:
             p = inv["peers"][name]
             opts = ["-q", "-i", p["ssh"]["key"], "-o", f"UserKnownHostsFile={kh}", "-o", "StrictHostKeyChecking=yes",
                     "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
             host = p["ssh"]["host"]
-            subprocess.run(["scp", *opts, str(self.d / "output" / self.name / f"{name}.conf"),
+            subprocess.run(["scp", *opts, str(self.root / "output" / self.name / f"{name}.conf"),
                             f"root@{host}:/etc/wireguard/wg0.conf"], check=True, capture_output=True)
             subprocess.run(["ssh", *opts, f"root@{host}", "wg-quick up wg0"], check=True, capture_output=True)
         return time.perf_counter() - t0
 
     def all_up(self) -> bool:
-        return all(self.exec(h, "wg", "show", "wg0").returncode == 0 for h in self.sites)
+        return all(self.host(h, "wg", "show", "wg0", check=False).returncode == 0 for h in self.sites)
 
     def destroy(self) -> None:
         self.wg("destroy", check=False)
-        subprocess.run([str(LABCTL), "down-all", self.name], capture_output=True)
+        self.down_all()
 
 
-def ping_during(lab: Lab, change, count: int = 25) -> tuple[int, int, float]:
-    """ping -i 0.2 from site1-vm to site2-vm around `change()`: (sent, lost, change seconds)."""
-    p = subprocess.Popen([str(LABCTL), "exec", lab.name, "site1-vm", "--", "ping", "-n", "-i", "0.2", "-c", str(count),
-                          "10.10.2.10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    t0 = time.perf_counter()
-    change()
-    took = time.perf_counter() - t0
-    out, _ = p.communicate(timeout=60)
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    sent, got = int(m.group(1)), int(m.group(2))
-    return sent, sent - got, took
-
-
-def case_push_verify(t: Table, sizes: list[int], reps: int, warm: bool, work: Path, change_at: int | None):
+def case_push_verify(t: Table, sizes: list[int], s: Settings, change_at: int | None):
+    reps, warm = s.reps, s.warm
     for n in sizes:
-        lab = Lab(n, 1 if n == change_at else 0, work)
+        lab = BenchLab(n, 1 if n == change_at else 0, s.work)
         try:
             r, doc = lab.up()
             assert doc["ok"], doc.get("verify", {}).get("failures")
             tm = doc["timings"]
             t.add("up", str(n), "wgmesh up (fresh lab, end to end)", [r],
-                  f"terraform {tm['terraform']:.2f} s ({100 * tm['terraform'] / r.seconds:.0f}%), push {tm['push']:.2f} s, "
-                  f"verify {tm['verify']:.2f} s")
+                  f"terraform {tm['terraform']:.2f} s ({100 * tm['terraform'] / r.seconds:.0f}%), "
+                  f"push {tm['push']:.2f} s, verify {tm['verify']:.2f} s")
 
-            def wpush():
+            def wpush(lab=lab):
                 lab.reset()
                 res = lab.wg("push")
                 assert lab.all_up()
                 return res
 
-            def seed():
+            def seed(lab=lab):
                 lab.reset()
                 s = lab.seed_loop()
                 assert lab.all_up()
@@ -408,20 +401,17 @@ def case_push_verify(t: Table, sizes: list[int], reps: int, warm: bool, work: Pa
             lab.reset()
             lab.wg("push")
             t.add("verify", str(n), "wgmesh verify (all pairs, subnets, instances)",
-                      repeat(lambda: lab.wg("verify"), reps, warm),
-                      f"{n * (n - 1)} ordered pairs x 3 paths + handshakes")
+                  repeat(lambda lab=lab: lab.wg("verify"), reps, warm),
+                  f"{n * (n - 1)} ordered pairs x 3 paths + handshakes")
             if n == change_at:
                 case_change(t, lab)
         finally:
             lab.destroy()
 
 
-def case_change(t: Table, lab: Lab) -> None:
-    srv = lab.d / ".wgmesh" / lab.name / "terraform"
-    servers = json.loads(subprocess.run(["terraform", "output", "-json", "servers"], cwd=srv, capture_output=True,
-                                        text=True, env=dict(os.environ, TF_CLI_CONFIG_FILE=str(srv / "terraform.rc")),
-                                        check=True).stdout)
-    s = servers["srv1"]
+def case_change(t: Table, lab: BenchLab) -> None:
+    s = lab.plan("srv1")
+    site2_vm = lab.instance_address("site2")
     n = str(lab.n)
 
     def add():
@@ -429,17 +419,27 @@ def case_change(t: Table, lab: Lab) -> None:
                "--allowedips", s["subnets"][0])
         lab.wg("push")
 
-    for what, fn in [
+    def endpoint():
+        lab.wg("setpeer", "pub", "--listen-port", "51821")
+        lab.wg("push")
+
+    def restart():
+        _set_mtu(lab, 1380)
+        lab.wg("push")
+
+    for what, change in [
         ("addpeer + push (syncconf)", add),
-        ("endpoint change + push (syncconf)", lambda: (lab.wg("setpeer", "pub", "--listen-port", "51821"), lab.wg("push"))),
-        ("[Interface] change + push (restart)", lambda: (_set_mtu(lab, 1380), lab.wg("push"))),
+        ("endpoint change + push (syncconf)", endpoint),
+        ("[Interface] change + push (restart)", restart),
     ]:
-        sent, lost, took = ping_during(lab, fn)
-        t.add("change", n, what, [took], f"ping 5/s site1-vm→site2-vm: {sent} sent, **{lost} lost**")
+        # The change's time is reported, not judged (cover=False): a slow one is a figure, not an error.
+        with Ping(lab, "site1-vm", site2_vm, count=25, cover=False) as ping:
+            change()
+        t.add("change", n, what, [ping.took], f"ping 5/s site1-vm→site2-vm: {ping.sent} sent, **{ping.lost} lost**")
 
 
-def _set_mtu(lab: Lab, mtu: int) -> None:
-    p = lab.d / "inventories" / f"{lab.name}.json"
+def _set_mtu(lab: BenchLab, mtu: int) -> None:
+    p = lab.root / "inventories" / f"{lab.name}.json"
     doc = json.loads(p.read_text())
     doc["mesh"]["mtu"] = mtu
     p.write_text(json.dumps(doc))
@@ -449,13 +449,14 @@ def _set_mtu(lab: Lab, mtu: int) -> None:
 
 
 def machine(meshconf: str) -> str:
-    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "?")
-    tf = subprocess.run(["terraform", "version"], capture_output=True, text=True,
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem = next((line.split()[1] for line in meminfo if line.startswith("MemTotal")), "?")
+    tf = subprocess.run(["terraform", "version"], check=False, capture_output=True, text=True,
                         env=dict(os.environ, TF_CLI_CONFIG_FILE="/dev/null")).stdout.splitlines()[0]
     wmc = subprocess.run([str(Path(meshconf).parent / "python"), "-c",
                           "import importlib.metadata as m; print(m.version('wg-meshconf'))"],
-                         capture_output=True, text=True).stdout.strip()
-    wgm = subprocess.run(WGMESH + ["--version"], capture_output=True, text=True).stdout.strip()
+                         check=False, capture_output=True, text=True).stdout.strip()
+    wgm = subprocess.run([*WGMESH, "--version"], check=False, capture_output=True, text=True).stdout.strip()
     return (f"{datetime.date.today().isoformat()} · {os.cpu_count()} cores · {int(mem) / 1024 / 1024:.1f} GiB · "
             f"Linux {platform.release()} · Python {platform.python_version()} · {tf} · {wgm} · wg-meshconf {wmc}")
 
@@ -476,19 +477,18 @@ def main() -> int:
     reps, warm = (1, False) if a.smoke else (a.repeat, True)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    s = Settings(reps, warm, a.wg_meshconf, work)
     info = machine(a.wg_meshconf)
     print(f"machine: {info}", flush=True)
     t = Table()
     t0 = time.perf_counter()
     try:
         if "genconfig" in cases:
-            case_genconfig(t, [10] if a.smoke else [10, 100, 300, 1000], [] if a.smoke else [5000], reps, warm,
-                           a.wg_meshconf, work)
+            case_genconfig(t, [10] if a.smoke else [10, 100, 300, 1000], [] if a.smoke else [5000], s)
         if "inventory" in cases:
-            case_inventory(t, 10 if a.smoke else 1000, 3 if a.smoke else 100, reps, warm, a.wg_meshconf, work)
+            case_inventory(t, 10 if a.smoke else 1000, 3 if a.smoke else 100, s)
         if cases & {"push", "verify", "change"}:
-            case_push_verify(t, [10] if a.smoke else [10, 30], reps, warm, work,
-                             10 if "change" in cases else None)
+            case_push_verify(t, [10] if a.smoke else [10, 30], s, 10 if "change" in cases else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mode = "smoke run (smallest sizes, one run each)" if a.smoke else f"full run ({reps} runs after a warm-up)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 
 LAB_NAME = "ft"
-LAB_UNDERLAY = "198.19.0.0/16"
 SITES = ["site1", "site2", "site3"]
 
 
@@ -41,10 +41,9 @@ class ArgvWatcher:
         while not self._stop.is_set():
             for pid in os.listdir("/proc"):
                 if pid.isdigit():
-                    try:
-                        self.seen.add(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-                    except OSError:
-                        pass
+                    with contextlib.suppress(OSError):
+                        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+                        self.seen.add(argv.replace(b"\0", b" ").decode(errors="replace"))
             time.sleep(0.005)
 
     def __enter__(self):
@@ -73,7 +72,7 @@ def _files_parse(lab):
 
 def test_up_and_no_secret_in_any_argv_output_or_state(lab):
     with ArgvWatcher() as watch:
-        r = lab.wgmesh("up", "--var", f"name={lab.name}", "--var", f"underlay={lab.underlay}", "--json")
+        r = lab.wgmesh("up", *lab.up_vars(), "--json")
         r2 = lab.wgmesh("status", "--json")
         r3 = lab.wgmesh("push", "--json")
     secrets = _secrets(lab)
@@ -188,7 +187,7 @@ def test_sigkill_mid_run_leaves_old_or_new_files_and_no_lock(lab):
         assert lab.wgmesh("showpeers", "--json").returncode == 0
     # Terraform may still be finishing on its own: give it its state lock back before the next run.
     deadline = time.monotonic() + 60
-    while subprocess.run(["pgrep", "-f", "terraform apply.*"], capture_output=True).returncode == 0:
+    while subprocess.run(["pgrep", "-f", "terraform apply.*"], check=False, capture_output=True).returncode == 0:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     for i in range(4):  # the lock did not outlive the killed runs

@@ -8,45 +8,13 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
-from tests.integration.conftest import LABCTL
+from tests.labkit import Ping
 
 LAB_NAME = "lv"
-LAB_UNDERLAY = "198.19.0.0/16"
 SITES = ["site1", "site2", "site3"]
 COUNTS: dict[str, tuple[int, int]] = {}
-
-
-class Ping:
-    """ping -i 0.2 (5/s) from one private instance to another, spanning a change.
-
-    A fixed count (not a Ctrl-C at an arbitrary moment, which would count the packet in
-    flight as lost): 1 s of packets before the change, the change, and at least 1 s after it.
-    """
-
-    COUNT = 20  # 4 s
-
-    def __init__(self, lab, src: str, dst_addr: str):
-        self.p = subprocess.Popen(
-            [str(LABCTL), "exec", lab.name, src, "--", "ping", "-n", "-i", "0.2", "-c", str(self.COUNT), dst_addr],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.started = time.monotonic()
-
-    def __enter__(self):
-        time.sleep(1.0)
-        return self
-
-    def __exit__(self, *exc):
-        changed_by = time.monotonic() - self.started
-        out, _ = self.p.communicate(timeout=30)
-        assert changed_by < self.COUNT * 0.2 - 1.0, f"the change took too long to be covered: {changed_by:.1f} s"
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        assert m, out
-        self.sent, self.received = int(m.group(1)), int(m.group(2))
-
-    @property
-    def lost(self) -> int:
-        return self.sent - self.received
 
 
 def _actions(doc):
@@ -64,14 +32,14 @@ def _addpeer_server(lab, name, srv):
 
 
 def test_up(lab):
-    doc = lab.json("up", "--var", f"name={lab.name}", "--var", f"underlay={lab.underlay}", "--var", "servers=2")
+    doc = lab.json("up", *lab.up_vars(servers=2))
     assert doc["ok"] and doc["peers"] == SITES
 
 
 def test_addpeer_is_hitless(lab):
     srv = lab.tf_output("servers")["srv1"]
     _addpeer_server(lab, "pub", srv)
-    with Ping(lab, "site1-vm", "10.10.2.10") as ping:
+    with Ping(lab, "site1-vm", lab.instance_address("site2")) as ping:
         doc = lab.json("push")
     COUNTS["addpeer + push"] = (ping.sent, ping.lost)
     assert doc["ok"] and _actions(doc) == {"pub": "start", **{h: "syncconf" for h in SITES}}
@@ -83,14 +51,14 @@ def test_addpeer_is_hitless(lab):
 
 def test_endpoint_change_is_hitless(lab):
     lab.wgmesh("setpeer", "pub", "--listen-port", "51821")
-    with Ping(lab, "site1-vm", "10.10.2.10") as ping:
+    with Ping(lab, "site1-vm", lab.instance_address("site2")) as ping:
         doc = lab.json("push")
     COUNTS["endpoint change"] = (ping.sent, ping.lost)
     assert doc["ok"] and set(_actions(doc).values()) == {"syncconf"}
     assert ping.lost == 0, (ping.sent, ping.lost)
     assert "51821" in lab.host("srv1", "wg", "show", "wg0", "listen-port").stdout
     endpoints = lab.host("site3", "wg", "show", "wg0", "endpoints").stdout
-    assert "198.19.9.20:51821" in endpoints
+    assert f"{lab.plan('srv1')['endpoint']}:51821" in endpoints
     v = lab.json("verify")
     assert v["ok"], v["failures"]
 
@@ -98,7 +66,7 @@ def test_endpoint_change_is_hitless(lab):
 def test_delpeer_of_a_third_peer_is_hitless(lab):
     keys = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())["peers"]
     pub_key = keys["pub"]["public_key"]
-    with Ping(lab, "site1-vm", "10.10.2.10") as ping:
+    with Ping(lab, "site1-vm", lab.instance_address("site2")) as ping:
         doc = lab.json("delpeer", "pub")
     COUNTS["delpeer"] = (ping.sent, ping.lost)
     assert doc["stopped"] and doc["push"]["ok"]
@@ -110,9 +78,9 @@ def test_delpeer_with_a_host_down_is_pending_until_pushed(lab):
     srv = lab.tf_output("servers")["srv2"]
     _addpeer_server(lab, "pub2", srv)
     assert lab.json("push")["ok"]
-    pub2_key = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())["peers"]["pub2"]["public_key"]
-    state_dir = str(lab.tf_dir / "lab-state")
-    subprocess.run([str(LABCTL), "sshd-stop", lab.name, "site3", state_dir], check=True, capture_output=True)
+    store = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())
+    pub2_key = store["peers"]["pub2"]["public_key"]
+    lab.sshd_stop("site3")
     try:
         doc = lab.json("delpeer", "pub2", check_rc=4)
         assert doc["push"]["failed"] == ["site3"]
@@ -125,7 +93,7 @@ def test_delpeer_with_a_host_down_is_pending_until_pushed(lab):
         assert pub2_key in _all_peer_keys(lab, ["site3"])["site3"]  # site3 still trusts it, as reported
         assert lab.wgmesh("push", check_rc=4).returncode == 4  # retried, still pending
     finally:
-        subprocess.run([str(LABCTL), "sshd-start", lab.name, "site3", state_dir], check=True, capture_output=True)
+        lab.sshd_start("site3")
     doc = lab.json("push")
     assert doc["ok"] and doc["pending_revocations"] == []
     assert not any(pub2_key in k for k in _all_peer_keys(lab, SITES).values())
@@ -134,7 +102,7 @@ def test_delpeer_with_a_host_down_is_pending_until_pushed(lab):
 
 def test_rotate_all_keys(lab):
     old = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())["peers"]
-    with Ping(lab, "site1-vm", "10.10.3.10") as ping:
+    with Ping(lab, "site1-vm", lab.instance_address("site3")) as ping:
         doc = lab.json("rotate-keys", "--all")
     COUNTS["rotate-keys --all"] = (ping.sent, ping.lost)
     assert doc["rotated"] == SITES and doc["push"]["ok"]
@@ -176,13 +144,13 @@ def test_status_watch_refreshes_until_ctrl_c(lab):
 def test_graph_is_a_real_picture_of_the_mesh(lab):
     doc = lab.json("graph")
     files = {f.rsplit(".", 1)[1]: f for f in doc["files"]}
-    png = open(files["png"], "rb").read()
+    png = Path(files["png"]).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert width > 200 and height > 150
-    svg = open(files["svg"]).read()
+    svg = Path(files["svg"]).read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-    dot = open(files["dot"]).read()
+    dot = Path(files["dot"]).read_text()
     for n in SITES:
         assert f'"{n}" [label="{n}' in dot
     edges = re.findall(r'"(\w+)" -- "(\w+)" \[color="([^"]+)"', dot)
@@ -191,7 +159,7 @@ def test_graph_is_a_real_picture_of_the_mesh(lab):
     # One tunnel down shows as such.
     lab.host("site3", "wg-quick", "down", "wg0")
     try:
-        dot = open(lab.json("graph")["files"][0]).read()
+        dot = Path(lab.json("graph")["files"][0]).read_text()
         assert re.search(r'"site1" -- "site3" \[color="#d62728"', dot)  # down: red
         assert re.search(r'"site2" -- "site3" \[color="#d62728"', dot)
         assert re.search(r'"site1" -- "site2" \[color="#2e9d3a"', dot)

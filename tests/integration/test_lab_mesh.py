@@ -7,17 +7,16 @@ import itertools
 import json
 import subprocess
 
-from tests.integration.conftest import lab_leftovers
+from tests.labkit import lab_leftovers
 
 LAB_NAME = "it"
-LAB_UNDERLAY = "198.19.0.0/16"
 SITES = ["site1", "site2", "site3"]
 STATE = {}
 
 
 def _live_processes(lab):
-    ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    rows = [l.split(None, 2) for l in ps.splitlines()[1:]]
+    ps = subprocess.run(["ps", "-eo", "pid,stat,args"], check=False, capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in ps.splitlines()[1:]]
     return {r[0]: r[2] for r in rows if len(r) == 3 and not r[1].startswith("Z")
             and ("wireguard-go" in r[2] or str(lab.root) in r[2])}
 
@@ -37,7 +36,7 @@ def _peer_keys(lab, host):
 
 def test_up_builds_a_verified_mesh(lab):
     STATE["procs"] = _live_processes(lab)
-    doc = lab.json("up", "--var", f"name={lab.name}", "--var", f"underlay={lab.underlay}", "--var", "sites=3")
+    doc = lab.json("up", *lab.up_vars(sites=3))
     assert doc["ok"] is True and doc["peers"] == SITES
     assert set(_actions(doc["push"]).values()) == {"start"}
     v = doc["verify"]
@@ -55,7 +54,8 @@ def test_up_builds_a_verified_mesh(lab):
     rules = lab.host("site1", "iptables", "-w", "-S").stdout
     assert rules.count("-A FORWARD -j WGM-wg0-FWD") == 1
     nat = lab.host("site1", "iptables", "-w", "-t", "nat", "-S").stdout
-    assert "-A WGM-wg0-NAT -s 10.10.1.0/24 -o eth0 -j MASQUERADE" in nat  # egress detected on the host
+    site1_lan = lab.plan("site1")["subnets"][0]
+    assert f"-A WGM-wg0-NAT -s {site1_lan} -o eth0 -j MASQUERADE" in nat  # egress detected on the host
     # The inventory holds public data only; the keystore is private.
     inv_text = (lab.root / "inventories" / f"{lab.name}.json").read_text()
     store = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())
@@ -75,8 +75,8 @@ def test_up_again_writes_nothing_restarts_nothing(lab):
 
 def test_status_every_pair_fresh(lab):
     st = lab.json("status")
-    assert len(st["links"]) == 6 and {l["state"] for l in st["links"]} == {"fresh"}
-    assert all(l["rx_bytes"] > 0 and l["tx_bytes"] > 0 for l in st["links"])
+    assert len(st["links"]) == 6 and {link["state"] for link in st["links"]} == {"fresh"}
+    assert all(link["rx_bytes"] > 0 and link["tx_bytes"] > 0 for link in st["links"])
     assert st["unreachable"] == {} and st["unknown_keys"] == {}
 
 
@@ -113,15 +113,14 @@ def test_interface_change_restarts(lab):
 
 
 def test_unreachable_host_others_converge_then_repaired(lab):
-    state_dir = str(lab.tf_dir / "lab-state")
     lab.wgmesh("addpeer", "roamer", "--allowedips", "10.88.0.0/24", "--keepalive", "25")
-    subprocess.run([str(lab_ctl()), "sshd-stop", lab.name, "site3", state_dir], check=True, capture_output=True)
+    lab.sshd_stop("site3")
     try:
         doc = lab.json("push", check_rc=4)
         assert doc["failed"] == ["site3"] and "unreachable" in doc["hosts"]["site3"]["detail"]
         assert _actions(doc)["site1"] == "syncconf" and _actions(doc)["roamer"] == "skipped"
     finally:
-        subprocess.run([str(lab_ctl()), "sshd-start", lab.name, "site3", state_dir], check=True, capture_output=True)
+        lab.sshd_start("site3")
     doc = lab.json("push")
     assert _actions(doc)["site3"] == "syncconf" and _actions(doc)["site1"] == "unchanged"
 
@@ -130,7 +129,7 @@ def test_changed_host_key_is_refused(lab):
     pins = lab.root / ".wgmesh" / lab.name / "known_hosts"
     original = pins.read_text()
     other = STATE["srv"]["instances"][0]["ssh_host_keys"][0]  # a real key that is not site2's
-    site2 = "198.19.1.12"
+    site2 = lab.plan("site2")["ssh_host"]
     pins.write_text("".join(
         f"{site2} {other}\n" if line.startswith(f"{site2} ") else line + "\n" for line in original.splitlines()
     ))
@@ -170,9 +169,3 @@ def test_destroy_leaves_nothing(lab):
     assert not (lab.root / ".wgmesh" / lab.name / "known_hosts").exists()
     assert not (lab.tf_dir / "lab-state").exists()
     assert json.loads((lab.root / "inventories" / f"{lab.name}.json").read_text())["peers"] == {}
-
-
-def lab_ctl():
-    from tests.integration.conftest import LABCTL
-
-    return LABCTL
