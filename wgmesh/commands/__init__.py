@@ -15,3 +15,23 @@ class Result(Protocol):
     def exit_status(self) -> ExitStatus: ...
 
     def to_json(self) -> dict[str, Any]: ...
+
+
+class Succeeds:
+    """A result whose command either worked or raised: its exit status is always OK."""
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK
+
+
+class HostsOutcome:
+    """A result that is OK only when every host (or every probe) is: else HOSTS_FAILED."""
+
+    @property
+    def ok(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK if self.ok else ExitStatus.HOSTS_FAILED

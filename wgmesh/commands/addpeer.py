@@ -10,21 +10,18 @@ from typing import Any
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
 from wgmesh import peers, store
-from wgmesh.errors import BadInput, ExitStatus
+from wgmesh.commands import Succeeds
+from wgmesh.errors import BadInput
 from wgmesh.model import Inventory, KeyPair, Peer, Source
 from wgmesh.workspace import Workspace
 
 
 @dataclass
-class AddResult:
+class AddResult(Succeeds):
     inventory: Inventory
     peer: Peer
     new_key: bool
     workspace: str
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {"added": self.peer.name, "peer": invmod.peer_to_dict(self.peer), "new_key": self.new_key}

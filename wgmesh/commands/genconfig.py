@@ -9,7 +9,7 @@ from typing import Any
 
 from wgmesh import keys as keymod
 from wgmesh import store
-from wgmesh.errors import ExitStatus
+from wgmesh.commands import Succeeds
 from wgmesh.fsutil import ensure_private_dir, write_atomic
 from wgmesh.model import Inventory
 from wgmesh.render import Renderer
@@ -17,15 +17,11 @@ from wgmesh.workspace import Workspace
 
 
 @dataclass
-class GenResult:
+class GenResult(Succeeds):
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     directory: str = ""
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {"directory": self.directory, "written": self.written, "unchanged": self.unchanged,

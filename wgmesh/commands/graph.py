@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgmesh import store
+from wgmesh.commands import Succeeds
 from wgmesh.commands.status import StatusResult, status
-from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL
 from wgmesh.fsutil import ensure_private_dir, write_atomic
 from wgmesh.remote.host import Connector, ssh_pool
@@ -15,14 +15,10 @@ from wgmesh.workspace import Workspace
 
 
 @dataclass
-class GraphResult:
+class GraphResult(Succeeds):
     files: list[str]
     dot: str
     status: StatusResult
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {"files": self.files}

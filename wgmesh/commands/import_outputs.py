@@ -10,19 +10,16 @@ from typing import Any
 
 from wgmesh import inventory as invmod
 from wgmesh import store
-from wgmesh.errors import BadInput, ExitStatus
+from wgmesh.commands import Succeeds
+from wgmesh.errors import BadInput
 from wgmesh.model import Inventory, Peer
 from wgmesh.workspace import Workspace
 
 
 @dataclass
-class ImportResult:
+class ImportResult(Succeeds):
     inventory: Inventory
     new_keys: list[str]
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {"peers": len(self.inventory.peers), "new_keys": len(self.new_keys)}

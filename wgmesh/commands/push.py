@@ -9,8 +9,8 @@ from typing import Any
 from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
 from wgmesh import store
+from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
-from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.model import Action, HostResult, Inventory, Peer
 from wgmesh.progress import Reporter
@@ -26,7 +26,7 @@ def revocations_json(pending: list[revmod.Revocation]) -> list[dict[str, Any]]:
 
 
 @dataclass
-class PushResult:
+class PushResult(HostsOutcome):
     results: dict[str, HostResult]
     pending: list[revmod.Revocation] = field(default_factory=list)  # still trusted somewhere
 
@@ -37,10 +37,6 @@ class PushResult:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.pending
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK if self.ok else ExitStatus.HOSTS_FAILED
 
     def to_json(self) -> dict[str, Any]:
         return {

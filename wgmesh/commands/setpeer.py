@@ -7,19 +7,16 @@ from typing import Any
 
 from wgmesh import inventory as invmod
 from wgmesh import peers, store
-from wgmesh.errors import BadInput, ExitStatus
+from wgmesh.commands import Succeeds
+from wgmesh.errors import BadInput
 from wgmesh.model import Peer, Source
 from wgmesh.workspace import Workspace
 
 
 @dataclass
-class SetResult:
+class SetResult(Succeeds):
     peer: Peer
     workspace: str
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         return {"updated": self.peer.name, "peer": invmod.peer_to_dict(self.peer)}

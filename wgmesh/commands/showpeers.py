@@ -7,18 +7,14 @@ from typing import Any
 
 from wgmesh import inventory as invmod
 from wgmesh import store
-from wgmesh.errors import ExitStatus
+from wgmesh.commands import Succeeds
 from wgmesh.model import Inventory
 from wgmesh.workspace import Workspace
 
 
 @dataclass
-class ShowResult:
+class ShowResult(Succeeds):
     inventory: Inventory
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK
 
     def to_json(self) -> dict[str, Any]:
         inv = self.inventory

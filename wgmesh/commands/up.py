@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from wgmesh import inventory as invmod
 from wgmesh import stacks, store
 from wgmesh import validate as v
+from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
 from wgmesh.commands.push import PushResult, push_configs
 from wgmesh.commands.verify import VerifyResult, run_verify
-from wgmesh.errors import BadInput, ExitStatus, TerraformFailed, WgmeshError
+from wgmesh.errors import BadInput, TerraformFailed, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL
 from wgmesh.model import Inventory
 from wgmesh.progress import Reporter
@@ -36,7 +37,7 @@ class UpOptions:
 
 
 @dataclass
-class UpResult:
+class UpResult(HostsOutcome):
     inventory: Inventory
     new_keys: list[str]
     push: PushResult
@@ -48,10 +49,6 @@ class UpResult:
     @property
     def ok(self) -> bool:
         return not self.push.failed and (self.verify is None or self.verify.ok)
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK if self.ok else ExitStatus.HOSTS_FAILED
 
     def to_json(self) -> dict[str, Any]:
         return {

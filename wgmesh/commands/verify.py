@@ -11,8 +11,8 @@ from typing import Any
 from wgmesh import keys as keymod
 from wgmesh import status as statmod
 from wgmesh import store
+from wgmesh.commands import HostsOutcome
 from wgmesh.commands.status import collect_status
-from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.model import Action, HostResult, Instance, Inventory, Peer
 from wgmesh.remote import plan as planmod
@@ -41,7 +41,7 @@ class Probe:
 
 
 @dataclass
-class VerifyResult:
+class VerifyResult(HostsOutcome):
     probes: list[Probe]
     handshakes: list[statmod.Link]
     unreachable: dict[str, str]
@@ -60,10 +60,6 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         return not self.failures
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        return ExitStatus.OK if self.ok else ExitStatus.HOSTS_FAILED
 
     def to_json(self) -> dict[str, Any]:
         return {
