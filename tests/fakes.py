@@ -1,0 +1,356 @@
+"""A fake host pool for unit tests of the commands that touch hosts (push, status, verify,
+delpeer, rotate-keys, destroy): no SSH, no root, no network.
+
+A FakeHost is a small model of one WireGuard host. It interprets a Program by its ops, the
+way scripts/*.sh do, and never parses shell. Its state:
+
+- `conf`: the text of /etc/wireguard/<iface>.conf (None: no file);
+- `up`: whether the interface runs; `running_conf`: the text it was (re)loaded from by the
+  last start or syncconf; `peers`: the public keys it runs (a test may change them: drift);
+- `routes`: the prefixes routed via the interface (PostUp's and sync_routes' `ip -batch`);
+- `systemd`: whether systemd is PID 1.
+
+What it does not model: file modes and owners, systemd units being enabled, iptables,
+PostUp/PostDown lines other than the route sync, real packets (a ping succeeds when the
+source's interface is up and the target is not in `ping_fails`), transfer counters (fixed
+numbers once a handshake exists) and time (a handshake is always 5 s old).
+
+Scripted faults: `unreachable` (the pool's get() raises SshError with that reason),
+`fail_start` (START exits 42 with that stderr; the previous file and interface come back),
+`fail_syncconf` (SYNCCONF exits 43), `needs_password` (every program: rc 1, sudo's message).
+Every program a host was asked to run is recorded in `ran`, with its standard input.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from wgmesh.adapters.ssh import SshError
+from wgmesh.commands.addpeer import addpeer
+from wgmesh.commands.push import push
+from wgmesh.keys import Keystore, public_key
+from wgmesh.model import Instance, Inventory, Peer
+from wgmesh.peers import PeerOptions
+from wgmesh.progress import Reporter
+from wgmesh.remote.exits import RemoteExit
+from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Reply
+from wgmesh.remote.steps import Op, Program, Step
+from wgmesh.render import fingerprints, render
+from wgmesh.store import load
+from wgmesh.workspace import Workspace, default_stacks_dir
+
+NO_DEVICE = "Unable to access interface: No such device"
+SUDO_PASSWORD = "sudo: a password is required"
+HANDSHAKE_AGE = 5
+
+
+class Ran(NamedTuple):
+    program: Program
+    stdin: bytes | None
+
+    @property
+    def ops(self) -> list[Op]:
+        return self.program.ops()
+
+
+def parse_conf(text: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """A wg-quick file → ([Interface] values, public key → that [Peer]'s values)."""
+    interface: dict[str, str] = {}
+    peers: dict[str, dict[str, str]] = {}
+    section: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line == "[Interface]":
+            section = interface
+        elif line == "[Peer]":
+            section = {}
+        elif section is not None and "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            if key == "PublicKey":
+                peers[value] = section
+            section.setdefault(key, value)  # PostUp appears many times: the first is enough here
+    return interface, peers
+
+
+class _Exit(Exception):
+    """A script's `exit N`."""
+
+    def __init__(self, rc: int, err: str = ""):
+        super().__init__(rc)
+        self.rc = rc
+        self.err = err
+
+
+@dataclass
+class FakeHost:
+    conf: str | None = None
+    up: bool = False
+    systemd: bool = True
+    peers: set[str] = field(default_factory=set)
+    running_conf: str | None = None
+    routes: set[str] = field(default_factory=set)
+    # scripted faults
+    unreachable: str | None = None
+    fail_start: str | None = None
+    fail_syncconf: str | None = None
+    needs_password: bool = False
+    ping_fails: set[str] = field(default_factory=set)
+    # what the host was asked to run
+    ran: list[Ran] = field(default_factory=list)
+    pool: FakePool | None = field(default=None, repr=False)
+    gateway: FakeHost | None = field(default=None, repr=False)  # for a private instance: its jump host
+
+    # ------------------------------------------------------------ what the model says
+
+    @property
+    def public_key(self) -> str | None:
+        """The public key of the running interface (from the PrivateKey it was loaded with)."""
+        if not self.up or self.running_conf is None:
+            return None
+        private = parse_conf(self.running_conf)[0].get("PrivateKey")
+        return public_key(private) if private else None
+
+    def programs(self, name: str | None = None) -> list[Ran]:
+        return [r for r in self.ran if name is None or r.program.name == name]
+
+    def applied(self) -> list[list[Op]]:
+        """The ops of every apply program this host ran."""
+        return [r.ops for r in self.programs("apply")]
+
+    # ------------------------------------------------------------ running programs
+
+    def run(self, program: Program, stdin: bytes | None = None, timeout: float = PROBE_TIMEOUT) -> Reply:
+        lock = self.pool.lock if self.pool is not None else threading.Lock()
+        with lock:
+            self.ran.append(Ran(program, stdin))
+            if self.needs_password:
+                return Reply(1, "", SUDO_PASSWORD + "\n")
+            out: list[str] = []
+            regs = {"stdin": stdin, "prev": None, "had": True}
+            try:
+                for s in program.steps:
+                    out += self._step(s, regs)
+            except _Exit as ex:
+                return Reply(ex.rc, "".join(out), ex.err)
+            return Reply(0, "".join(out), "")
+
+    def _step(self, s: Step, regs: dict) -> list[str]:  # noqa: PLR0911, PLR0912 - one branch per op
+        op = s.op
+        if op in (Op.WAIT_CLOUD_INIT, Op.PREPARE):
+            return []
+        if op == Op.PROBE:
+            return self._probe()
+        if op == Op.STAGE:
+            regs["staged"] = (regs["stdin"] or b"").decode()
+            regs["prev"], regs["had"] = self.conf, self.conf is not None
+            return []
+        if op == Op.DOWN:
+            self._down()
+            return []
+        if op == Op.INSTALL:
+            self.conf = regs["staged"]
+            return []
+        if op == Op.START:
+            self._start(bool(s.args[1]), regs)
+            return []
+        if op == Op.SYNCCONF:
+            if self.fail_syncconf is not None or not self.up or self.conf is None:
+                raise _Exit(RemoteExit.SYNCCONF_FAILED, (self.fail_syncconf or NO_DEVICE) + "\n")
+            self._load(self.conf)
+            return []
+        if op == Op.SYNC_ROUTES:
+            self._sync_routes()
+            return []
+        if op == Op.FINISH:
+            raise _Exit(0)
+        if op == Op.STOP_ALL:
+            self._down()
+            self.conf = None
+            raise _Exit(0)
+        if op == Op.DUMP:
+            return self._dump()
+        if op == Op.PING:
+            return [self._ping(str(t)) for t in s.args[2:]]
+        raise AssertionError(f"FakeHost: no model for op {op}")
+
+    def _probe(self) -> list[str]:
+        lines = ["file -", "iface -"]
+        if self.conf is not None:
+            file_sha, iface_sha = fingerprints(self.conf)
+            lines = [f"file {file_sha}", f"iface {iface_sha}"]
+        lines += ["up", *(f"peer {k}" for k in sorted(self.peers))] if self.up else ["down"]
+        lines += ["systemd"] if self.systemd else []
+        return [line + "\n" for line in [*lines, "end"]]
+
+    def _load(self, text: str) -> None:
+        """wg setconf / syncconf: the interface runs the file's key and peers."""
+        self.running_conf = text
+        self.peers = set(parse_conf(text)[1])
+
+    def _sync_routes(self) -> None:
+        sections = parse_conf(self.running_conf or "")[1]
+        self.routes = {
+            prefix.strip() for k in self.peers for prefix in sections.get(k, {}).get("AllowedIPs", "").split(",")
+            if prefix.strip()
+        }
+
+    def _down(self) -> None:
+        self.up = False
+        self.peers = set()
+        self.running_conf = None
+        self.routes = set()
+
+    def _bring_up(self) -> None:
+        if self.conf is None:
+            raise _Exit(RemoteExit.START_FAILED, "wg-quick: `/etc/wireguard/wg0.conf' does not exist\n")
+        self.up = True
+        self._load(self.conf)
+        self._sync_routes()  # PostUp
+
+    def _start(self, was_up: bool, regs: dict) -> None:
+        """wgm_start: on failure the previous file (or none) is put back, and the interface
+        comes up again with it if it was up before."""
+        if self.fail_start is None:
+            self._bring_up()
+            return
+        self._down()
+        if regs["prev"] is not None:
+            self.conf = regs["prev"]
+            if was_up:
+                self._bring_up()
+        elif not regs["had"]:
+            self.conf = None
+        raise _Exit(RemoteExit.START_FAILED, self.fail_start + "\n")
+
+    def _dump(self) -> list[str]:
+        if not self.up or self.running_conf is None:
+            raise _Exit(1, NO_DEVICE + "\n")
+        interface, sections = parse_conf(self.running_conf)
+        lines = [f"(hidden)\t{self.public_key}\t{interface.get('ListenPort', '51820')}\toff"]
+        now = int(time.time())
+        for key in sorted(self.peers):
+            sec = sections.get(key, {})
+            shook = self.pool is not None and self.pool.handshake(self, key)
+            hs, rx, tx = (now - HANDSHAKE_AGE, 1000, 2000) if shook else (0, 0, 0)
+            lines.append("\t".join([
+                key, "(hidden)", sec.get("Endpoint", "(none)"),
+                ",".join(p.strip() for p in sec.get("AllowedIPs", "(none)").split(",")),
+                str(hs), str(rx), str(tx), sec.get("PersistentKeepalive", "off"),
+            ]))
+        return [line + "\n" for line in lines]
+
+    def _ping(self, target: str) -> str:
+        """A reply when the tunnel is up (the gateway's, for a private instance) and the test
+        did not say otherwise."""
+        via = self.gateway or self
+        return f"ok {target} 0.1\n" if via.up and target not in self.ping_fails else f"fail {target}\n"
+
+
+class FakePool:
+    """The Pool the commands get from `connector()`: one FakeHost per peer name, and per
+    private instance under "peer/instance"."""
+
+    def __init__(self, hosts: dict[str, FakeHost]):
+        self.hosts = hosts
+        self.wait_ssh = 0.0
+        self.lock = threading.RLock()
+        self.opened = 0
+        self.closed = 0
+        for h in hosts.values():
+            h.pool = self
+
+    def connector(self) -> Connector:
+        def connect(ws: Workspace, inv: Inventory, wait_ssh: float) -> FakePool:
+            self.wait_ssh = wait_ssh
+            self.opened += 1
+            return self
+
+        return connect
+
+    def _host(self, name: str) -> FakeHost:
+        host = self.hosts.get(name)
+        if host is None:
+            raise SshError(f"unreachable: no fake host {name}")
+        if host.unreachable is not None:
+            raise SshError(host.unreachable)
+        return host
+
+    def get(self, peer: Peer) -> FakeHost:
+        if peer.ssh is None:
+            raise SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
+        return self._host(peer.name)
+
+    def get_instance(self, peer: Peer, inst: Instance) -> FakeHost:
+        host = self._host(f"{peer.name}/{inst.name}")
+        host.gateway = self.get(peer)  # reached through its gateway, and routed by it
+        return host
+
+    def add(self, name: str) -> FakeHost:
+        """A new host (a peer's, or "peer/instance"): no file, interface down."""
+        host = self.hosts[name] = FakeHost(pool=self)
+        return host
+
+    def handshake(self, host: FakeHost, key: str) -> bool:
+        """`host` has a session with the running interface whose key is `key`: both are up and
+        run each other's public keys."""
+        mine = host.public_key
+        return any(o is not host and o.public_key == key and mine in o.peers for o in self.hosts.values())
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def __enter__(self) -> FakePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def forget_runs(self) -> None:
+        """Clear every host's record of the programs it ran."""
+        for h in self.hosts.values():
+            h.ran.clear()
+
+
+# ---------------------------------------------------------------- a mesh of hand-added peers
+
+
+def peer_options(n: int, **more: Any) -> PeerOptions:
+    """Peer number n: SSH and endpoint at 198.51.100.n, subnet 10.n.0.0/24, private address 10.n.0.1."""
+    return PeerOptions(
+        ssh_target=f"root@198.51.100.{n}", endpoint=f"198.51.100.{n}", subnets=[f"10.{n}.0.0/24"],
+        private_address=f"10.{n}.0.1", **more,
+    )
+
+
+def fake_mesh(root: Path, names: tuple[str, ...] = ("a", "b", "c")) -> tuple[Workspace, FakePool]:
+    """A workspace under `root` with the named peers added by hand (peer i+1 of peer_options),
+    and a pool with a fresh FakeHost for each: no file, interface down."""
+    ws = Workspace(root, "lab", default_stacks_dir())
+    for i, name in enumerate(names, 1):
+        addpeer(ws, name, peer_options(i))
+    return ws, FakePool({name: FakeHost() for name in names})
+
+
+def pushed_mesh(root: Path, names: tuple[str, ...] = ("a", "b", "c")) -> tuple[Workspace, FakePool]:
+    """fake_mesh after a first push that worked, with the hosts' records of it cleared."""
+    ws, pool = fake_mesh(root, names)
+    res = push(ws, Reporter(), connect=pool.connector())
+    assert res.ok, res.to_json()
+    pool.forget_runs()
+    return ws, pool
+
+
+def public_keys(ws: Workspace) -> dict[str, str]:
+    """Peer name → its current public key, from the workspace's keystore."""
+    return {n: kp.public for n, kp in Keystore(ws.keys_dir).load().pairs.items()}
+
+
+def rendered(ws: Workspace) -> dict[str, str]:
+    """Peer name → the config wgmesh renders for it now."""
+    return render(load(ws), Keystore(ws.keys_dir).load())

@@ -1,0 +1,190 @@
+"""delpeer, rotate-keys and destroy on a fake host pool: what each host runs, and when pending
+revocations settle (.wgmesh/<inventory>/revocations.json) and retired keys are purged."""
+
+import json
+
+import pytest
+
+from tests.fakes import public_keys, pushed_mesh, rendered
+from wgmesh import revocations as revmod
+from wgmesh import store
+from wgmesh.commands.delpeer import delpeer
+from wgmesh.commands.destroy import destroy
+from wgmesh.commands.push import push
+from wgmesh.commands.rotate_keys import rotate_keys
+from wgmesh.commands.status import status
+from wgmesh.errors import ExitStatus
+from wgmesh.keys import Keystore
+from wgmesh.progress import Reporter
+from wgmesh.remote.steps import Op
+from wgmesh.status import LinkState
+
+
+@pytest.fixture
+def pushed(tmp_path):
+    return pushed_mesh(tmp_path)
+
+
+def actions(res):
+    return {n: r.action for n, r in res.results.items()}
+
+
+def all_fresh(ws, pool):
+    res = status(ws, connect=pool.connector())
+    return res.exit_status == ExitStatus.OK and {lk.state for lk in res.links} == {LinkState.FRESH}
+
+
+# ---------------------------------------------------------------- delpeer
+
+
+def test_delpeer_stops_the_peer_and_syncs_the_others(pushed):
+    ws, pool = pushed
+    gone = public_keys(ws)["c"]
+    res = delpeer(ws, "c", Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.OK
+    assert res.stop is not None and res.stop.ok and res.stop.action == "stopped"
+    c = pool.hosts["c"]
+    assert [r.ops for r in c.ran] == [[Op.STOP_ALL]] and c.conf is None and not c.up
+    assert actions(res.push) == {"a": "syncconf", "b": "syncconf"}
+    for name in "ab":
+        assert gone not in pool.hosts[name].peers and pool.hosts[name].conf == rendered(ws)[name]
+    assert "c" not in store.load(ws).names and "c" not in public_keys(ws)
+    assert not ws.revocations_path.exists()
+    doc = json.loads(json.dumps(res.to_json()))
+    assert doc["removed"] == "c" and doc["stopped"] is True and doc["stop_detail"] == ""
+    assert doc["push"]["ok"] is True and set(doc["push"]["hosts"]) == {"a", "b"}
+    assert all_fresh(ws, pool)
+
+
+def test_delpeer_with_a_host_unreachable_leaves_a_pending_revocation_until_a_push_reaches_it(pushed):
+    ws, pool = pushed
+    gone = public_keys(ws)["c"]
+    pool.hosts["b"].unreachable = "unreachable: timed out"
+    res = delpeer(ws, "c", Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.HOSTS_FAILED
+    assert res.push.failed == ["b"] and actions(res.push)["a"] == "syncconf"
+    (rev,) = res.push.pending
+    assert (rev.peer, rev.key, rev.why, rev.hosts) == ("c", gone, revmod.REMOVED, ("b",))
+    assert revmod.load(ws.revocations_path) == [rev]
+    assert json.loads(ws.revocations_path.read_text())[0]["hosts"] == ["b"]
+    assert gone in pool.hosts["b"].peers  # b still trusts the removed key
+    st = status(ws, connect=pool.connector())
+    assert st.pending == [rev] and st.to_json()["pending_revocations"][0]["hosts"] == ["b"]
+    # b is back: the next push drops the key there, and the revocation settles
+    pool.hosts["b"].unreachable = None
+    again = push(ws, Reporter(), connect=pool.connector())
+    assert again.exit_status == ExitStatus.OK and again.pending == []
+    assert actions(again) == {"a": "unchanged", "b": "syncconf"}
+    assert gone not in pool.hosts["b"].peers
+    assert not ws.revocations_path.exists()
+
+
+def test_delpeer_of_an_unreachable_peer_fails_its_stop(pushed):
+    ws, pool = pushed
+    pool.hosts["c"].unreachable = "unreachable: no route to host"
+    res = delpeer(ws, "c", Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.HOSTS_FAILED
+    assert res.stop is not None and not res.stop.ok and res.stop.detail == "unreachable: no route to host"
+    assert res.to_json()["stopped"] is False and res.push.ok  # the others dropped it all the same
+    assert "c" not in store.load(ws).names
+
+
+# ---------------------------------------------------------------- rotate-keys
+
+
+def test_rotate_keys_gives_every_host_its_new_config_hitlessly(pushed):
+    ws, pool = pushed
+    old = public_keys(ws)["a"]
+    res = rotate_keys(ws, ["a"], Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.OK and res.rotated == ["a"]
+    new = public_keys(ws)["a"]
+    assert new != old
+    texts = rendered(ws)
+    for name, host in pool.hosts.items():
+        assert actions(res.push)[name] == "syncconf"
+        assert host.applied() == [[Op.PREPARE, Op.STAGE, Op.INSTALL, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]]
+        assert host.conf == texts[name]
+    assert pool.hosts["a"].public_key == new
+    assert new in pool.hosts["b"].peers and old not in pool.hosts["b"].peers
+    assert Keystore(ws.keys_dir).load().retired == {}  # every host runs the new configs: purged at once
+    assert not ws.revocations_path.exists()
+    assert all_fresh(ws, pool)
+
+
+def test_rotate_keys_keeps_the_old_key_pending_until_every_host_runs_the_new_config(pushed):
+    ws, pool = pushed
+    old = public_keys(ws)["a"]
+    pool.hosts["c"].unreachable = "unreachable: connection refused"
+    res = rotate_keys(ws, ["a"], Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.HOSTS_FAILED
+    (rev,) = res.push.pending
+    assert (rev.peer, rev.key, rev.why, rev.hosts) == ("a", old, revmod.ROTATED, ("c",))
+    assert [kp.public for kp in Keystore(ws.keys_dir).load().retired["a"]] == [old]
+    assert old in pool.hosts["c"].peers
+    assert res.to_json()["push"]["pending_revocations"] == [
+        {"peer": "a", "public_key": old, "why": "rotated", "hosts": ["c"]}
+    ]
+    pool.hosts["c"].unreachable = None
+    again = push(ws, Reporter(), connect=pool.connector())
+    assert again.exit_status == ExitStatus.OK
+    assert actions(again) == {"a": "unchanged", "b": "unchanged", "c": "syncconf"}
+    assert old not in pool.hosts["c"].peers and public_keys(ws)["a"] in pool.hosts["c"].peers
+    assert Keystore(ws.keys_dir).load().retired == {} and not ws.revocations_path.exists()
+    assert all_fresh(ws, pool)
+
+
+def test_rotate_all_keys(pushed):
+    ws, pool = pushed
+    before = public_keys(ws)
+    res = rotate_keys(ws, None, Reporter(), connect=pool.connector())
+    assert res.rotated == ["a", "b", "c"] and res.exit_status == ExitStatus.OK
+    after = public_keys(ws)
+    assert all(after[n] != before[n] and pool.hosts[n].public_key == after[n] for n in "abc")
+    assert all_fresh(ws, pool)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the rotated peer's syncconf failed after its new file was installed; "
+                   "the next push sees the same file and peers, says 'unchanged', settles the revocation and "
+                   "purges the retired key while the host still runs it")
+def test_a_rotated_peer_whose_syncconf_failed_gets_its_new_key_later(pushed):
+    ws, pool = pushed
+    pool.hosts["a"].fail_syncconf = "boom"
+    rotate_keys(ws, ["a"], Reporter(), connect=pool.connector())
+    pool.hosts["a"].fail_syncconf = None
+    push(ws, Reporter(), connect=pool.connector())
+    assert pool.hosts["a"].public_key == public_keys(ws)["a"]
+
+
+# ---------------------------------------------------------------- destroy
+
+
+def test_destroy_stops_every_host(pushed):
+    ws, pool = pushed
+    res = destroy(ws, Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.OK
+    assert {n: (r.ok, r.action) for n, r in res.stopped.items()} == {n: (True, "stopped") for n in "abc"}
+    for host in pool.hosts.values():
+        assert [r.ops for r in host.ran] == [[Op.STOP_ALL]] and host.conf is None and not host.up
+    doc = json.loads(json.dumps(res.to_json()))
+    assert doc == {
+        "terraform": "no stack", "removed_peers": [], "purged_keys": [], "kept_keys": ["a", "b", "c"],
+        "configs_removed": 3, "stopped": {n: {"ok": True, "detail": ""} for n in "abc"},
+    }
+    assert store.load(ws).names == ("a", "b", "c")  # hand-added peers stay, with their keys
+    assert not ws.output_dir.exists()
+
+
+def test_destroy_with_a_host_unreachable(pushed):
+    ws, pool = pushed
+    pool.hosts["a"].unreachable = "unreachable: timed out"
+    res = destroy(ws, Reporter(), connect=pool.connector())
+    assert res.exit_status == ExitStatus.HOSTS_FAILED
+    assert res.to_json()["stopped"]["a"] == {"ok": False, "detail": "unreachable: timed out"}
+    assert pool.hosts["a"].up and not pool.hosts["b"].up
+
+
+def test_destroy_without_stop_touches_no_host(pushed):
+    ws, pool = pushed
+    res = destroy(ws, Reporter(), stop=False, connect=pool.connector())
+    assert res.stopped == {} and pool.opened == 1  # the push's pool only
+    assert all(h.ran == [] and h.up for h in pool.hosts.values())
