@@ -17,7 +17,8 @@ numbers once a handshake exists) and time (a handshake is always 5 s old).
 
 Scripted faults: `unreachable` (the pool's get() raises SshError with that reason),
 `fail_start` (START exits 42 with that stderr; the previous file and interface come back),
-`fail_syncconf` (SYNCCONF exits 43), `needs_password` (every program: rc 1, sudo's message).
+`fail_syncconf` (SYNCCONF exits 43 and puts the previous file back),
+`needs_password` (every program: rc 1, sudo's message).
 Every program a host was asked to run is recorded in `ran`, with its standard input.
 """
 
@@ -161,6 +162,7 @@ class FakeHost:
             return []
         if op == Op.SYNCCONF:
             if self.fail_syncconf is not None or not self.up or self.conf is None:
+                self._restore(regs)  # wgm_fail
                 raise _Exit(RemoteExit.SYNCCONF_FAILED, (self.fail_syncconf or NO_DEVICE) + "\n")
             self._load(self.conf)
             return []
@@ -187,6 +189,13 @@ class FakeHost:
         lines += ["up", *(f"peer {k}" for k in sorted(self.peers))] if self.up else ["down"]
         lines += ["systemd"] if self.systemd else []
         return [line + "\n" for line in [*lines, "end"]]
+
+    def _restore(self, regs: dict) -> None:
+        """wgm_fail: the previous file goes back (or none, if there was none)."""
+        if regs["prev"] is not None:
+            self.conf = regs["prev"]
+        elif not regs["had"]:
+            self.conf = None
 
     def _load(self, text: str) -> None:
         """wg setconf / syncconf: the interface runs the file's key and peers."""

@@ -143,9 +143,6 @@ def test_rotate_all_keys(pushed):
     assert all_fresh(ws, pool)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the rotated peer's syncconf failed after its new file was installed; "
-                   "the next push sees the same file and peers, says 'unchanged', settles the revocation and "
-                   "purges the retired key while the host still runs it")
 def test_a_rotated_peer_whose_syncconf_failed_gets_its_new_key_later(pushed):
     ws, pool = pushed
     pool.hosts["a"].fail_syncconf = "boom"

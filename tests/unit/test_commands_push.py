@@ -146,9 +146,6 @@ def test_a_failing_syncconf_is_reported(pushed):
     assert actions(res)["b"] == (True, "syncconf")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a failed syncconf leaves the new file installed (apply.sh wgm_syncconf "
-                   "does not put $PREV back); the next push sees the same file and the same peer keys and calls "
-                   "the host up to date while it runs the old endpoint")
 def test_a_failed_syncconf_is_retried_by_the_next_push(pushed):
     ws, pool = pushed
     setpeer(ws, "c", PeerOptions(endpoint="198.51.100.33"))

@@ -84,8 +84,8 @@ def test_scripts_take_config_on_stdin_and_hold_no_key(text, lab_inventory):
         assert 'mv -f "$TMP" "$CONF"' in script and "WGDIR=/etc/wireguard" in script and "/tmp" not in script
         assert private not in command(program, "ubuntu")
     sync = compile_program(P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False))
-    assert 'st=$(wg-quick strip "$IFACE") || exit "$WGM_EXIT_SYNCCONF_FAILED"' in sync
-    assert "ip -batch -" in sync and 'exit "$WGM_EXIT_ROUTES_FAILED"' in sync
+    assert 'st=$(wg-quick strip "$IFACE") || wgm_fail "$WGM_EXIT_SYNCCONF_FAILED"' in sync
+    assert "ip -batch -" in sync and 'wgm_fail "$WGM_EXIT_ROUTES_FAILED"' in sync
     assert "WGM_EXIT_SYNCCONF_FAILED=43" in sync and "WGM_EXIT_ROUTES_FAILED=44" in sync
     start = compile_program(P.apply_program(P.Plan(Action.START, False, ""), "wg0", True))
     # a oneshot unit may be "active" with the interface gone: restart, never a no-op enable --now
@@ -184,6 +184,26 @@ def test_failed_restart_puts_the_previous_config_back(tmp_path):
     assert r.returncode == RemoteExit.START_FAILED
     assert (wgdir / "wg0.conf").read_text() == "old\n"
     assert sorted(os.listdir(wgdir)) == ["wg0.conf"]
+
+
+@pytest.mark.parametrize("failing", ["syncconf", "routes"])
+def test_failed_syncconf_or_route_sync_puts_the_previous_config_back(tmp_path, failing):
+    """Else the next probe would find the new file and call the host up to date."""
+    wgdir = tmp_path / "etc"
+    wgdir.mkdir()
+    (wgdir / "wg0.conf").write_text("old\n")
+    env = _fakes(tmp_path, {
+        "wg": 'case "$1" in syncconf) ' + ("exit 1" if failing == "syncconf" else "cat >/dev/null") + ";; esac\n",
+        "wg-quick": "echo stripped\n",
+        "ip": 'case "$*" in *batch*) ' + ("exit 2" if failing == "routes" else "cat >/dev/null") + ";; esac\n",
+        "chown": "exit 0\n",
+    })
+    program = replace(P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False), directory=str(wgdir))
+    r = subprocess.run(["sh", "-c", compile_program(program)], input=b"new\n", env=env, capture_output=True)
+    want = RemoteExit.SYNCCONF_FAILED if failing == "syncconf" else RemoteExit.ROUTES_FAILED
+    assert r.returncode == want, r.stderr
+    assert (wgdir / "wg0.conf").read_text() == "old\n"
+    assert sorted(os.listdir(wgdir)) == ["wg0.conf"]  # no temporary file, no .prev copy of the key
 
 
 def test_failed_first_start_leaves_no_config(tmp_path):

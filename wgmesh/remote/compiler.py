@@ -47,7 +47,7 @@ def call(s: Step) -> str:
 
 
 def compile_program(program: Program) -> str:
-    libs = list(dict.fromkeys(LIBRARY[s.op] for s in program.steps))
+    libs = list(dict.fromkeys(name for s in program.steps for name in LIBRARY[s.op]))
     return "\n".join([*preamble(program), *(library(n) for n in libs), *(call(s) for s in program.steps)])
 
 

@@ -31,14 +31,14 @@ class Op(StrEnum):
     PING = "ping"  # (attempts, wait, targets...)
 
 
-# Which script file defines each op.
-LIBRARY = {
-    Op.WAIT_CLOUD_INIT: "probe", Op.PROBE: "probe",
-    Op.PREPARE: "apply", Op.STAGE: "apply", Op.DOWN: "apply", Op.INSTALL: "apply", Op.START: "apply",
-    Op.SYNCCONF: "apply", Op.FINISH: "apply",
-    Op.SYNC_ROUTES: "routes",
-    Op.STOP_ALL: "stop",
-    Op.DUMP: "status", Op.PING: "status",
+# Which script files define each op (and what it calls).
+LIBRARY: dict[Op, tuple[str, ...]] = {
+    Op.WAIT_CLOUD_INIT: ("probe",), Op.PROBE: ("probe",),
+    Op.PREPARE: ("apply",), Op.STAGE: ("apply",), Op.DOWN: ("apply",), Op.INSTALL: ("apply",),
+    Op.START: ("apply",), Op.SYNCCONF: ("apply",), Op.FINISH: ("apply",),
+    Op.SYNC_ROUTES: ("apply", "routes"),
+    Op.STOP_ALL: ("stop",),
+    Op.DUMP: ("status",), Op.PING: ("status",),
 }
 
 Arg = str | int | bool

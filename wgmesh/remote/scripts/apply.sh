@@ -77,11 +77,23 @@ wgm_start() {
     rm -f "$LOG" "$PREV"
 }
 
+# A step after the install failed: the previous file goes back (or none, if there was none), so
+# the next probe sees that the host does not run the desired config and the push is retried.
+# $1: the exit status.
+wgm_fail() {
+    if [ -f "$PREV" ]; then
+        mv -f "$PREV" "$CONF"
+    elif [ "${HAD:-1}" = 0 ]; then
+        rm -f "$CONF"
+    fi
+    exit "$1"
+}
+
 # Only peers (or the private key, or the port) changed: no tunnel drops.
 wgm_syncconf() {
     # No pipefail in sh: a failed strip must not feed an empty config to syncconf.
-    st=$(wg-quick strip "$IFACE") || exit "$WGM_EXIT_SYNCCONF_FAILED"
-    printf '%s\n' "$st" | wg syncconf "$IFACE" /dev/stdin || exit "$WGM_EXIT_SYNCCONF_FAILED"
+    st=$(wg-quick strip "$IFACE") || wgm_fail "$WGM_EXIT_SYNCCONF_FAILED"
+    printf '%s\n' "$st" | wg syncconf "$IFACE" /dev/stdin || wgm_fail "$WGM_EXIT_SYNCCONF_FAILED"
 }
 
 wgm_finish() {

@@ -3,12 +3,12 @@
 # wg-quick would spawn `ip` once per prefix), and no route via the interface that no peer owns
 # any more. Derived on the host from the running interface, so the script does not grow with
 # the mesh. The same batch runs as PostUp (remote/hooks.py, route_sync_command).
-# Set by the compiler: IFACE, WGM_EXIT_ROUTES_FAILED.
+# Set by the compiler: IFACE, WGM_EXIT_ROUTES_FAILED. Needs apply.sh (wgm_fail).
 
 wgm_sync_routes() {
     wg show "$IFACE" allowed-ips | tr '[:blank:]' '\n' |
         sed -n -E "s|^([0-9a-f.:]+/[0-9]+)\$|route replace \\1 dev $IFACE|p" |
-        ip -batch - || exit "$WGM_EXIT_ROUTES_FAILED"
+        ip -batch - || wgm_fail "$WGM_EXIT_ROUTES_FAILED"
     want=" $(wg show "$IFACE" allowed-ips | tr '[:blank:]' '\n' | sed -n -E 's|^([0-9a-f.:]+/[0-9]+)$|\1|p' |
         sed 's|/32$||; s|/128$||' | tr '\n' ' ') "
     for version in 4 6; do
