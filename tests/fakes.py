@@ -8,10 +8,12 @@ way scripts/*.sh do, and never parses shell. Its state:
 - `up`: whether the interface runs; `running_conf`: the text it was (re)loaded from by the
   last start or syncconf; `peers`: the public keys it runs (a test may change them: drift);
 - `routes`: the prefixes routed via the interface (PostUp's and sync_routes' `ip -batch`);
-- `systemd`: whether systemd is PID 1.
+- `rules`: (family, "fwd"/"nat") → (rules in the wgmesh chain, jump present), as the PostUp
+  lines of the running file leave them (counted from those lines) and PostDown removes them;
+- `systemd`: whether systemd is PID 1; `unit`: what `systemctl is-enabled` says.
 
-What it does not model: file modes and owners, systemd units being enabled, iptables,
-PostUp/PostDown lines other than the route sync, real packets (a ping succeeds when the
+What it does not model: file modes and owners, the rules' content (only their number), real
+packets (a ping succeeds when the
 source's interface is up and the target is not in `ping_fails`), transfer counters (fixed
 numbers once a handshake exists) and time (a handshake is always 5 s old).
 
@@ -24,6 +26,8 @@ Every program a host was asked to run is recorded in `ran`, with its standard in
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -96,6 +100,8 @@ class FakeHost:
     peers: set[str] = field(default_factory=set)
     running_conf: str | None = None
     routes: set[str] = field(default_factory=set)
+    rules: dict[tuple[int, str], tuple[int, bool]] = field(default_factory=dict)
+    unit: str = "disabled"
     # scripted faults
     unreachable: str | None = None
     fail_start: str | None = None
@@ -148,6 +154,8 @@ class FakeHost:
         if op == Op.PROBE:
             return self._probe()
         if op == Op.STAGE:
+            if hashlib.sha256(regs["stdin"] or b"").hexdigest() != s.args[0]:
+                raise _Exit(RemoteExit.TRUNCATED, "the config arrived incomplete: nothing was changed\n")
             regs["staged"] = (regs["stdin"] or b"").decode()
             regs["prev"], regs["had"] = self.conf, self.conf is not None
             return []
@@ -169,11 +177,18 @@ class FakeHost:
         if op == Op.SYNC_ROUTES:
             self._sync_routes()
             return []
+        if op == Op.RESTORE_RULES:
+            self._apply_rules(self.conf or "")
+            return []
+        if op == Op.ENABLE_UNIT:
+            self.unit = "enabled"
+            return []
         if op == Op.FINISH:
             raise _Exit(0)
         if op == Op.STOP_ALL:
             self._down()
             self.conf = None
+            self.unit = "disabled"
             raise _Exit(0)
         if op == Op.DUMP:
             return self._dump()
@@ -186,9 +201,31 @@ class FakeHost:
         if self.conf is not None:
             file_sha, iface_sha = fingerprints(self.conf)
             lines = [f"file {file_sha}", f"iface {iface_sha}"]
-        lines += ["up", *(f"peer {k}" for k in sorted(self.peers))] if self.up else ["down"]
-        lines += ["systemd"] if self.systemd else []
+        if self.up:
+            interface, sections = parse_conf(self.running_conf or "")
+            lines += ["up", f"port {interface.get('ListenPort', '51820')}"]
+            for key in sorted(self.peers):
+                sec = sections.get(key, {})
+                allowed = ",".join(p.strip() for p in sec.get("AllowedIPs", "(none)").split(","))
+                lines.append(f"peer {key} {allowed} {sec.get('Endpoint', '(none)')} "
+                             f"{sec.get('PersistentKeepalive', 'off')}")
+            lines += [f"route {r.removesuffix('/32').removesuffix('/128')}" for r in sorted(self.routes)]
+            lines += [f"rules {f} {k} {n} {int(j)}" for (f, k), (n, j) in sorted(self.rules.items())]
+        else:
+            lines.append("down")
+        lines += ["systemd", f"unit {self.unit}"] if self.systemd else []
         return [line + "\n" for line in [*lines, "end"]]
+
+    def _apply_rules(self, text: str) -> None:
+        """The PostUp lines' chains: 2 FORWARD rules per family, one MASQUERADE per source."""
+        for line in text.splitlines():
+            if not line.startswith("PostUp = ") or "-restore" not in line:
+                continue
+            family = 6 if "ip6tables-restore" in line else 4
+            self.rules[(family, "fwd")] = (2, True)
+            sources = re.search(r"for s in (.*?); do", line)
+            if sources:
+                self.rules[(family, "nat")] = (len(sources.group(1).split()), True)
 
     def _restore(self, regs: dict) -> None:
         """wgm_fail: the previous file goes back (or none, if there was none)."""
@@ -214,13 +251,17 @@ class FakeHost:
         self.peers = set()
         self.running_conf = None
         self.routes = set()
+        self.rules = {}  # PostDown
 
     def _bring_up(self) -> None:
         if self.conf is None:
             raise _Exit(RemoteExit.START_FAILED, "wg-quick: `/etc/wireguard/wg0.conf' does not exist\n")
         self.up = True
         self._load(self.conf)
-        self._sync_routes()  # PostUp
+        self._apply_rules(self.conf)  # PostUp
+        self._sync_routes()
+        if self.systemd:
+            self.unit = "enabled"  # wgm_up: systemctl enable, then restart
 
     def _start(self, was_up: bool, regs: dict) -> None:
         """wgm_start: on failure the previous file (or none) is put back, and the interface

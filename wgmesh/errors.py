@@ -16,6 +16,7 @@ class ExitStatus(IntEnum):
     LOCKED = 3
     HOSTS_FAILED = 4
     TERRAFORM_FAILED = 5
+    CHANGES_PENDING = 6  # push --dry-run: some host would change
     INTERRUPTED = 130
 
 

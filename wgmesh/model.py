@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -35,6 +36,7 @@ class Action(StrEnum):
     SKIPPED = "skipped"  # no SSH access: nothing to do on the host
     FAILED = "failed"
     DOWN = "down"  # reached, but the interface is not up
+    REPAIR = "repair"  # the config was right, what the host ran had drifted: repaired
     OK = "ok"
     PRIMED = "primed"
     PROBED = "probed"
@@ -134,8 +136,17 @@ class KeyPair:
 
 
 @dataclass(frozen=True)
+class RunningPeer:
+    """A peer as an interface runs it (or as the config says it should)."""
+
+    allowed_ips: frozenset[str]
+    endpoint: str | None = None  # None: not compared (not configured, or a DNS name)
+    keepalive: int | None = None
+
+
+@dataclass(frozen=True)
 class HostState:
-    """What a host reported before a push."""
+    """What a host reported before a push: the file, and what it runs."""
 
     reachable: bool
     interface_up: bool = False
@@ -143,6 +154,11 @@ class HostState:
     iface_sha: str | None = None  # sha256 of its [Interface] section
     systemd: bool = False
     running_peers: frozenset[str] = frozenset()  # public keys on the running interface
+    listen_port: int | None = None
+    peers: Mapping[str, RunningPeer] = field(default_factory=dict)  # public key → how it runs
+    routes: frozenset[str] | None = None  # routes via the interface (None: not reported)
+    rules: Mapping[tuple[int, str], tuple[int, bool]] = field(default_factory=dict)  # (family, chain) → (rules, jump)
+    unit: str | None = None  # `systemctl is-enabled wg-quick@IFACE` where systemd runs
 
 
 @dataclass(frozen=True)

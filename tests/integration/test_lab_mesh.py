@@ -80,6 +80,34 @@ def test_status_every_pair_fresh(lab):
     assert st["unreachable"] == {} and st["unknown_keys"] == {}
 
 
+def test_drift_on_the_hosts_is_named_and_repaired_by_push(lab):
+    """Convergence by state: a route deleted, a chain flushed and a jump removed by hand are seen
+    (push --dry-run, verify) and repaired by push with the least disruptive step."""
+    assert lab.json("push", "--dry-run")["dry_run"] is True  # exit 0: nothing would change
+    site2_lan = lab.plan("site2")["subnets"][0]
+    pids = {h: lab.wg_pids(h) for h in SITES}
+    lab.host("site1", "ip", "route", "del", site2_lan, "dev", "wg0")
+    lab.host("site2", "iptables", "-w", "-F", "WGM-wg0-FWD")
+    lab.host("site3", "iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-j", "WGM-wg0-NAT")
+    dry = lab.json("push", "--dry-run", check_rc=6)
+    assert _actions(dry) == {h: "repair" for h in SITES}
+    v = lab.json("verify", check_rc=4)
+    assert f"site1: drift: route missing: {site2_lan}" in v["failures"]
+    assert "site2: drift: chain WGM-wg0-FWD (IPv4) has 0 rules, not 2" in v["failures"]
+    assert "site3: drift: no jump into WGM-wg0-NAT (IPv4)" in v["failures"]
+    assert lab.json("status", check_rc=0)["drift"]["site1"] == [f"route missing: {site2_lan}"]
+    doc = lab.json("push")
+    assert {h: doc["hosts"][h]["detail"] for h in SITES} == {
+        "site1": "repaired: routes", "site2": "repaired: firewall", "site3": "repaired: firewall"}
+    assert {h: lab.wg_pids(h) for h in SITES} == pids  # repaired without a restart
+    assert site2_lan in lab.host("site1", "ip", "-4", "route", "show", "dev", "wg0").stdout
+    assert lab.host("site2", "iptables", "-w", "-S", "WGM-wg0-FWD").stdout.count("-A WGM-wg0-FWD") == 2
+    nat = lab.host("site3", "iptables", "-w", "-t", "nat", "-S", "POSTROUTING").stdout
+    assert nat.count("-j WGM-wg0-NAT") == 1
+    assert lab.json("push", "--dry-run")["ok"]  # exit 0 again
+    assert lab.json("verify")["ok"]
+
+
 def test_addpeer_unmanaged_server_is_pushed_hitlessly(lab):
     srv = lab.tf_output("servers")["srv1"]
     STATE["srv"] = srv

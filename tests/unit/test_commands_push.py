@@ -96,7 +96,7 @@ def test_an_unreachable_host_fails_with_its_reason_and_the_others_converge(mesh)
     assert actions(res)["a"] == (True, "start") and actions(res)["c"] == (True, "start")
     assert pool.hosts["b"].ran == [] and pool.hosts["b"].conf is None
     doc = json.loads(json.dumps(res.to_json()))
-    assert set(doc) == {"ok", "failed", "pending_revocations", "hosts"}
+    assert set(doc) == {"ok", "dry_run", "failed", "pending_revocations", "hosts"} and doc["dry_run"] is False
     assert doc["ok"] is False and doc["failed"] == ["b"] and doc["pending_revocations"] == []
     assert doc["hosts"]["b"]["ok"] is False and doc["hosts"]["b"]["action"] == "failed"
     assert doc["hosts"]["b"]["detail"].startswith("unreachable: connection refused")
@@ -164,7 +164,7 @@ def test_drift_of_the_running_peers_is_synced_without_writing(pushed):
     a.peers.add("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
     res = do_push(ws, pool)
     assert actions(res) == {"a": (True, "syncconf"), "b": (True, "unchanged"), "c": (True, "unchanged")}
-    assert res.results["a"].detail == "running peers differ from the config file"
+    assert res.results["a"].detail == "running peers differ from the config file (1 missing, 1 unknown)"
     (apply,) = a.programs("apply")
     assert apply.ops == [Op.PREPARE, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH] and apply.stdin is None
     assert a.peers == {pubs["b"], pubs["c"]}

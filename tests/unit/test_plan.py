@@ -14,29 +14,38 @@ from wgmesh.remote import plan as P
 from wgmesh.remote.compiler import command, compile_program, library
 from wgmesh.remote.exits import RemoteExit, describe, remote_reason
 from wgmesh.remote.steps import Op, Program, step
-from wgmesh.render import fingerprints, render, route_sync_command
+from wgmesh.render import fingerprints, render, route_sync_command, sha256
 
 
 @pytest.fixture
-def text(lab_inventory):
-    return render(lab_inventory, fixed_keys(lab_inventory.names))["site1"]
+def desired(lab_inventory):
+    keys = fixed_keys(lab_inventory.names)
+    text = render(lab_inventory, keys)["site1"]
+    pubs = {n: keys.public(n) for n in lab_inventory.names}
+    return P.desired_state(lab_inventory, lab_inventory.peer("site1"), pubs, text)
 
 
-PEERS = frozenset({"k2", "k3"})
+@pytest.fixture
+def text(desired):
+    return desired.text
 
 
-def state(text, up=True, same_file=True, same_iface=True, peers=PEERS, systemd=False):
-    f, i = fingerprints(text)
-    return HostState(
+def running(desired, up=True, same_file=True, same_iface=True, systemd=False, **changes):
+    """The report of a host that runs exactly `desired`, with `changes` applied."""
+    f, i = fingerprints(desired.text)
+    state = HostState(
         reachable=True, interface_up=up, file_sha=f if same_file else "0" * 64,
-        iface_sha=i if same_iface else "1" * 64, running_peers=peers, systemd=systemd,
+        iface_sha=i if same_iface else "1" * 64, systemd=systemd, unit="enabled" if systemd else None,
+        running_peers=frozenset(desired.peers), peers=dict(desired.peers), listen_port=desired.listen_port,
+        routes=desired.routes, rules={k: (n, True) for k, n in desired.rules.items()},
     )
+    return replace(state, **changes)
 
 
 # (what the host reports) → (action, write, the steps of the apply program)
 START_NEW = [Op.PREPARE, Op.STAGE, Op.DOWN, Op.INSTALL, Op.START, Op.FINISH]
 TABLE = [
-    ("first start", {"up": False, "same_file": False, "same_iface": False, "peers": frozenset()},
+    ("first start", {"up": False, "same_file": False, "same_iface": False, "running_peers": frozenset()},
      Action.START, True, START_NEW),
     ("down, file current: start without writing", {"up": False}, Action.START, False,
      [Op.PREPARE, Op.DOWN, Op.START, Op.FINISH]),
@@ -44,24 +53,73 @@ TABLE = [
     ("only peers changed: syncconf", {"same_file": False}, Action.SYNCCONF, True,
      [Op.PREPARE, Op.STAGE, Op.INSTALL, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
     ("[Interface] changed: restart", {"same_file": False, "same_iface": False}, Action.RESTART, True, START_NEW),
-    ("running peers drifted: syncconf, file kept", {"peers": frozenset({"k2", "old"})}, Action.SYNCCONF, False,
+    ("running peers drifted: syncconf, file kept", {"running_peers": frozenset({"k2", "old"})}, Action.SYNCCONF,
+     False, [Op.PREPARE, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
+    ("a route deleted by hand: routes only", {"routes": frozenset({"10.200.0.2"})}, Action.REPAIR, False,
+     [Op.PREPARE, Op.SYNC_ROUTES, Op.FINISH]),
+    ("a chain flushed by hand: rules only", {"rules": {(4, "fwd"): (0, True), (4, "nat"): (2, True)}},
+     Action.REPAIR, False, [Op.PREPARE, Op.RESTORE_RULES, Op.FINISH]),
+    ("a jump deleted by hand: rules only", {"rules": {(4, "fwd"): (2, False), (4, "nat"): (2, True)}},
+     Action.REPAIR, False, [Op.PREPARE, Op.RESTORE_RULES, Op.FINISH]),
+    ("NAT missing (no default route at boot): rules", {"rules": {(4, "fwd"): (2, True), (4, "nat"): (0, True)}},
+     Action.REPAIR, False, [Op.PREPARE, Op.RESTORE_RULES, Op.FINISH]),
+    ("unit disabled: enabled again", {"systemd": True, "unit": "disabled"}, Action.REPAIR, False,
+     [Op.PREPARE, Op.ENABLE_UNIT, Op.FINISH]),
+    ("routes and unit at once", {"systemd": True, "unit": "disabled", "routes": frozenset()}, Action.REPAIR, False,
+     [Op.PREPARE, Op.SYNC_ROUTES, Op.ENABLE_UNIT, Op.FINISH]),
+    ("allowed IPs drifted: syncconf", "allowed", Action.SYNCCONF, False,
      [Op.PREPARE, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
+    ("endpoint drifted: syncconf", "endpoint", Action.SYNCCONF, False,
+     [Op.PREPARE, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
+    ("listen port drifted: syncconf", {"listen_port": 51999}, Action.SYNCCONF, False,
+     [Op.PREPARE, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]),
+    ("peers changed and a chain flushed: syncconf + rules", {"same_file": False, "rules": {}}, Action.SYNCCONF,
+     True, [Op.PREPARE, Op.STAGE, Op.INSTALL, Op.SYNCCONF, Op.SYNC_ROUTES, Op.RESTORE_RULES, Op.FINISH]),
 ]
 
 
+def _report(desired, reported):
+    if reported in ("allowed", "endpoint"):
+        key = sorted(desired.peers)[0]
+        peers = dict(desired.peers)
+        peers[key] = (replace(peers[key], allowed_ips=frozenset({"10.99.0.0/24"})) if reported == "allowed"
+                      else replace(peers[key], endpoint="198.18.1.99:51820"))
+        return running(desired, peers=peers)
+    return running(desired, **reported)
+
+
 @pytest.mark.parametrize(("case", "reported", "action", "write", "ops"), TABLE, ids=[t[0] for t in TABLE])
-def test_plan_table(text, case, reported, action, write, ops):
-    p = P.decide(text, PEERS, state(text, **reported))
-    assert (p.action, p.write) == (action, write)
+def test_plan_table(desired, case, reported, action, write, ops):
+    state = _report(desired, reported)
+    p = P.decide(desired, state)
+    assert (p.action, p.write) == (action, write), p.reason
     if ops is not None:
-        program = P.apply_program(p, "wg0", systemd=False)
+        program = P.apply_program(p, "wg0", systemd=state.systemd, text=desired.text)
         assert program.ops() == ops and program.stdin == write
+        assert program.exclusive and program.time_limit == P.APPLY_LIMIT
+    if action == Action.REPAIR:
+        assert p.reason.startswith("repaired: ")
 
 
-def test_start_and_restart_carry_systemd_and_whether_it_was_up(text):
-    restart = P.apply_program(P.decide(text, PEERS, state(text, same_iface=False, same_file=False)), "wg0", True)
+def test_a_repair_names_what_it_repaired(desired):
+    p = P.decide(desired, running(desired, routes=frozenset(), rules={}))
+    assert p.reason == "repaired: routes, firewall"
+    words = P.findings(desired, running(desired, routes=frozenset(desired.routes - {"10.10.2.0/24"})))
+    assert words == ["route missing: 10.10.2.0/24"]
+    assert P.findings(desired, running(desired, up=False)) == ["interface wg0 is down"]
+    assert P.findings(desired, running(desired)) == []
+
+
+def test_the_stage_step_carries_the_configs_sha256(desired):
+    program = P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False, desired.text)
+    assert step(Op.STAGE, sha256(desired.text)) in program.steps
+
+
+def test_start_and_restart_carry_systemd_and_whether_it_was_up(desired):
+    restart = P.apply_program(P.decide(desired, running(desired, same_iface=False, same_file=False)), "wg0", True,
+                              desired.text)
     assert step(Op.DOWN, True) in restart.steps and step(Op.START, True, True) in restart.steps
-    start = P.apply_program(P.decide(text, PEERS, state(text, up=False)), "wg0", False)
+    start = P.apply_program(P.decide(desired, running(desired, up=False)), "wg0", False)
     assert step(Op.START, False, False) in start.steps
 
 
@@ -74,22 +132,22 @@ def test_remote_filter_matches_local_fingerprint(text, tmp_path):
     assert out == fingerprints(text)[1]
 
 
-def test_scripts_take_config_on_stdin_and_hold_no_key(text, lab_inventory):
+def test_scripts_take_config_on_stdin_and_hold_no_key(desired, lab_inventory):
     private = fixed_keys(lab_inventory.names).pairs["site1"].private
     changes = ({"up": False, "same_file": False}, {"same_file": False, "same_iface": False}, {"same_file": False})
     for reported in changes:
-        program = P.apply_program(P.decide(text, PEERS, state(text, **reported)), "wg0", False)
+        program = P.apply_program(P.decide(desired, running(desired, **reported)), "wg0", False, desired.text)
         script = compile_program(program)
         assert 'cat >"$TMP"' in script  # the config comes on stdin
         assert 'mv -f "$TMP" "$CONF"' in script and "WGDIR=/etc/wireguard" in script and "/tmp" not in script
         assert private not in command(program, "ubuntu")
     sync = compile_program(P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False))
     assert 'st=$(wg-quick strip "$IFACE") || wgm_fail "$WGM_EXIT_SYNCCONF_FAILED"' in sync
-    assert "ip -batch -" in sync and 'wgm_fail "$WGM_EXIT_ROUTES_FAILED"' in sync
+    assert "ip -force -batch -" in sync and 'wgm_fail "$WGM_EXIT_ROUTES_FAILED"' in sync
     assert "WGM_EXIT_SYNCCONF_FAILED=43" in sync and "WGM_EXIT_ROUTES_FAILED=44" in sync
     start = compile_program(P.apply_program(P.Plan(Action.START, False, ""), "wg0", True))
     # a oneshot unit may be "active" with the interface gone: restart, never a no-op enable --now
-    assert 'systemctl enable "wg-quick@$IFACE" && systemctl restart "wg-quick@$IFACE"' in start
+    assert 'systemctl enable "wg-quick@$IFACE" 9>&- && systemctl restart "wg-quick@$IFACE" 9>&-' in start
     assert 'systemctl disable "wg-quick@$IFACE"' in start  # a failed first start leaves no enabled unit
     assert start.splitlines()[-2:] == ["wgm_start 1 0", "wgm_finish"]
     probe = P.probe_program("wg0")
@@ -99,7 +157,8 @@ def test_scripts_take_config_on_stdin_and_hold_no_key(text, lab_inventory):
 
 def test_exit_statuses_are_shared():
     assert describe(42, "apply") == "wg-quick up failed, previous config restored"
-    assert describe(43, "apply") == "wg syncconf failed" and describe(44, "apply") == "route sync failed"
+    assert describe(43, "apply") == "wg syncconf failed"
+    assert describe(44, "apply") == "route sync failed, previous config restored"
     assert describe(7, "apply") == "apply"
     for name in ("probe", "apply", "routes", "stop", "status"):
         for e in RemoteExit:
@@ -156,7 +215,9 @@ def _apply(tmp_path, program, stdin=b"", fail_up=False):
     log = tmp_path / "calls"
     env = _fakes(tmp_path, {
         "wg": 'case "$*" in "show wg0") [ -f ' + str(tmp_path / "up") + " ];; *) exit 0;; esac\n",
+        # wireguard-go, started by wg-quick up, must not inherit the host's lock (fd 9)
         "wg-quick": f'echo "wg-quick $*" >> {log}\n'
+                    'if [ -e /proc/$$/fd/9 ]; then echo "lock fd leaked" >&2; exit 9; fi\n'
                     f'case "$1" in up) {"exit 1" if fail_up else "true"}; touch {tmp_path / "up"};;'
                     f' down) rm -f {tmp_path / "up"};; esac\n',
         "ip": "exit 0\n",
@@ -167,12 +228,32 @@ def _apply(tmp_path, program, stdin=b"", fail_up=False):
     return r, wgdir
 
 
+def _files(wgdir):
+    """What an apply leaves in the directory, besides the host's wgmesh lock file."""
+    return sorted(f for f in os.listdir(wgdir) if f != ".wgmesh.lock")
+
+
+def test_a_truncated_transfer_is_refused_and_changes_nothing(tmp_path):
+    """A transfer cut between two [Peer] sections is still a valid config: the sha256 says it
+    is not the one sent."""
+    wgdir = tmp_path / "etc"
+    wgdir.mkdir()
+    (wgdir / "wg0.conf").write_text("old\n")
+    whole = "[Interface]\n\n[Peer]\nPublicKey = A\n\n[Peer]\nPublicKey = B\n"
+    program = P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False, whole)
+    r, _ = _apply(tmp_path, program, whole[: whole.index("\n[Peer]\nPublicKey = B")].encode())
+    assert r.returncode == RemoteExit.TRUNCATED
+    assert b"arrived incomplete" in r.stderr
+    assert (wgdir / "wg0.conf").read_text() == "old\n" and _files(wgdir) == ["wg0.conf"]
+
+
 def test_first_start_installs_the_config_0600(tmp_path):
-    r, wgdir = _apply(tmp_path, P.apply_program(P.Plan(Action.START, True, ""), "wg0", False), b"[Interface]\n")
+    program = P.apply_program(P.Plan(Action.START, True, ""), "wg0", False, "[Interface]\n")
+    r, wgdir = _apply(tmp_path, program, b"[Interface]\n")
     assert r.returncode == 0, r.stderr
     assert (wgdir / "wg0.conf").read_bytes() == b"[Interface]\n"
     assert oct((wgdir / "wg0.conf").stat().st_mode & 0o777) == "0o600" and oct(wgdir.stat().st_mode & 0o777) == "0o700"
-    assert sorted(os.listdir(wgdir)) == ["wg0.conf"]  # no temporary file, no .prev copy of the key
+    assert _files(wgdir) == ["wg0.conf"]  # no temporary file, no .prev copy of the key
 
 
 def test_failed_restart_puts_the_previous_config_back(tmp_path):
@@ -180,10 +261,11 @@ def test_failed_restart_puts_the_previous_config_back(tmp_path):
     wgdir.mkdir()
     (wgdir / "wg0.conf").write_text("old\n")
     (tmp_path / "up").touch()
-    r, _ = _apply(tmp_path, P.apply_program(P.Plan(Action.RESTART, True, ""), "wg0", False), b"new\n", fail_up=True)
+    program = P.apply_program(P.Plan(Action.RESTART, True, ""), "wg0", False, "new\n")
+    r, _ = _apply(tmp_path, program, b"new\n", fail_up=True)
     assert r.returncode == RemoteExit.START_FAILED
     assert (wgdir / "wg0.conf").read_text() == "old\n"
-    assert sorted(os.listdir(wgdir)) == ["wg0.conf"]
+    assert _files(wgdir) == ["wg0.conf"]
 
 
 @pytest.mark.parametrize("failing", ["syncconf", "routes"])
@@ -198,18 +280,19 @@ def test_failed_syncconf_or_route_sync_puts_the_previous_config_back(tmp_path, f
         "ip": 'case "$*" in *batch*) ' + ("exit 2" if failing == "routes" else "cat >/dev/null") + ";; esac\n",
         "chown": "exit 0\n",
     })
-    program = replace(P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False), directory=str(wgdir))
+    program = replace(P.apply_program(P.Plan(Action.SYNCCONF, True, ""), "wg0", False, "new\n"), directory=str(wgdir))
     r = subprocess.run(["sh", "-c", compile_program(program)], input=b"new\n", env=env, capture_output=True)
     want = RemoteExit.SYNCCONF_FAILED if failing == "syncconf" else RemoteExit.ROUTES_FAILED
     assert r.returncode == want, r.stderr
     assert (wgdir / "wg0.conf").read_text() == "old\n"
-    assert sorted(os.listdir(wgdir)) == ["wg0.conf"]  # no temporary file, no .prev copy of the key
+    assert _files(wgdir) == ["wg0.conf"]  # no temporary file, no .prev copy of the key
 
 
 def test_failed_first_start_leaves_no_config(tmp_path):
-    r, wgdir = _apply(tmp_path, P.apply_program(P.Plan(Action.START, True, ""), "wg0", False), b"new\n", fail_up=True)
+    program = P.apply_program(P.Plan(Action.START, True, ""), "wg0", False, "new\n")
+    r, wgdir = _apply(tmp_path, program, b"new\n", fail_up=True)
     assert r.returncode == RemoteExit.START_FAILED
-    assert os.listdir(wgdir) == []
+    assert _files(wgdir) == []
 
 
 def test_sudo_password_prompt_is_a_clear_failure():
@@ -239,10 +322,45 @@ def test_parse_probe():
 
 
 def test_the_probe_script_reports_what_parse_probe_reads(tmp_path, text):
+    """Against stand-ins for wg, ip and iptables: the dump (secret columns never printed), the
+    routes (kernel routes left out), the chains with their rule counts and jumps."""
     (tmp_path / "wg0.conf").write_text(text)
-    env = _fakes(tmp_path, {"wg": 'case "$*" in "show wg0 peers") printf "K1=\\nK2=\\n";; esac\n', "wg-quick": ""})
+    dump = ("PRIVATE=\tPUB0=\t51820\toff\n"
+            "K1=\tPSK1=\t198.18.1.12:51820\t10.200.0.2/32,10.10.2.0/24\t0\t0\t0\toff\n"
+            "K2=\tPSK2=\t(none)\t10.200.0.3/32\t0\t0\t0\t25\n")
+    env = _fakes(tmp_path, {
+        "wg": f'case "$*" in "show wg0 dump") printf \'{dump}\';; *) exit 1;; esac\n',
+        "wg-quick": "",
+        "ip": 'case "$*" in *"-4 route show dev wg0"*) printf "10.200.0.2 scope link\\n10.10.2.0/24 scope link\\n'
+              '10.200.0.0/16 proto kernel scope link\\n";; esac\n',
+        "iptables": 'case "$*" in *"-S WGM-wg0-FWD"*) printf -- "-N WGM-wg0-FWD\\n-A x\\n-A y\\n";; '
+                    '*"-S WGM-wg0-NAT"*) exit 1;; *"-C FORWARD"*) exit 0;; *) exit 1;; esac\n',
+        "ip6tables": "exit 1\n",
+    })
     program = replace(P.probe_program("wg0"), directory=str(tmp_path))
     out = subprocess.run(["sh", "-c", compile_program(program)], env=env, capture_output=True, text=True,
                          check=True).stdout
+    assert "PRIVATE=" not in out and "PSK1=" not in out
     s = P.parse_probe(out)
     assert (s.file_sha, s.iface_sha) == fingerprints(text) and s.interface_up and s.running_peers == {"K1=", "K2="}
+    assert s.listen_port == 51820 and s.routes == {"10.200.0.2", "10.10.2.0/24"}
+    assert s.peers["K1="].allowed_ips == {"10.200.0.2/32", "10.10.2.0/24"}
+    assert s.peers["K1="].endpoint == "198.18.1.12:51820"
+    assert s.peers["K2="].endpoint is None and s.peers["K2="].keepalive == 25
+    assert s.rules[(4, "fwd")] == (2, True) and s.rules[(4, "nat")] == (-1, False) and (6, "fwd") in s.rules
+
+
+def test_a_lab_host_never_takes_the_machines_systemd_for_its_own(tmp_path):
+    """A stand-in /run/systemd/system: a shell that is PID 1 of its own PID namespace sees it in
+    its own mount namespace (a systemd host, as in a container); a host in a further mount
+    namespace — a plain lab host on a machine that runs systemd — sees it too, but must not
+    drive that PID 1's units."""
+    check = library("common") + "\nif wgm_has_systemd; then echo systemd; else echo plain; fi\n"
+    (tmp_path / "check.sh").write_text(check)
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    inner = " ".join(["unshare", *user, "--mount", "sh", str(tmp_path / "check.sh")])
+    outer = (f"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && sh {tmp_path / 'check.sh'} && {inner}")
+    r = subprocess.run(["unshare", *user, "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", outer],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["systemd", "plain"]

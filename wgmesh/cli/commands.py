@@ -168,15 +168,23 @@ def genconfig(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 
 @app.command()
-def push(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
-    """Render and apply the configs on every peer: start, syncconf (hitless), restart or nothing."""
+def push(
+    ctx: typer.Context,
+    parallel: int = PARALLEL_OPT,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say per host what would change and why; change nothing (exit 6 if something would)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Render and apply the configs on every peer: start, syncconf (hitless), restart, repair or nothing."""
     from wgmesh.commands import push as cmd
 
     def body(ws: Workspace) -> Result:
         with reporter(quiet=as_json) as rep:
-            return cmd.push(ws, rep, parallel)
+            return cmd.push(ws, rep, parallel, dry_run=dry_run)
 
-    run(ctx, "push", body, as_json, pre=need_inventory)
+    # A dry run writes nothing, so it takes no lock (it may run beside another command).
+    run(ctx, "push", body, as_json, lock=not dry_run, pre=need_inventory)
 
 
 @app.command()

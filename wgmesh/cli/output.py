@@ -190,7 +190,7 @@ def status_view(res: StatusResult) -> Group:
         mine = [lk for lk in res.links if lk.src == p.name]
         notes = pending_by_host.get(p.name, []) + (
             [f"{len(res.foreign_keys[p.name])} unknown key(s)"] if p.name in res.foreign_keys else []
-        )
+        ) + [f"drift: {d}" for d in res.drift.get(p.name, [])]
         t.add_row(
             p.name, p.endpoint or "-", "/".join(x for x in (p.cloud, p.region) if x) or "-",
             Text("no SSH", style="dim") if p.name in res.unmanaged
@@ -244,7 +244,8 @@ def verify_table(res: VerifyResult) -> None:
             out.print(Text(f"  ✗ {line}", style="red"))
     else:
         fresh = sum(1 for lk in res.handshakes if lk.state == statmod.FRESH)
-        out.print(Text(f"verify passed: every probe answered, {fresh} fresh handshakes", style="bold green"))
+        out.print(Text(f"verify passed: every probe answered, {fresh} fresh handshakes, no drift",
+                       style="bold green"))
 
 
 def gen_summary(res: GenResult) -> None:
@@ -315,7 +316,11 @@ def _(res: GenResult) -> None:
 
 @show.register
 def _(res: PushResult) -> None:
-    host_table("push", res.results)
+    if res.dry_run:
+        host_table("push --dry-run: what would be done (nothing was changed)", res.results)
+        info(f"{len(res.changes)} host(s) would change" if res.changes else "nothing would change")
+    else:
+        host_table("push", res.results)
     pending_lines(res)
 
 

@@ -11,12 +11,14 @@ from wgmesh import revocations as revmod
 from wgmesh import store
 from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
+from wgmesh.commands.probe import probe_host
+from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.model import Action, HostResult, Inventory, Peer
 from wgmesh.progress import Reporter
 from wgmesh.remote import plan as planmod
 from wgmesh.remote.exits import describe, remote_reason
-from wgmesh.remote.host import APPLY_TIMEOUT, PROBE_TIMEOUT, Connector, Pool, ssh_pool
+from wgmesh.remote.host import APPLY_TIMEOUT, Connector, Pool, ProbeFailed, ssh_pool
 from wgmesh.render import Renderer
 from wgmesh.workspace import Workspace
 
@@ -29,6 +31,18 @@ def revocations_json(pending: list[revmod.Revocation]) -> list[dict[str, Any]]:
 class PushResult(HostsOutcome):
     results: dict[str, HostResult]
     pending: list[revmod.Revocation] = field(default_factory=list)  # still trusted somewhere
+    dry_run: bool = False  # results say what would be done; nothing was changed
+
+    @property
+    def changes(self) -> list[str]:
+        quiet = (Action.UNCHANGED, Action.SKIPPED)
+        return [n for n, r in self.results.items() if r.ok and r.action not in quiet]
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        if self.dry_run and self.ok and self.changes:
+            return ExitStatus.CHANGES_PENDING
+        return super().exit_status
 
     @property
     def failed(self) -> list[str]:
@@ -41,6 +55,7 @@ class PushResult(HostsOutcome):
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "dry_run": self.dry_run,
             "failed": self.failed,
             "pending_revocations": revocations_json(self.pending),
             "hosts": {n: {"ok": r.ok, "action": r.action, "detail": r.detail, "seconds": r.seconds}
@@ -48,57 +63,63 @@ class PushResult(HostsOutcome):
         }
 
 
-def push_host(pool: Pool, inv: Inventory, peer: Peer, text: str, peer_keys: frozenset[str]) -> HostResult:
+def push_host(
+    pool: Pool, inv: Inventory, peer: Peer, desired: planmod.Desired, dry_run: bool = False
+) -> HostResult:
     """Probe one host, decide, apply. Every outcome is a HostResult."""
     t0 = time.monotonic()
     if peer.ssh is None:
         return HostResult(
             peer.name, True, Action.SKIPPED, "no SSH access: install its config from the output directory"
         )
-    host = pool.get(peer)
     iface = inv.mesh.interface
-    wait_boot = int(pool.wait_ssh)
-    rc, out, err = host.run(planmod.probe_program(iface, wait_boot), timeout=PROBE_TIMEOUT + wait_boot)
-    if rc != 0:
-        return HostResult(peer.name, False, Action.FAILED, remote_reason("probe", rc, err))
     try:
-        state = planmod.parse_probe(out)
-    except ValueError as exc:
-        return HostResult(peer.name, False, Action.FAILED, str(exc))
-    p = planmod.decide(text, peer_keys, state)
-    if p.action == Action.UNCHANGED:
+        state = probe_host(pool, inv, peer)
+    except ProbeFailed as exc:
+        return HostResult(peer.name, False, Action.FAILED, exc.reason)
+    p = planmod.decide(desired, state, iface)
+    if p.action == Action.UNCHANGED or dry_run:
         return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
-    program = planmod.apply_program(p, iface, state.systemd)
-    rc, out, err = host.run(program, stdin=text.encode() if p.write else None, timeout=APPLY_TIMEOUT)
+    program = planmod.apply_program(p, iface, state.systemd, desired.text)
+    stdin = desired.text.encode() if p.write else None
+    rc, _, err = pool.get(peer).run(program, stdin=stdin, timeout=APPLY_TIMEOUT)
     if rc != 0:
         return HostResult(peer.name, False, Action.FAILED, remote_reason(describe(rc, "apply"), rc, err))
     return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
 
 
 def push_configs(
-    ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: Pool, *, reporter: Reporter, parallel: int
+    ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: Pool, *, reporter: Reporter, parallel: int,
+    dry_run: bool = False,
 ) -> PushResult:
     renderer = Renderer(inv, keys)  # each host's text is rendered by its own worker: memory stays flat
-    write_configs(ws, inv, keys, renderer=renderer)
+    if not dry_run:
+        write_configs(ws, inv, keys, renderer=renderer)
     pubs = store.public_keys(keys, inv)
-    everyone = frozenset(pubs.values())
+
+    def one(p: Peer) -> HostResult:
+        return push_host(pool, inv, p, planmod.desired_state(inv, p, pubs, renderer.text(p.name)), dry_run)
+
     results = fan_out(
-        inv.peers,
-        key=lambda p: p.name,
-        work=lambda p: push_host(pool, inv, p, renderer.text(p.name), everyone - {pubs[p.name]}),
-        parallel=parallel,
-        on_start=reporter.host_start,
-        on_done=reporter.host_done,
+        inv.peers, key=lambda p: p.name, work=one, parallel=parallel,
+        on_start=reporter.host_start, on_done=reporter.host_done,
     )
+    if dry_run:
+        return PushResult(results, revmod.load(ws.revocations_path), dry_run=True)
     done = [n for n, r in results.items() if r.ok and r.action != Action.SKIPPED]
     return PushResult(results, store.settle_revocations(ws, inv, done))
 
 
 def push(
-    ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool
+    ws: Workspace, reporter: Reporter, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool,
+    dry_run: bool = False,
 ) -> PushResult:
+    """Apply the inventory on every host; with dry_run, only say per host what would change and why."""
     inv = store.load(ws)
-    keys, _ = store.ensure_keys(ws, inv)
+    if dry_run:  # touch nothing: keys a new peer would get are made in memory only
+        keys, _ = keymod.ensure(store.keystore(ws).load(), inv.names)
+    else:
+        keys, _ = store.ensure_keys(ws, inv)
     reporter.expect(len(inv.peers), "push")
     with connect(ws, inv, 0.0) as pool:
-        return push_configs(ws, inv, keys, pool, reporter=reporter, parallel=parallel)
+        return push_configs(ws, inv, keys, pool, reporter=reporter, parallel=parallel, dry_run=dry_run)

@@ -11,6 +11,7 @@ from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
 from wgmesh import status as statmod
 from wgmesh import store
+from wgmesh.commands.probe import host_drift
 from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.model import Action, HostResult, Inventory, Peer
@@ -28,6 +29,7 @@ class StatusResult:
     peers: list[Peer] = field(default_factory=list)
     pending: list[revmod.Revocation] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)  # peers without SSH access: no view of their own
+    drift: dict[str, list[str]] = field(default_factory=dict)  # host → what it runs differently
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -57,6 +59,7 @@ class StatusResult:
             ],
             "unreachable": self.unreachable,
             "unknown_keys": self.foreign_keys,
+            "drift": self.drift,
             "pending_revocations": [
                 {"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since}
                 for r in self.pending
@@ -101,5 +104,7 @@ def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector =
     keys = store.keystore(ws).load()
     with connect(ws, inv, 0.0) as pool:
         res = collect_status(inv, keys, pool, parallel)
+        reached = [p for p in inv.peers if p.ssh is not None and p.name not in res.unreachable]
+        res.drift = host_drift(inv, keys, pool, reached, parallel)
     res.pending = revmod.load(ws.revocations_path)
     return res

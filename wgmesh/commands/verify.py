@@ -1,32 +1,26 @@
 """verify: prime one direction per pair, then every gateway pings every other peer's tunnel and
 private address, every private instance pings every other site's instance (through its
-gateway as jump host), and every handshake must be fresh."""
+gateway as jump host), every handshake must be fresh, and no host may run anything else than
+what the inventory says (drift: routes, firewall chains, running peers, the unit)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wgmesh import keys as keymod
 from wgmesh import status as statmod
 from wgmesh import store
 from wgmesh.commands import HostsOutcome
+from wgmesh.commands.probe import host_drift
 from wgmesh.commands.status import collect_status
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.model import Action, HostResult, Instance, Inventory, Peer
 from wgmesh.remote import plan as planmod
 from wgmesh.remote.exits import remote_reason
-from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Host, Pool, ssh_pool
+from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Host, Pool, ProbeFailed, ssh_pool
 from wgmesh.workspace import Workspace
-
-
-class ProbeFailed(Exception):
-    """Nothing was probed at all (sudo refused, no ping): a host failure, not "no reply"."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -46,6 +40,7 @@ class VerifyResult(HostsOutcome):
     handshakes: list[statmod.Link]
     unreachable: dict[str, str]
     seconds: float = 0.0
+    drift: dict[str, list[str]] = field(default_factory=dict)  # host → what it runs differently
 
     @property
     def failures(self) -> list[str]:
@@ -55,6 +50,7 @@ class VerifyResult(HostsOutcome):
             if lk.state not in (statmod.FRESH, statmod.UNKNOWN)
         ]
         out += [f"{n}: {r}" for n, r in sorted(self.unreachable.items())]
+        out += [f"{n}: drift: {d}" for n, found in sorted(self.drift.items()) for d in found]
         return out
 
     @property
@@ -72,6 +68,7 @@ class VerifyResult(HostsOutcome):
             ],
             "handshakes": [{"from": lk.src, "to": lk.dst, "state": lk.state, "age": lk.age} for lk in self.handshakes],
             "unreachable": self.unreachable,
+            "drift": self.drift,
         }
 
 
@@ -148,7 +145,8 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
             unreachable.setdefault(name, reason)
     handshakes = [lk for lk in st.links if lk.src not in unreachable and lk.src in managed_names]
     probes.sort(key=lambda p: (p.src, p.dst, p.kind))
-    return VerifyResult(probes, handshakes, unreachable, round(time.monotonic() - t0, 2))
+    drift = host_drift(inv, keys, pool, [p for p in managed if p.name not in unreachable], parallel)
+    return VerifyResult(probes, handshakes, unreachable, round(time.monotonic() - t0, 2), drift)
 
 
 def verify(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool) -> VerifyResult:

@@ -46,12 +46,22 @@ def call(s: Step) -> str:
     return " ".join([f"wgm_{s.op.value}", *(q(a) for a in s.args)])
 
 
+LOCK_WAIT = 30  # seconds a changing program waits for another wgmesh run on the same host
+
+
 def compile_program(program: Program) -> str:
-    libs = list(dict.fromkeys(name for s in program.steps for name in LIBRARY[s.op]))
-    return "\n".join([*preamble(program), *(library(n) for n in libs), *(call(s) for s in program.steps)])
+    libs = list(dict.fromkeys(["common", *(name for s in program.steps for name in LIBRARY[s.op])]))
+    lock = [f"wgm_lock {LOCK_WAIT}"] if program.exclusive else []
+    return "\n".join(
+        [*preamble(program), *(library(n) for n in libs), *lock, *(call(s) for s in program.steps)]
+    )
 
 
 def command(program: Program, user: str) -> str:
-    """The remote command line: a fixed shell running the compiled script."""
+    """The remote command line: a fixed shell running the compiled script; with a time limit,
+    under `timeout`, so the host stops the work itself (not only the channel) — TERM first,
+    which puts the previous config back, KILL 5 s later."""
     cmd = "sh -c " + shlex.quote(compile_program(program))
+    if program.time_limit:
+        cmd = f"timeout -k 5 {int(program.time_limit)} {cmd}"
     return cmd if user == "root" else "sudo -n " + cmd

@@ -12,6 +12,11 @@ class RemoteExit(IntEnum):
     START_FAILED = 42  # wg-quick up (or the unit) failed; the previous config was put back
     SYNCCONF_FAILED = 43
     ROUTES_FAILED = 44
+    TRUNCATED = 45  # the config arrived incomplete: nothing was changed
+    LOCKED = 46  # another wgmesh run holds the host's lock
+    RULES_FAILED = 47
+    UNIT_FAILED = 48
+    KILLED = 124  # the remote time limit stopped the script; the previous config was put back
 
     @property
     def what(self) -> str:
@@ -21,7 +26,12 @@ class RemoteExit(IntEnum):
 _WHAT = {
     RemoteExit.START_FAILED: "wg-quick up failed, previous config restored",
     RemoteExit.SYNCCONF_FAILED: "wg syncconf failed",
-    RemoteExit.ROUTES_FAILED: "route sync failed",
+    RemoteExit.ROUTES_FAILED: "route sync failed, previous config restored",
+    RemoteExit.TRUNCATED: "the config did not arrive whole",
+    RemoteExit.LOCKED: "the host is busy with another wgmesh run",
+    RemoteExit.RULES_FAILED: "restoring the firewall rules failed",
+    RemoteExit.UNIT_FAILED: "enabling the wg-quick unit failed",
+    RemoteExit.KILLED: "stopped by the remote time limit, previous config restored",
 }
 
 

@@ -5,7 +5,7 @@ routes. Pure. wg-quick runs each line with bash; every value in them is a parsed
 
 from __future__ import annotations
 
-from wgmesh.model import Inventory, Peer
+from wgmesh.model import Inventory, IPNetwork, Peer
 from wgmesh.remote.compiler import q
 
 
@@ -36,6 +36,28 @@ def route_sync_command(iface: str) -> str:
     )
 
 
+def families(inv: Inventory, peer: Peer) -> list[tuple[int, list[IPNetwork]]]:
+    """Per address family the peer forwards: the sources it masquerades (the mesh pool, if of
+    that family, and the peer's own subnets)."""
+    out: list[tuple[int, list[IPNetwork]]] = []
+    for version in sorted({inv.mesh.pool.version} | {s.version for s in peer.subnets}):
+        sources = [inv.mesh.pool] if inv.mesh.pool.version == version else []
+        sources += [s for s in peer.subnets if s.version == version]
+        out.append((version, sources))
+    return out
+
+
+def expected_rules(inv: Inventory, peer: Peer) -> dict[tuple[int, str], int]:
+    """What the hooks leave on a host: (family, "fwd"/"nat") → the number of rules in that chain
+    (each chain with its jump). The probe reports the same (scripts/probe.sh, wgm_rules)."""
+    out: dict[tuple[int, str], int] = {}
+    for version, sources in families(inv, peer):
+        out[(version, "fwd")] = 2
+        if sources:
+            out[(version, "nat")] = len(sources)
+    return out
+
+
 def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
     """PostUp / PostDown lines: forwarding and MASQUERADE, idempotent, in chains of their own.
 
@@ -45,14 +67,11 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
     """
     iface = inv.mesh.interface
     fwd, nat = chain_names(iface)
-    families = {inv.mesh.pool.version} | {s.version for s in peer.subnets}
     up: list[str] = []
     down: list[str] = []
-    for version in sorted(families):
+    for version, sources in families(inv, peer):
         ipt = "iptables" if version == 4 else "ip6tables"
         sysctl = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
-        sources = [inv.mesh.pool] if inv.mesh.pool.version == version else []
-        sources += [s for s in peer.subnets if s.version == version]
         up.append(f"sysctl -q -w {sysctl}=1")
         rules = (
             f"printf '*filter\\n:{fwd} - [0:0]\\n-A {fwd} -i {iface} -j ACCEPT\\n"

@@ -15,6 +15,14 @@ PROBE_TIMEOUT = 20.0
 APPLY_TIMEOUT = 90.0
 
 
+class ProbeFailed(Exception):
+    """The host answered, but a probe on it did not work: `reason` says why (no secrets)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Reply(NamedTuple):
     rc: int
     out: str

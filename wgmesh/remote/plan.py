@@ -7,32 +7,165 @@ action that makes the host run the desired config, and `apply_program` spells it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import ip_address
 
-from wgmesh.model import Action, HostState
+from wgmesh.model import Action, HostState, Inventory, IPNetwork, Peer, RunningPeer
+from wgmesh.remote.hooks import chain_names, expected_rules
 from wgmesh.remote.steps import Op, Program, step
-from wgmesh.render import fingerprints
+from wgmesh.render import fingerprints, sha256
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What a host should run: its config text, and what that config makes the host run."""
+
+    text: str
+    peers: Mapping[str, RunningPeer]  # public key → expected
+    listen_port: int
+    routes: frozenset[str]  # as `ip route` shows them (a /32 or /128 without its length)
+    rules: Mapping[tuple[int, str], int]  # (family, "fwd"/"nat") → rules in that chain
+
+
+def _route(net: IPNetwork) -> str:
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def desired_state(inv: Inventory, peer: Peer, public_keys: Mapping[str, str], text: str) -> Desired:
+    peers = {}
+    routes: set[str] = set()
+    for o in inv.peers:
+        if o.name == peer.name or o.name not in public_keys:
+            continue
+        # A DNS endpoint runs as the address it resolved to: only IP endpoints are compared.
+        literal = o.endpoint_host is not None and _is_ip(o.endpoint_host)
+        peers[public_keys[o.name]] = RunningPeer(
+            frozenset(str(n) for n in o.allowed_ips), o.endpoint if literal else None, peer.keepalive
+        )
+        routes.update(_route(n) for n in o.allowed_ips)
+    return Desired(text, peers, peer.listen_port, frozenset(routes), expected_rules(inv, peer))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# Drift kinds, each repaired by its own step (see decide).
+PEERS, ROUTES, FIREWALL, UNIT = "peers", "routes", "firewall", "unit"
+
+
+def _peer_drift(desired: Desired, state: HostState) -> list[str]:
+    if state.running_peers != frozenset(desired.peers):
+        gone = len(set(desired.peers) - state.running_peers)
+        extra = len(state.running_peers - set(desired.peers))
+        return [f"running peers differ from the config file ({gone} missing, {extra} unknown)"]
+    out = []
+    for key, want in sorted(desired.peers.items()):
+        got = state.peers.get(key)
+        if got is None:
+            continue  # a probe that reported keys only
+        if got.allowed_ips != want.allowed_ips:
+            out.append(f"peer {key[:8]}… runs allowed IPs {', '.join(sorted(got.allowed_ips)) or '(none)'}")
+        elif want.endpoint is not None and got.endpoint != want.endpoint:
+            out.append(f"peer {key[:8]}… runs endpoint {got.endpoint or '(none)'}, not {want.endpoint}")
+        elif got.keepalive != want.keepalive:
+            out.append(f"peer {key[:8]}… runs keepalive {got.keepalive or 'off'}")
+    if state.listen_port is not None and state.listen_port != desired.listen_port:
+        out.append(f"listens on port {state.listen_port}, not {desired.listen_port}")
+    return out
+
+
+def _route_drift(desired: Desired, state: HostState) -> list[str]:
+    if state.routes is None:
+        return []
+    out = []
+    missing = sorted(desired.routes - state.routes)
+    stale = sorted(state.routes - desired.routes)
+    if missing:
+        out.append(f"route{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}")
+    if stale:
+        out.append(f"stale route{'s' if len(stale) > 1 else ''}: {', '.join(stale)}")
+    return out
+
+
+def _rule_drift(desired: Desired, state: HostState, iface: str) -> list[str]:
+    if not state.rules and state.routes is None:
+        return []  # a probe that does not report rules
+    fwd, nat = chain_names(iface)
+    out = []
+    for (family, kind), expected in sorted(desired.rules.items()):
+        chain = fwd if kind == "fwd" else nat
+        count, jump = state.rules.get((family, kind), (-1, False))
+        if count == -1:
+            out.append(f"chain {chain} (IPv{family}) is missing")
+        elif count != expected:
+            out.append(f"chain {chain} (IPv{family}) has {count} rules, not {expected}")
+        if not jump:
+            out.append(f"no jump into {chain} (IPv{family})")
+    return out
+
+
+def drift(desired: Desired, state: HostState, iface: str = "wg0") -> list[tuple[str, str]]:
+    """What the running interface differs in from what its config makes it run: (kind, what).
+    Meaningful for an interface that is up with the desired [Interface] (else the plan restarts it)."""
+    out = [(PEERS, d) for d in _peer_drift(desired, state)]
+    out += [(ROUTES, d) for d in _route_drift(desired, state)]
+    out += [(FIREWALL, d) for d in _rule_drift(desired, state, iface)]
+    if state.systemd and state.unit != "enabled":
+        out.append((UNIT, f"wg-quick@{iface} is {state.unit or 'not installed'}, not enabled"))
+    return out
 
 
 @dataclass(frozen=True)
 class Plan:
-    action: Action  # UNCHANGED, SYNCCONF, RESTART or START
+    action: Action  # UNCHANGED, SYNCCONF, RESTART, START or REPAIR
     write: bool  # the config file must be (re)written
     reason: str
+    repairs: tuple[str, ...] = ()  # drift kinds repaired besides the action (ROUTES, FIREWALL, UNIT)
 
 
-def decide(desired_text: str, desired_peers: frozenset[str], state: HostState) -> Plan:
-    file_sha, iface_sha = fingerprints(desired_text)
+def decide(desired: Desired, state: HostState, iface: str = "wg0") -> Plan:
+    """The mildest action that makes the host run `desired`."""
+    file_sha, iface_sha = fingerprints(desired.text)
     same_file = state.file_sha == file_sha
     if not state.interface_up:
         return Plan(Action.START, not same_file, "interface is down" if same_file else "interface is down; new config")
     if state.iface_sha != iface_sha:
         return Plan(Action.RESTART, not same_file, "[Interface] changed")
+    found = drift(desired, state, iface)
+    kinds = list(dict.fromkeys(kind for kind, _ in found))
     if not same_file:
-        return Plan(Action.SYNCCONF, True, "peers changed")
-    if state.running_peers != desired_peers:
-        return Plan(Action.SYNCCONF, False, "running peers differ from the config file")
+        extra = tuple(k for k in kinds if k in (FIREWALL, UNIT))
+        return Plan(Action.SYNCCONF, True, "peers changed" + _also(extra), extra)
+    if PEERS in kinds:
+        extra = tuple(k for k in kinds if k in (FIREWALL, UNIT))
+        first = next(text for kind, text in found if kind == PEERS)
+        return Plan(Action.SYNCCONF, False, first + _also(extra), extra)
+    if kinds:
+        return Plan(Action.REPAIR, False, "repaired: " + ", ".join(kinds), tuple(kinds))
     return Plan(Action.UNCHANGED, False, "up to date")
+
+
+def findings(desired: Desired, state: HostState, iface: str = "wg0") -> list[str]:
+    """Everything a host runs differently from the inventory, in words (status, verify)."""
+    if not state.interface_up:
+        return [f"interface {iface} is down"]
+    out = []
+    file_sha, iface_sha = fingerprints(desired.text)
+    if state.file_sha != file_sha:
+        out.append("its config file is not the inventory's (run 'wgmesh push')")
+    if state.iface_sha != iface_sha:
+        return out
+    return out + [text for _, text in drift(desired, state, iface)]
+
+
+def _also(kinds: tuple[str, ...]) -> str:
+    return "; repaired: " + ", ".join(kinds) if kinds else ""
 
 
 # ---------------------------------------------------------------- programs
@@ -44,11 +177,14 @@ def probe_program(iface: str, wait_boot: int = 0) -> Program:
     return Program("probe", iface, (*steps, step(Op.PROBE)))
 
 
-def apply_program(plan: Plan, iface: str, systemd: bool) -> Program:
-    """The steps that carry out `plan` (the config on standard input when plan.write)."""
+APPLY_LIMIT = 85  # seconds the host lets an apply run (the controller waits APPLY_TIMEOUT)
+
+
+def apply_program(plan: Plan, iface: str, systemd: bool, text: str = "") -> Program:
+    """The steps that carry out `plan` (the config `text` on standard input when plan.write)."""
     steps = [step(Op.PREPARE)]
     if plan.write:
-        steps.append(step(Op.STAGE))
+        steps.append(step(Op.STAGE, sha256(text)))
     restarting = plan.action in (Action.START, Action.RESTART)
     if restarting:
         steps.append(step(Op.DOWN, systemd))  # with the old file, before it is replaced
@@ -58,12 +194,18 @@ def apply_program(plan: Plan, iface: str, systemd: bool) -> Program:
         steps.append(step(Op.START, systemd, plan.action == Action.RESTART))
     elif plan.action == Action.SYNCCONF:
         steps += [step(Op.SYNCCONF), step(Op.SYNC_ROUTES)]
+    elif ROUTES in plan.repairs:
+        steps.append(step(Op.SYNC_ROUTES))
+    if FIREWALL in plan.repairs:
+        steps.append(step(Op.RESTORE_RULES))
+    if UNIT in plan.repairs:
+        steps.append(step(Op.ENABLE_UNIT))
     steps.append(step(Op.FINISH))
-    return Program("apply", iface, tuple(steps), stdin=plan.write)
+    return Program("apply", iface, tuple(steps), stdin=plan.write, exclusive=True, time_limit=APPLY_LIMIT)
 
 
 def stop_program(iface: str) -> Program:
-    return Program("stop", iface, (step(Op.STOP_ALL),))
+    return Program("stop", iface, (step(Op.STOP_ALL),), exclusive=True, time_limit=APPLY_LIMIT)
 
 
 def dump_program(iface: str) -> Program:
@@ -78,34 +220,58 @@ def ping_program(targets: list[str], iface: str, attempts: int = 3, wait: int = 
 # ---------------------------------------------------------------- the probe's report
 
 
-def parse_probe(text: str) -> HostState:
-    file_sha = iface_sha = None
+def _running_peer(fields: list[str]) -> RunningPeer:
+    allowed, endpoint, keepalive = (fields + ["(none)", "(none)", "off"])[:3]
+    return RunningPeer(
+        frozenset() if allowed == "(none)" else frozenset(allowed.split(",")),
+        None if endpoint == "(none)" else endpoint,
+        None if keepalive in ("off", "0") else int(keepalive),
+    )
+
+
+def parse_probe(text: str) -> HostState:  # noqa: PLR0912 - one branch per line kind of the probe
+    """scripts/probe.sh's report → HostState. ValueError for a report cut short or garbled."""
+    file_sha = iface_sha = unit = None
     up = systemd = False
-    peers = set()
+    port = None
+    peers: dict[str, RunningPeer] = {}
+    routes: set[str] | None = None
+    rules: dict[tuple[int, str], tuple[int, bool]] = {}
     ended = False
-    for line in text.splitlines():
-        word, _, rest = line.strip().partition(" ")
-        if word == "file" and rest != "-":
-            file_sha = rest
-        elif word == "iface" and rest != "-":
-            iface_sha = rest
-        elif word == "up":
-            up = True
-        elif word == "peer" and rest:
-            peers.add(rest)
-        elif word == "systemd":
-            systemd = True
-        elif word == "wg" and rest == "missing":
-            raise ValueError("wireguard-tools (wg, wg-quick) is not installed on the host")
-        elif word == "end":
-            ended = True
+    try:
+        for line in text.splitlines():
+            word, _, rest = line.strip().partition(" ")
+            fields = rest.split()
+            if word == "file" and rest != "-":
+                file_sha = rest
+            elif word == "iface" and rest != "-":
+                iface_sha = rest
+            elif word == "up":
+                up, routes = True, set()
+            elif word == "port":
+                port = int(rest)
+            elif word == "peer" and fields:
+                peers[fields[0]] = _running_peer(fields[1:])
+            elif word == "route" and routes is not None and fields:
+                routes.add(fields[0])
+            elif word == "rules" and len(fields) == 4:
+                rules[(int(fields[0]), fields[1])] = (int(fields[2]), fields[3] == "1")
+            elif word == "systemd":
+                systemd = True
+            elif word == "unit":
+                unit = rest or None
+            elif word == "wg" and rest == "missing":
+                raise ValueError("wireguard-tools (wg, wg-quick) is not installed on the host")
+            elif word == "end":
+                ended = True
+    except (TypeError, ValueError) as exc:
+        if "not installed" in str(exc):
+            raise
+        raise ValueError(f"the host's probe output is garbled ({exc})") from None
     if not ended:
         raise ValueError("the host's probe output was cut short")
     return HostState(
-        reachable=True,
-        interface_up=up,
-        file_sha=file_sha,
-        iface_sha=iface_sha,
-        systemd=systemd,
-        running_peers=frozenset(peers),
+        reachable=True, interface_up=up, file_sha=file_sha, iface_sha=iface_sha, systemd=systemd,
+        running_peers=frozenset(peers), listen_port=port, peers=peers,
+        routes=frozenset(routes) if routes is not None else None, rules=rules, unit=unit,
     )

@@ -16,11 +16,13 @@ class Op(StrEnum):
     PROBE = "probe"
     # apply.sh
     PREPARE = "prepare"
-    STAGE = "stage"  # the config from standard input into a temporary file
+    STAGE = "stage"  # (sha256): the config from standard input into a temporary file, checked
     DOWN = "down"  # (systemd)
     INSTALL = "install"
     START = "start"  # (systemd, was_up): rolls back and exits START_FAILED on failure
     SYNCCONF = "syncconf"
+    RESTORE_RULES = "restore_rules"  # the firewall chains again, from the config's PostUp lines
+    ENABLE_UNIT = "enable_unit"
     FINISH = "finish"
     # routes.sh
     SYNC_ROUTES = "sync_routes"
@@ -36,6 +38,7 @@ LIBRARY: dict[Op, tuple[str, ...]] = {
     Op.WAIT_CLOUD_INIT: ("probe",), Op.PROBE: ("probe",),
     Op.PREPARE: ("apply",), Op.STAGE: ("apply",), Op.DOWN: ("apply",), Op.INSTALL: ("apply",),
     Op.START: ("apply",), Op.SYNCCONF: ("apply",), Op.FINISH: ("apply",),
+    Op.RESTORE_RULES: ("apply",), Op.ENABLE_UNIT: ("apply",),
     Op.SYNC_ROUTES: ("apply", "routes"),
     Op.STOP_ALL: ("stop",),
     Op.DUMP: ("status",), Op.PING: ("status",),
@@ -60,6 +63,8 @@ class Program:
     steps: tuple[Step, ...]
     stdin: bool = False  # the program reads a config on standard input
     directory: str = "/etc/wireguard"  # where wg-quick reads <iface>.conf
+    exclusive: bool = False  # changes the host: holds the host's lock (waits LOCK_WAIT s at most)
+    time_limit: int = 0  # seconds; the host stops the script itself after that (0: no limit)
 
     def ops(self) -> list[Op]:
         return [s.op for s in self.steps]

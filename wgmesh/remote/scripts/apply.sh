@@ -13,13 +13,23 @@ wgm_prepare() {
     chmod 700 "$WGDIR"
     rm -f "$PREV"
     HAD=1
+    # Whatever ends the script, no copy of the key stays behind; stopped by a signal (the
+    # remote time limit), the previous config goes back first.
+    trap 'rm -f ${TMP:+"$TMP"} "$PREV"' EXIT
+    trap 'wgm_fail "$WGM_EXIT_KILLED"' TERM INT HUP
 }
 
-# The new config from standard input into a temporary file; the current one kept as $PREV.
+# The new config from standard input into a temporary file, checked against its sha256 (a
+# transfer cut between two [Peer] sections would still be a valid config); the current one
+# kept as $PREV. $1: the sha256 the controller sent.
 wgm_stage() {
     TMP=$(mktemp "$WGDIR/.$IFACE.conf.XXXXXX") || exit 1
-    trap 'rm -f "$TMP"' EXIT
     cat >"$TMP" || exit 1
+    got=$(sha256sum <"$TMP" | cut -d' ' -f1)
+    if [ "$got" != "$1" ]; then
+        echo "the config arrived incomplete ($(wc -c <"$TMP") bytes, sha256 $got): nothing was changed" >&2
+        exit "$WGM_EXIT_TRUNCATED"
+    fi
     chmod 600 "$TMP"
     chown 0:0 "$TMP" 2>/dev/null || true
     if [ -f "$CONF" ]; then
@@ -44,13 +54,14 @@ wgm_install() {
     mv -f "$TMP" "$CONF" || exit 1
 }
 
-# $1: 1 where systemd runs.
+# $1: 1 where systemd runs. The host's lock (fd 9) is closed for it: wireguard-go, started by
+# wg-quick, would otherwise hold it for as long as it runs.
 wgm_up() {
     if [ "$1" = 1 ]; then
         # restart, not `enable --now`: a oneshot unit can be "active" while the interface is gone
-        systemctl enable "wg-quick@$IFACE" && systemctl restart "wg-quick@$IFACE"
+        systemctl enable "wg-quick@$IFACE" 9>&- && systemctl restart "wg-quick@$IFACE" 9>&-
     else
-        wg-quick up "$IFACE"
+        wg-quick up "$IFACE" 9>&-
     fi
 }
 
@@ -60,6 +71,9 @@ wgm_start() {
     if ! wgm_up "$1" >"$LOG" 2>&1; then
         cat "$LOG" >&2
         rm -f "$LOG"
+        if [ "$1" = 1 ]; then  # the unit's own words, not "see journalctl"
+            journalctl -u "wg-quick@$IFACE" -n 20 -o cat --no-pager 2>/dev/null | tail -n 20 >&2
+        fi
         wgm_down "$1"
         if [ -f "$PREV" ]; then
             mv -f "$PREV" "$CONF"
@@ -94,6 +108,19 @@ wgm_syncconf() {
     # No pipefail in sh: a failed strip must not feed an empty config to syncconf.
     st=$(wg-quick strip "$IFACE") || wgm_fail "$WGM_EXIT_SYNCCONF_FAILED"
     printf '%s\n' "$st" | wg syncconf "$IFACE" /dev/stdin || wgm_fail "$WGM_EXIT_SYNCCONF_FAILED"
+}
+
+# The firewall chains and their jumps again, from the installed config's PostUp lines (the
+# same lines wg-quick runs; each is idempotent). Fails if a chain is still not as expected.
+wgm_restore_rules() {
+    sed -n 's/^PostUp = //p' "$CONF" | while IFS= read -r line; do
+        bash -c "$line" || exit 1
+    done || exit "$WGM_EXIT_RULES_FAILED"
+}
+
+# The unit starts the interface at boot.
+wgm_enable_unit() {
+    systemctl enable "wg-quick@$IFACE" >/dev/null 2>&1 || exit "$WGM_EXIT_UNIT_FAILED"
 }
 
 wgm_finish() {

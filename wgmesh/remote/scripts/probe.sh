@@ -1,11 +1,16 @@
 # shellcheck shell=sh
 # What a host runs, for the plan (wgmesh/remote/plan.py parses it). Prints one item a line:
-#   file SHA|-    sha256 of the config file
-#   iface SHA|-   sha256 of its [Interface] lines that need a restart
-#   up|down       whether the interface runs; when up, 'peer PUBKEY' for each running peer
-#   systemd       when systemd is PID 1
-#   wg missing    when wireguard-tools is not installed
-#   end           the probe ran to its end
+#   file SHA|-         sha256 of the config file
+#   iface SHA|-        sha256 of its [Interface] lines that need a restart
+#   up|down            whether the interface runs; when up:
+#   port N             its listen port
+#   peer KEY ALLOWED ENDPOINT KEEPALIVE   each running peer (ALLOWED comma-separated or (none))
+#   route PREFIX       each route via the interface (kernel routes left out)
+#   rules FAMILY fwd|nat COUNT JUMP   rules in the wgmesh chain (-1: no chain), jump present 1/0
+#   systemd            when systemd runs the host; then 'unit STATE' (systemctl is-enabled)
+#   wg missing         when wireguard-tools is not installed
+#   end                the probe ran to its end
+# Nothing secret is printed: the dump's private key and preshared-key columns stay on the host.
 # Set by the compiler: IFACE, CONF.
 
 # The [Interface] lines whose change needs a restart (comments, blanks and the lines
@@ -21,6 +26,30 @@ wgm_wait_cloud_init() {
     fi
 }
 
+# rules FAMILY fwd|nat COUNT JUMP for both families
+wgm_rules() {
+    for version in 4 6; do
+        ipt=iptables
+        if [ "$version" = 6 ]; then ipt=ip6tables; fi
+        command -v "$ipt" >/dev/null 2>&1 || continue
+        for kind in fwd nat; do
+            if [ "$kind" = fwd ]; then
+                table=filter hook=FORWARD chain="WGM-$IFACE-FWD"
+            else
+                table=nat hook=POSTROUTING chain="WGM-$IFACE-NAT"
+            fi
+            if listed=$("$ipt" -w -t "$table" -S "$chain" 2>/dev/null); then
+                count=$(printf '%s\n' "$listed" | grep -c '^-A ')
+            else
+                count=-1
+            fi
+            jump=0
+            if "$ipt" -w -t "$table" -C "$hook" -j "$chain" >/dev/null 2>&1; then jump=1; fi
+            echo "rules $version $kind $count $jump"
+        done
+    done
+}
+
 wgm_probe() {
     if ! command -v wg >/dev/null 2>&1 || ! command -v wg-quick >/dev/null 2>&1; then
         echo 'wg missing'
@@ -32,14 +61,22 @@ wgm_probe() {
         echo 'file -'
         echo 'iface -'
     fi
-    if p=$(wg show "$IFACE" peers 2>/dev/null); then
+    if dump=$(wg show "$IFACE" dump 2>/dev/null); then
         echo up
-        printf '%s\n' "$p" | sed -n 's/^\(..*\)$/peer \1/p'
+        printf '%s\n' "$dump" | awk -F '\t' 'NR==1 {print "port", $3; next} {print "peer", $1, $4, $3, $8}'
+        for version in 4 6; do
+            ip -o "-$version" route show dev "$IFACE" 2>/dev/null | while read -r dst rest; do
+                case "$rest" in *"proto kernel"*) continue ;; esac
+                echo "route $dst"
+            done
+        done
+        wgm_rules
     else
         echo down
     fi
-    if [ -d /run/systemd/system ]; then
+    if wgm_has_systemd; then
         echo systemd
+        echo "unit $(systemctl is-enabled "wg-quick@$IFACE" 2>/dev/null || true)"
     fi
     echo end
 }

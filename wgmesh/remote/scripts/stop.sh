@@ -4,7 +4,7 @@
 # Set by the compiler: IFACE, CONF, PREV.
 
 wgm_stop_all() {
-    if [ -d /run/systemd/system ]; then
+    if wgm_has_systemd; then
         systemctl disable --now "wg-quick@$IFACE" >/dev/null 2>&1
     fi
     if wg show "$IFACE" >/dev/null 2>&1; then
