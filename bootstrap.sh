@@ -17,9 +17,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: WireGuard (userspace wireguard-go where the kernel has no module), sshd for the lab
-# hosts, iptables, ping, Graphviz, venv for Python, and shellcheck for the lint gate.
+# hosts, iptables, ping, Graphviz, venv for Python, and shellcheck for the lint gate; debootstrap and
+# systemd-nspawn (systemd-container) for the lab's systemd hosts (--var init=systemd).
 pkgs=(wireguard-tools wireguard-go openssh-server openssh-client iptables iproute2 iputils-ping fping
-      util-linux procps graphviz python3-venv ca-certificates shellcheck)
+      util-linux procps graphviz python3-venv ca-certificates shellcheck debootstrap systemd-container)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

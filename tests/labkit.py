@@ -37,6 +37,51 @@ def lab_leftovers(name: str) -> list[str]:
     return left
 
 
+def _proc_dirs() -> list[Path]:
+    return [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_zombie(proc: Path) -> bool:
+    try:
+        return proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone
+
+
+def systemd_leftovers(name: str, state_dir: Path | None = None) -> list[str]:
+    """What is left of the systemd hosts of lab `name` (init=systemd): their cgroups (labctl's
+    `wgmesh-lab/wgm-<name>-<host>` in every cgroup hierarchy), their supervisor and systemd-nspawn
+    processes, and, given the lab's state dir, any mount below it in any mount namespace (the
+    hosts' overlay layers)."""
+    cgroups = Path("/sys/fs/cgroup")
+    left = [f"cgroup {d}" for pattern in (f"wgmesh-lab/wgm-{name}-*", f"*/wgmesh-lab/wgm-{name}-*")
+            for d in cgroups.glob(pattern) if d.is_dir()]
+    for proc in _proc_dirs():
+        cmd = _cmdline(proc)
+        if f"wgm-{name}-" in cmd and ("systemd-nspawn" in cmd or "wgmesh-lab-boot" in cmd) and not _is_zombie(proc):
+            left.append(f"process {proc.name}: {cmd[:120]}")
+    if state_dir is not None:
+        seen = set()
+        for proc in _proc_dirs():
+            try:
+                info = proc.joinpath("mountinfo").read_text()
+            except OSError:
+                continue
+            for line in info.splitlines():
+                fields = line.split()
+                if len(fields) > 4 and fields[4].startswith(str(state_dir)) and fields[4] not in seen:
+                    seen.add(fields[4])
+                    left.append(f"mount {fields[4]} (pid {proc.name})")
+    return left
+
+
 class Lab:
     """A lab in a project directory of its own; `name` is both the lab's and the inventory's name."""
 
@@ -111,6 +156,49 @@ class Lab:
 
     def sshd_start(self, host: str) -> None:
         self.labctl("sshd-start", self.name, host, str(self.state_dir))
+
+    def reboot(self, host: str) -> float:
+        """Reboot a systemd host (`labctl reboot`): its systemd stops and boots again, its network
+        namespace and links stay. Returns the seconds until its sshd answered again."""
+        t = time.monotonic()
+        self.labctl("reboot", self.name, host, timeout=600)
+        return time.monotonic() - t
+
+    def init(self, host: str) -> str:
+        """What a host runs, from Terraform's `lab` output: "systemd" or "plain"."""
+        return self.tf_output("lab")["init"][host]
+
+    def ssh(self, host: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """SSH from the controller to a site or server, as wgmesh does: to its public address, with
+        the lab's key, the host key pinned from Terraform's outputs (a mismatch fails)."""
+        plan = self.plan(host)
+        known = self.root / f".labkit-known-hosts-{host}"
+        known.write_text("".join(f"{plan['ssh_host']} {k}\n" for k in plan["ssh_host_keys"]))
+        r = _run(["ssh", "-i", plan["ssh_key"], "-p", str(plan["ssh_port"]), "-o", "BatchMode=yes",
+                  "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
+                  "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+                  f"{plan['ssh_user']}@{plan['ssh_host']}", "--", *cmd], timeout=timeout)
+        if check:
+            r.check_returncode()
+        return r
+
+    def memory_kb(self, host: str) -> dict[str, int]:
+        """Memory of the processes in a host's network namespace, in kB: `pss` (shared pages split
+        among the processes that map them), `rss` and `uss` (pages no other process maps). For a
+        systemd host that is the whole container; its systemd-nspawn and supervisor (outside the
+        namespace) are not counted."""
+        pids = _run(["ip", "netns", "pids", f"wgm-{self.name}-{host}"]).stdout.split()
+        total = {"pss": 0, "rss": 0, "uss": 0}
+        for pid in pids:
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
+            total["pss"] += fields.get("Pss", 0)
+            total["rss"] += fields.get("Rss", 0)
+            total["uss"] += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+        return total
 
     def wg_pids(self, host: str) -> list[str]:
         """wireguard-go processes in that host's network namespace (there is no PID namespace)."""

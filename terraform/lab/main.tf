@@ -5,6 +5,9 @@
 #   root netns ── wgm-<name> veth ── router netns wgm-<name>-rt
 #     ├── veth ── gateway wgm-<name>-site<i> ── veth ── instance wgm-<name>-site<i>-vm
 #     └── veth ── gateway wgm-<name>-srv<k>  ── veth ── instance wgm-<name>-srv<k>-vm
+#
+# With init = "systemd" every gateway boots Debian 12 with systemd as PID 1
+# in its namespace (labctl: systemd-nspawn on a cached root file system).
 
 locals {
   state_dir = abspath(var.state_dir != "" ? var.state_dir : "${path.root}/lab-state")
@@ -115,19 +118,33 @@ resource "terraform_data" "router" {
   }
 }
 
+# The root file system of systemd gateways: built once per machine (~40 s,
+# debootstrap) and cached outside the lab, so destroying the lab keeps it.
+resource "terraform_data" "rootfs" {
+  count = var.init == "systemd" ? 1 : 0
+
+  provisioner "local-exec" {
+    command     = "\"$LABCTL\" rootfs"
+    environment = { LABCTL = local.labctl }
+  }
+}
+
 # Every host: the sites (exported in `peers`) and, built exactly like them, the
 # servers a user adds by hand (wgmesh addpeer), exported in `servers`.
 resource "terraform_data" "host" {
-  for_each = local.hosts
+  for_each   = local.hosts
+  depends_on = [terraform_data.rootfs]
 
-  triggers_replace = {
+  # A change of init rebuilds the host; "plain" adds no key, so the hosts of a
+  # lab built before init existed are not replaced.
+  triggers_replace = merge({
     name      = var.name
     host      = each.key
     public    = each.value.public
     subnet    = each.value.subnet
     state_dir = local.state_dir
     router    = terraform_data.router.id
-  }
+  }, var.init == "plain" ? {} : { init = var.init })
 
   input = {
     name        = var.name
@@ -143,7 +160,7 @@ resource "terraform_data" "host" {
   # Gateway and instance addresses follow from the subnet, which replaces
   # the host when it changes; like the router's, they need not be in input.
   provisioner "local-exec" {
-    command = "\"$LABCTL\" up-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_GATEWAY\" \"$LAB_INSTANCE\" \"$LAB_STATE_DIR\""
+    command = "\"$LABCTL\" up-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_GATEWAY\" \"$LAB_INSTANCE\" \"$LAB_STATE_DIR\" \"$LAB_INIT\""
     environment = {
       LABCTL        = self.input.labctl
       LAB_NAME      = self.input.name
@@ -153,6 +170,7 @@ resource "terraform_data" "host" {
       LAB_GATEWAY   = each.value.gateway
       LAB_INSTANCE  = each.value.instance
       LAB_STATE_DIR = self.input.state_dir
+      LAB_INIT      = var.init
     }
   }
 

@@ -43,7 +43,7 @@ output "servers" {
 }
 
 output "lab" {
-  description = "The lab itself: name, underlay, the controller's and the router's addresses, state dir, the labctl helper and the namespaces."
+  description = "The lab itself: name, underlay, the controller's and the router's addresses, state dir, the labctl helper, the namespaces and what each host runs (init)."
   value = {
     name               = var.name
     underlay           = var.underlay
@@ -51,6 +51,11 @@ output "lab" {
     router_address     = local.router_address
     state_dir          = local.state_dir
     labctl             = local.labctl
+    # What each host runs: "systemd" (a booted Debian system) or "plain" (a namespace with sshd).
+    init = merge(
+      { for k, h in local.hosts : k => var.init },
+      { for k, h in local.hosts : "${k}-vm" => "plain" },
+    )
     namespaces = concat(
       [local.router_ns],
       flatten([for k in concat(local.site_names, local.server_names) : ["wgm-${var.name}-${k}", "wgm-${var.name}-${k}-vm"]]),

@@ -42,6 +42,17 @@ variable "underlay" {
   }
 }
 
+variable "init" {
+  description = "What the gateways (sites and servers) run: \"plain\" = a network namespace with its own sshd (fast, the default); \"systemd\" = a real Debian 12 system booted with systemd as PID 1 (systemd-nspawn) in that namespace, sshd as its ssh.service. Private instances are always plain."
+  type        = string
+  default     = "plain"
+
+  validation {
+    condition     = contains(["plain", "systemd"], var.init)
+    error_message = "init must be \"plain\" or \"systemd\"."
+  }
+}
+
 variable "state_dir" {
   description = "Directory for the lab's files (controller key, host keys, sshd configs, pid files). Empty means <root module>/lab-state. Made absolute."
   type        = string
