@@ -3,13 +3,14 @@ pending revocations that tie the two together. Writes are atomic (fsutil.write_a
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterable
 
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
-from wgmesh.errors import BadInput
+from wgmesh.errors import BadInput, Refused
 from wgmesh.fsutil import BACKUPS, write_atomic
 from wgmesh.model import Inventory
 from wgmesh.workspace import Workspace
@@ -22,13 +23,27 @@ def _missing(ws: Workspace) -> BadInput:
     )
 
 
+def _check_permissions(ws: Workspace) -> None:
+    """The inventory says where keys and configs go (endpoints, SSH targets, subnets): one that
+    others can change is refused, as a keystore others can read is."""
+    path = ws.inventory_path
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o022:
+        raise Refused(
+            f"inventory {path} has mode {mode:04o}: refusing an inventory others can change",
+            hint=f"chmod go-w {path}",
+        )
+
+
 def require_inventory(ws: Workspace) -> None:
     if not ws.inventory_path.is_file():
         raise _missing(ws)
+    _check_permissions(ws)
 
 
 def load_if_exists(ws: Workspace) -> Inventory | None:
     try:
+        _check_permissions(ws)
         text = ws.inventory_path.read_text()
     except FileNotFoundError:
         return None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import site
 import socket
+import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +18,21 @@ from wgmesh.errors import LockHeld
 from wgmesh.fsutil import ensure_private_dir
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+INSTALLED_STACKS = Path("share", "wgmesh", "terraform")  # pyproject.toml: [tool.setuptools.data-files]
 
 
 def default_stacks_dir() -> Path:
+    """$WGMESH_STACKS; else terraform/ of the checkout wgmesh runs from; else the stacks an
+    installed wheel put under its scheme's data directory (a venv's, the user's, the system's)."""
     env = os.environ.get("WGMESH_STACKS")
-    return Path(env) if env else PACKAGE_DIR.parent / "terraform"
+    if env:
+        return Path(env)
+    checkout = PACKAGE_DIR.parent / "terraform"
+    installed = [Path(base) / INSTALLED_STACKS for base in (sysconfig.get_path("data"), sys.prefix, site.getuserbase())]
+    for cand in (checkout, *installed):
+        if any(cand.glob("*/*.tf")):
+            return cand
+    return installed[0]
 
 
 @dataclass(frozen=True)

@@ -296,3 +296,77 @@ def test_up_refuses_a_pool_that_overlaps_planned_subnets(tmp_path):
     assert "wgm-ovl" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     state = tmp_path / ".wgmesh/ovl/terraform/terraform.tfstate"
     assert not state.exists() or not json.loads(state.read_text()).get("resources")
+
+
+def test_help_shows_defaults_and_no_types_on_flags(tmp_path):
+    """Help is plain text: "[default: ...]" in a help string is shown, not eaten as markup, and
+    flags show no value type ("<bool>") as if they took one."""
+    up = run(tmp_path, "up", "--help")
+    top = run(tmp_path, "--help")
+    assert up.exit_code == 0 and top.exit_code == 0
+    text = " ".join(up.stdout.split())
+    assert "Terraform stack in terraform/ [default: the inventory's, else lab]." in text, text
+    assert "[default: 10.200.0.0/16]" in text, text
+    assert "<bool>" not in up.stdout + top.stdout
+    assert "--no-verify Skip" in text and "--json Print" in text
+    assert "[default: .]" in " ".join(top.stdout.split())
+
+
+def test_default_stacks_dir_of_an_installed_wheel(tmp_path, monkeypatch):
+    """Without a checkout beside the package, the stacks come from <prefix>/share/wgmesh/terraform."""
+    from wgmesh import workspace
+
+    installed = tmp_path / "venv" / "share" / "wgmesh" / "terraform"
+    (installed / "lab").mkdir(parents=True)
+    (installed / "lab" / "main.tf").write_text("")
+    monkeypatch.delenv("WGMESH_STACKS", raising=False)
+    monkeypatch.setattr(workspace, "PACKAGE_DIR", tmp_path / "site-packages" / "wgmesh")
+    monkeypatch.setattr(workspace.sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(workspace.sysconfig, "get_path", lambda name: str(tmp_path / "venv"))
+    assert workspace.default_stacks_dir() == installed
+    monkeypatch.setenv("WGMESH_STACKS", str(tmp_path / "mine"))
+    assert workspace.default_stacks_dir() == tmp_path / "mine"
+
+
+def test_a_wheel_carries_the_terraform_stacks(tmp_path):
+    """`pip install .` of a wheel finds the stacks: built from a copy of the sources (the build
+    writes build/ and *.egg-info beside them), installed without dependencies by the pip of a new
+    venv (finding the stacks needs none; the test's own pip would touch the test's environment),
+    and asked where they are."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, src / name)
+    junk = shutil.ignore_patterns("__pycache__", ".terraform*", "*.tfstate*", "lab-state", "*.tfplan")
+    for name in ("wgmesh", "terraform"):
+        shutil.copytree(repo / name, src / name, ignore=junk)
+    wheels = tmp_path / "wheels"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = wheels.glob("wgmesh-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        modes = {i.filename.split(".data/data/", 1)[1]: i.external_attr >> 16 for i in z.infolist()
+                 if ".data/data/" in i.filename}
+    tracked = sorted(str(p.relative_to(repo)) for p in (repo / "terraform").glob("*/*")
+                     if p.suffix in (".tf", ".json", ".md") or p.name == "labctl")
+    assert sorted(modes) == [f"share/wgmesh/{t}" for t in tracked]
+    assert modes["share/wgmesh/terraform/lab/labctl"] & 0o111  # still executable
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                        str(wheel)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    probe = "from wgmesh.workspace import default_stacks_dir as d; from wgmesh.stacks import load_stack; " \
+            "print(d()); print(load_stack(d(), 'lab').directory)"
+    env = {k: v for k, v in os.environ.items() if k not in ("WGMESH_STACKS", "PYTHONPATH")}
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(venv / "share/wgmesh/terraform"), str(venv / "share/wgmesh/terraform/lab")]

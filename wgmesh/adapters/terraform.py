@@ -7,7 +7,8 @@ filesystem mirror when one is present; the user's TF_CLI_CONFIG_FILE is never ne
 python-terraform 0.10.1 returns (rc, out, err) without raising and its destroy() passes
 -force, which current Terraform rejects: every result is checked here, and commands are
 built with its generate_cmd_string and run with our own process handling so Terraform's
-progress streams to the user and Ctrl-C reaches it exactly once.
+progress streams to the user and an interrupt (Ctrl-C, or SIGTERM/SIGHUP to wgmesh) reaches it
+exactly once, and it is waited for.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from python_terraform import IsFlagged, Terraform
 
-from wgmesh.errors import Interrupted, TerraformFailed
+from wgmesh.errors import Interrupted, Refused, TerraformFailed
 from wgmesh.fsutil import write_atomic
 
 MIRROR_CANDIDATES = (
@@ -31,24 +32,37 @@ MIRROR_CANDIDATES = (
     "/usr/local/share/terraform/plugins",
     "/usr/share/terraform/plugins",
 )
+ERRORED_STATE = "errored.tfstate"  # where Terraform leaves a state it could not save
+
+
+def mirror_providers(mirror: str | Path) -> list[str]:
+    """The providers a filesystem mirror holds: its HOSTNAME/NAMESPACE/TYPE directories that
+    hold something (a version directory, packed or unpacked)."""
+    root = Path(mirror)
+    found = (d.relative_to(root).parts for d in root.glob("*/*/*") if d.is_dir() and any(d.iterdir()))
+    return sorted("/".join(parts) for parts in found if not any(p.startswith(".") for p in parts))
 
 
 def find_mirror() -> str | None:
     env = os.environ.get("WGMESH_TF_PLUGIN_MIRROR")
     for cand in ([env] if env else []) + list(MIRROR_CANDIDATES):
         p = Path(cand).expanduser()
-        if p.is_dir() and any(p.glob("*/*/*")):
+        if p.is_dir() and mirror_providers(p):
             return str(p)
     return None
 
 
 def cli_config(mirror: str | None) -> str:
-    if not mirror:
+    """The mirror serves exactly the providers it holds; every other provider comes from its
+    registry (a dev provider in ~/.terraform.d/plugins must not hide the AWS provider)."""
+    providers = mirror_providers(mirror) if mirror else []
+    if not providers:
         return "provider_installation {\n  direct {}\n}\n"
+    listed = json.dumps(providers)
     return (
         "provider_installation {\n"
-        f'  filesystem_mirror {{\n    path    = {json.dumps(mirror)}\n    include = ["*/*/*"]\n  }}\n'
-        '  direct {\n    exclude = ["*/*/*"]\n  }\n'
+        f"  filesystem_mirror {{\n    path    = {json.dumps(mirror)}\n    include = {listed}\n  }}\n"
+        f"  direct {{\n    exclude = {listed}\n  }}\n"
         "}\n"
     )
 
@@ -77,6 +91,27 @@ class TerraformRunner:
         except ValueError:
             return True
 
+    # ------------------------------------------------------------ a state Terraform could not save
+
+    def _errored(self) -> tuple[str, str] | None:
+        """What errored.tfstate means and how to recover (message, hint), if Terraform left one."""
+        path = self.workdir / ERRORED_STATE
+        if not path.exists():
+            return None
+        return (
+            f"Terraform could not save its state and left it in {path}: what that run created or destroyed "
+            "is recorded only there, and running Terraform again before it is saved would fork the state",
+            f"fix what kept Terraform from saving (its message says), then in {self.workdir} run "
+            f"'terraform state push -force {ERRORED_STATE} && rm {ERRORED_STATE}', then wgmesh again "
+            "(-force: a local state that failed to save keeps the serial of the one it replaces)",
+        )
+
+    def refuse_errored_state(self) -> None:
+        """Nothing runs Terraform here while errored.tfstate holds state it could not save."""
+        errored = self._errored()
+        if errored is not None:
+            raise Refused(*errored)
+
     # ------------------------------------------------------------ running
 
     def _env(self) -> dict[str, str]:
@@ -91,6 +126,7 @@ class TerraformRunner:
         return env
 
     def _run(self, what: str, *args: str, stream: bool = True, **options: object) -> tuple[int, str, str]:
+        self.refuse_errored_state()
         cmd = self.tf.generate_cmd_string(*args, **options)
         try:
             proc = self._popen(cmd)
@@ -115,35 +151,47 @@ class TerraformRunner:
         if stdout is None or stderr is None:
             raise TypeError("terraform must run with its stdout and stderr piped (see _popen)")
         err_lines: list[str] = []
+        deaf = threading.Event()  # our terminal is gone (a dropped SSH session): keep draining and waiting
+
+        def say(line: str) -> None:
+            if not deaf.is_set():
+                try:
+                    self.on_line(line)
+                except (OSError, SystemExit):  # (Rich turns a broken pipe into SystemExit)
+                    deaf.set()
 
         def drain_err() -> None:
             for line in stderr:
                 err_lines.append(line)
                 if stream:
-                    self.on_line(line.rstrip("\n"))
+                    say(line.rstrip("\n"))
 
         t = threading.Thread(target=drain_err, daemon=True)
         t.start()
         out_lines: list[str] = []
-        interrupted = False
+        interrupted = forwarded = False
         while True:
             try:
+                if interrupted and not forwarded:  # here, not in the handler: a second interrupt lands in it
+                    forwarded = True
+                    proc.send_signal(signal.SIGINT)  # Terraform stops gracefully and saves its state
+                    say("interrupted: waiting for Terraform to stop cleanly")
                 for line in stdout:
                     out_lines.append(line)
                     if line.startswith("Outputs:"):
                         stream = False  # the outputs are read as JSON next; no need to print them
                     if stream:
-                        self.on_line(line.rstrip("\n"))
+                        say(line.rstrip("\n"))
                 proc.wait()
                 break
-            except KeyboardInterrupt:
-                if not interrupted:
-                    interrupted = True
-                    proc.send_signal(signal.SIGINT)  # Terraform stops gracefully and saves its state
-                    self.on_line("interrupted: waiting for Terraform to stop cleanly")
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (see wgmesh.cli.app.run)
+                interrupted = True
         t.join()
         out, err = "".join(out_lines), "".join(err_lines)
         if interrupted:
+            errored = self._errored()
+            if errored is not None:
+                raise Interrupted(f"terraform {what} interrupted; {errored[0]}", hint=errored[1])
             raise Interrupted(f"terraform {what} interrupted")
         return proc.returncode, out, err
 
@@ -151,6 +199,9 @@ class TerraformRunner:
         if rc != 0:
             msg = (err.strip() or out.strip()).splitlines()
             tail = "\n".join(msg[-15:]) if msg else "(no message)"
+            errored = self._errored()
+            if errored is not None:
+                raise TerraformFailed(f"terraform {what} failed (exit {rc}):\n{tail}\n{errored[0]}", hint=errored[1])
             raise TerraformFailed(f"terraform {what} failed (exit {rc}):\n{tail}")
 
     def init(self) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import typer
 
@@ -20,6 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help text is plain text, like everything wgmesh prints: Rich markup would eat "[default: ...]"
+    # and Typer's Rich panels show a type ("<bool>") beside flags, as if they took a value.
+    rich_markup_mode=None,
 )
 
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
@@ -53,6 +61,31 @@ def main_options(
 
 
 Body = Callable[[Workspace], Result | None]
+HANGUPS = (signal.SIGTERM, signal.SIGHUP)  # a cancelled CI job, a dropped SSH session
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def hangups_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP end a run the way Ctrl-C does: Terraform gets one interrupt and is waited
+    for, the inventory keeps what it holds, the lock is released, exit 130. Without this they
+    would kill wgmesh (and release the lock) while Terraform, in a session of its own, carries on.
+    A signal that was ignored (nohup) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # (None: a handler not installed from Python, which could not be put back: left alone.)
+    saved = {s: was for s in HANGUPS if (was := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
+    for s in saved:
+        signal.signal(s, _interrupt)
+    try:
+        yield
+    finally:
+        for s, was in saved.items():
+            signal.signal(s, was)
 
 
 def run(
@@ -70,11 +103,12 @@ def run(
         ws: Workspace = ctx.obj()
         if pre is not None:
             pre(ws)
-        if lock:
-            with RunLock(ws, command):
+        with hangups_interrupt():
+            if lock:
+                with RunLock(ws, command):
+                    result = body(ws)
+            else:
                 result = body(ws)
-        else:
-            result = body(ws)
         if result is not None:
             if as_json:
                 output.emit_json(result.to_json())
@@ -82,16 +116,39 @@ def run(
                 output.show(result)
             code = result.exit_status
     except WgmeshError as exc:
-        output.error(exc)
+        _error(exc)
         code = exc.exit_code
     except KeyboardInterrupt:
-        output.error(Interrupted("interrupted"))
+        _error(Interrupted("interrupted"))
         code = ExitStatus.INTERRUPTED
-    except OSError as exc:  # the machine said no (permissions, disk full, ...): say what, no traceback
-        where = f" ({exc.filename})" if exc.filename else ""
-        output.error(WgmeshError(f"{exc.strerror or type(exc).__name__}{where}"))
-        code = ExitStatus.OTHER
+    except OSError as exc:
+        if exc.errno in (errno.EPIPE, errno.EIO) and isinstance(exc.__context__, (KeyboardInterrupt, Interrupted)):
+            # Interrupted, and the terminal is gone (a dropped SSH session): nothing can be said any more.
+            _terminal_gone()
+            code = ExitStatus.INTERRUPTED
+        else:  # the machine said no (permissions, disk full, ...): say what, no traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            _error(WgmeshError(f"{exc.strerror or type(exc).__name__}{where}"))
+            code = ExitStatus.OTHER
     raise typer.Exit(int(code))
+
+
+def _error(exc: WgmeshError) -> None:
+    from wgmesh.cli import output
+
+    try:
+        output.error(exc)
+    except OSError:  # the terminal is gone: the exit status is all that is left to say
+        _terminal_gone()
+
+
+def _terminal_gone() -> None:
+    """stdout and stderr can no longer be written (a dropped SSH session): point them at /dev/null,
+    so what is still buffered does not turn the exit status into Python's 120 at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def need_inventory(ws: Workspace) -> None:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgmesh import store
-from wgmesh.commands import Succeeds
 from wgmesh.commands.status import StatusResult, status
+from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL
 from wgmesh.fsutil import ensure_private_dir, write_atomic
 from wgmesh.remote.host import Connector, ssh_pool
@@ -15,13 +15,18 @@ from wgmesh.workspace import Workspace
 
 
 @dataclass
-class GraphResult(Succeeds):
+class GraphResult:
     files: list[str]
     dot: str
     status: StatusResult
 
+    @property
+    def exit_status(self) -> ExitStatus:
+        # Drawn either way; a host that was not reached (its edges grey) makes it 4, as for status.
+        return ExitStatus.HOSTS_FAILED if self.status.unreachable else ExitStatus.OK
+
     def to_json(self) -> dict[str, Any]:
-        return {"files": self.files}
+        return {"files": self.files, "unreachable": self.status.unreachable}
 
 
 def graph(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool) -> GraphResult:

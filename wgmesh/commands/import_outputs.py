@@ -41,8 +41,11 @@ def read_outputs(path: str) -> list[Peer]:
 
 
 def import_outputs(ws: Workspace, path: str) -> ImportResult:
+    from wgmesh.commands.up import refresh
+
     inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name)
-    merged = invmod.merge_terraform(inv, read_outputs(path))
+    peers = read_outputs(path)
+    store.keystore(ws).load()  # a keystore others can read is refused before anything is written
+    merged = refresh(ws, inv, peers)  # as `up` does: peers gone from the outputs are revoked
     _, made = store.ensure_keys(ws, merged)
-    store.save(ws, merged)
     return ImportResult(merged, made)

@@ -14,9 +14,9 @@ from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
 from wgmesh.commands.push import PushResult, push_configs
 from wgmesh.commands.verify import VerifyResult, run_verify
-from wgmesh.errors import BadInput, TerraformFailed, WgmeshError
+from wgmesh.errors import BadInput, Interrupted, TerraformFailed, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL
-from wgmesh.model import Inventory
+from wgmesh.model import Inventory, Peer
 from wgmesh.progress import Reporter
 from wgmesh.remote.host import Connector, ssh_pool
 from wgmesh.workspace import Workspace
@@ -48,7 +48,8 @@ class UpResult(HostsOutcome):
 
     @property
     def ok(self) -> bool:
-        return not self.push.failed and (self.verify is None or self.verify.ok)
+        # push.ok: a revocation still pending on some host counts, as it does for `push`
+        return self.push.ok and (self.verify is None or self.verify.ok)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,9 +70,16 @@ def terraform_for(
     (after every check that can refuse the variables)."""
     from wgmesh.adapters.terraform import TerraformRunner
 
+    if not ws.stacks_dir.is_dir():
+        raise BadInput(
+            "--stack", stack, f"no Terraform stacks at {ws.stacks_dir}",
+            hint="set WGMESH_STACKS to a directory of stacks (a checkout's terraform/), or reinstall wgmesh",
+        )
     st = stacks.load_stack(ws.stacks_dir, stack)
     stacks.check_vars(st, variables)
-    return TerraformRunner(ws.tf_dir, on_line=reporter.line), stacks.root_module(st, ws.tf_dir, variables)
+    runner = TerraformRunner(ws.tf_dir, on_line=reporter.line)
+    runner.refuse_errored_state()  # Terraform's last run could not save its state: no run on a fork of it
+    return runner, stacks.root_module(st, ws.tf_dir, variables)
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -130,10 +138,14 @@ def _provision(ws: Workspace, inv: Inventory, reporter: Reporter) -> Inventory:
     reporter.phase(f"terraform apply ({stack})")
     try:
         tf.apply()
-    except TerraformFailed:
-        # Keep the inventory true to what Terraform holds, then report the failure.
+    except (TerraformFailed, Interrupted):
+        # Keep the inventory true to what Terraform holds, and the stack and variables it ran with;
+        # then report the failure or the interrupt.
         try:
             merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(tf.outputs().get("peers") or {}))
+        except WgmeshError:  # no outputs to trust (e.g. Terraform could not save its state): peers as they were
+            merged = inv
+        try:
             store.save(ws, merged)
             store.ensure_keys(ws, merged)
         except WgmeshError:
@@ -142,7 +154,13 @@ def _provision(ws: Workspace, inv: Inventory, reporter: Reporter) -> Inventory:
     outputs = tf.outputs()
     if "peers" not in outputs:
         raise TerraformFailed(f"the stack {stack!r} has no 'peers' output (see the output contract in the README)")
-    merged = invmod.merge_terraform(inv, invmod.peers_from_outputs(outputs["peers"]))
+    return refresh(ws, inv, invmod.peers_from_outputs(outputs["peers"]))
+
+
+def refresh(ws: Workspace, inv: Inventory, terraform_peers: list[Peer]) -> Inventory:
+    """The inventory with Terraform's peers as its outputs now list them, saved. Peers gone from
+    them are forgotten: keys purged, a pending revocation on every managed host still trusting them."""
+    merged = invmod.merge_terraform(inv, terraform_peers)
     store.forget_peers(ws, merged, [n for n in inv.names if n not in merged.names])
     store.save(ws, merged)
     return merged
