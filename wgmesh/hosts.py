@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from wgmesh.adapters import ssh
-from wgmesh.model import Instance, Inventory, Peer
+from wgmesh.model import Instance, Inventory, Peer, Source
 from wgmesh.remote.compiler import command
 from wgmesh.remote.host import PROBE_TIMEOUT, Reply
 from wgmesh.remote.steps import Program
@@ -25,10 +26,19 @@ class SshHost:
         return Reply(*self.conn.run(command(program, self.user), stdin=stdin, timeout=timeout))
 
 
+FirstUse = Callable[[str, str], None]  # (peer or "peer/instance", fingerprint): a key pinned unverified
+
+
 class HostPool:
-    def __init__(self, pins: ssh.Pins, inventory: Inventory | None = None, wait_ssh: float = 0.0):
+    def __init__(
+        self, pins: ssh.Pins, inventory: Inventory | None = None, wait_ssh: float = 0.0, *,
+        strict_host_keys: bool = False, on_first_use: FirstUse | None = None,
+    ):
         self.pins = pins
         self.wait_ssh = wait_ssh  # keep retrying unreachable hosts this long (hosts still booting)
+        self.strict = strict_host_keys  # refuse hosts whose key nothing vouches for, instead of pinning it
+        self.on_first_use = on_first_use
+        self.inventory_name = inventory.name if inventory else ""
         # A peer added without --ssh-key may use the keys the other peers of its inventory use
         # (e.g. the key a Terraform stack made for its hosts), after ssh-agent and ~/.ssh.
         self.fallback_keys = tuple(
@@ -49,6 +59,10 @@ class HostPool:
             fallback_keys=self.fallback_keys,
             expected_keys=peer.host_keys,
             label=peer.name,
+            trust_with=(
+                f"wgmesh -i {self.inventory_name} setpeer {peer.name} --host-key"
+                if peer.source == Source.MANUAL else ""
+            ),
         )
 
     def get(self, peer: Peer) -> SshHost:
@@ -70,7 +84,7 @@ class HostPool:
         deadline = time.monotonic() + self.wait_ssh
         while True:
             try:
-                conn = ssh.connect(self.target(peer), self.pins)
+                conn = ssh.connect(self.target(peer), self.pins, self.strict)
                 break
             except ssh.SshError as exc:
                 # A booting machine refuses, resets the handshake, or lacks its authorized key yet;
@@ -79,9 +93,14 @@ class HostPool:
                 if isinstance(exc, ssh.HostKeyChanged) or not booting or time.monotonic() >= deadline:
                     raise
                 time.sleep(3)
+        self._first_use(peer.name, conn)
         with self._lock:
             self._conns[peer.name] = conn
         return conn
+
+    def _first_use(self, label: str, conn: ssh.Connection) -> None:
+        if conn.first_use and self.on_first_use is not None:
+            self.on_first_use(label, conn.first_use)
 
     def get_instance(self, peer: Peer, inst: Instance) -> SshHost:
         return SshHost(self._instance_connection(peer, inst), inst.ssh_user)
@@ -102,7 +121,8 @@ class HostPool:
             expected_keys=inst.host_keys,
             label=key,
         )
-        conn = gw.jump(target, self.pins)
+        conn = gw.jump(target, self.pins, self.strict)
+        self._first_use(key, conn)
         with self._lock:
             self._conns[key] = conn
         return conn

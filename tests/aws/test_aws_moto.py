@@ -142,7 +142,21 @@ def test_aws_stack_against_the_emulator(moto, tmp_path):
     assert inv["stack"] == "aws" and all(
         p["cloud"] == "aws" and p["ssh"]["user"] == "ubuntu" for p in inv["peers"].values()
     )
-    wgmesh(tmp_path, "addpeer", "onprem", "--endpoint", "198.51.100.7", "--allowedips", "10.50.0.0/24")
+    # No host key comes from the stack (README, "Host keys"): every AWS host is trusted on first use
+    # unless its keys are pinned from its console (terraform/aws/README.md), whose instance the
+    # Name tag finds and whose console output the EC2 API serves (here: the emulator's fixed sample).
+    assert all(p["ssh_host_keys"] == [] and all(i["ssh_host_keys"] == [] for i in p["instances"])
+               for p in inv["peers"].values())
+    for region in REGIONS:
+        for role in ("gateway", "test"):
+            named = [{"Name": "tag:Name", "Values": [f"wgmesh-{region}-{role}"]},
+                     {"Name": "instance-state-name", "Values": ["running"]}]
+            found = [i_["InstanceId"] for res in ec2(moto, region).describe_instances(Filters=named)["Reservations"]
+                     for i_ in res["Instances"]]
+            assert len(found) == 1, (region, role, found)
+            assert ec2(moto, region).get_console_output(InstanceId=found[0])["InstanceId"] == found[0]
+    wgmesh(tmp_path, "addpeer", "onprem", "--endpoint", "198.51.100.7", "--allowedips", "10.50.0.0/24",
+           "--ssh", "root@198.51.100.7")
     wgmesh(tmp_path, "genconfig")
     for i, region in enumerate(REGIONS):
         text = (tmp_path / "output" / "aws" / f"wgmesh-{region}.conf").read_text()
@@ -151,6 +165,14 @@ def test_aws_stack_against_the_emulator(moto, tmp_path):
         assert any("10.50.0.0/24" in a for a in allowed)
     onprem = (tmp_path / "output" / "aws" / "onprem.conf").read_text()
     assert all(vpc_cidr[r] in onprem for r in REGIONS)
+
+    # Pins of every host (as first contact would leave them): destroy forgets those of the hosts it
+    # destroys and keeps the hand-added peer's.
+    pins = tmp_path / ".wgmesh" / "aws" / "known_hosts"
+    fake = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm1ZQ3ChQ+3fs9sYVUxHpS0XbYyNwqzFV5Gj0v8H0aZ"
+    gone = [h for p in inv["peers"].values() for h in (p["ssh"]["host"], *(i["address"] for i in p["instances"]))]
+    assert len(gone) == 4
+    pins.write_text("".join(f"{h} {fake}\n" for h in sorted([*gone, "198.51.100.7"])))
 
     # Destroy: the emulator holds nothing of ours afterwards.
     t0 = time.monotonic()
@@ -165,4 +187,5 @@ def test_aws_stack_against_the_emulator(moto, tmp_path):
         assert live == []
         assert c.describe_addresses()["Addresses"] == []
         assert c.describe_key_pairs()["KeyPairs"] == []
+    assert pins.read_text() == f"198.51.100.7 {fake}\n"
     print(f"\naws stack against the emulator: apply {apply_s:.1f} s, destroy {destroy_s:.1f} s")

@@ -1,8 +1,10 @@
 """SSH through paramiko: the only module that imports it.
 
 Connections are verified against pinned host keys (an OpenSSH known_hosts file per
-inventory). First contact pins the key the stack exported (or, where none is known,
-the key the host shows). A changed key is a hard failure for that host.
+inventory). A host with no pin is verified against the keys the stack exported or
+`--host-key` gave; a host with none of these is trusted on first use (the key it shows,
+reported as such), or refused when `strict`. A key is pinned only after a successful
+login. A changed key is a hard failure for that host.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import select
+import shlex
 import socket
 import threading
 import time
@@ -26,7 +30,12 @@ from wgmesh.fsutil import write_atomic
 
 CONNECT_TIMEOUT = 5.0
 AUTH_TIMEOUT = 10.0
+BANNER_TIMEOUT = AUTH_TIMEOUT  # a port that accepts but never says "SSH-2.0-..." fails after this
 COMMAND_TIMEOUT = 60.0
+
+# paramiko's transport thread logs every failed handshake with a traceback; the reason reaches the
+# caller as an SshError, so without a handler of their own those lines must not reach stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _RSA_ALGS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
 
@@ -44,13 +53,18 @@ class HostKeyChanged(SshError):
     pass
 
 
+class HostKeyUnknown(SshError):
+    """strict: the host showed a key that nothing vouches for (no pin, no key from the stack or --host-key)."""
+
+
 def fingerprint(key_type_b64: str) -> str:
     """OpenSSH-style SHA256 fingerprint of 'type base64'."""
     blob = base64.b64decode(key_type_b64.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def _entry(host: str, port: int) -> str:
+def entry(host: str, port: int) -> str:
+    """The host's name in known_hosts: HOST, or [HOST]:PORT."""
     return host if port == 22 else f"[{host}]:{port}"
 
 
@@ -76,13 +90,27 @@ class Pins:
 
     def get(self, host: str, port: int) -> set[str]:
         with self._lock:
-            return self._read().get(_entry(host, port), set())
+            return self._read().get(entry(host, port), set())
 
     def pin(self, host: str, port: int, key: str) -> None:
         with self._lock, self._file_lock():  # other wgmesh processes may pin at the same time
             pins = self._read()
-            pins.setdefault(_entry(host, port), set()).add(key)
+            pins.setdefault(entry(host, port), set()).add(key)
             self._write(pins)
+
+    def keep_only(self, entries: set[str]) -> list[str]:
+        """Forget every pin but those of `entries`; the forgotten entries, sorted."""
+        with self._lock, self._file_lock():
+            pins = self._read()
+            gone = sorted(set(pins) - entries)
+            kept = {host: keys for host, keys in pins.items() if host in entries}
+            if kept:
+                self._write(kept)
+            else:
+                self.path.unlink(missing_ok=True)
+        if not kept:
+            self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
+        return gone
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -104,49 +132,91 @@ class Target:
     user: str
     host: str
     port: int = 22
-    key_file: str | None = None
-    fallback_keys: tuple[str, ...] = ()  # tried, after ssh-agent and ~/.ssh, when key_file is None
-    expected_keys: tuple[str, ...] = ()  # host keys known from the stack, 'type base64'
+    key_file: str | None = None  # the peer's own key: offered first
+    fallback_keys: tuple[str, ...] = ()  # offered last, after ssh-agent and ~/.ssh
+    expected_keys: tuple[str, ...] = ()  # host keys known from the stack or --host-key, 'type base64'
     label: str = ""
+    trust_with: str = ""  # the command that records an expected host key for it, e.g. "wgmesh setpeer X --host-key"
+
+
+def _public_blob(key_file: str) -> bytes | None:
+    """The public half of a private key file that needs a passphrase: from KEY.pub, else from the
+    file itself (an OpenSSH-format key carries its public key in clear)."""
+    try:
+        return base64.b64decode(Path(key_file + ".pub").read_text().split()[1], validate=True)
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        lines = Path(key_file).read_text().splitlines()
+        raw = base64.b64decode("".join(line for line in lines if not line.startswith("-----")))
+    except (OSError, ValueError):
+        return None
+    magic = b"openssh-key-v1\0"
+    if not raw.startswith(magic):
+        return None
+    msg = paramiko.Message(raw[len(magic):])
+    for _ in ("cipher", "kdf", "kdf options"):
+        msg.get_string()
+    return msg.get_binary() if msg.get_int() >= 1 else None
+
+
+def _agent_keys() -> list[paramiko.PKey]:
+    try:
+        return list(paramiko.Agent().get_keys())
+    except (paramiko.SSHException, OSError):
+        return []  # no usable agent: the other keys are still tried
 
 
 def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> list[paramiko.PKey]:
+    """The keys to offer, in this order, each once: the peer's own key file (or ssh-agent's copy
+    of it, when the file needs a passphrase), the agent's other keys, ~/.ssh/id_*, then the
+    fallback keys. sshd counts every key offered against its MaxAuthTries (6 by default), so
+    the key meant for the host goes first and no key is offered twice."""
+    agent = _agent_keys()
+    keys: list[paramiko.PKey] = []
     if key_file:
         try:
-            return [paramiko.PKey.from_path(key_file)]
+            keys.append(paramiko.PKey.from_path(key_file))
         except FileNotFoundError:
             raise SshError(f"SSH key file not found: {key_file}") from None
-        except paramiko.PasswordRequiredException:
-            raise SshError(
-                f"SSH key {key_file} needs a passphrase: load it into ssh-agent and omit --ssh-key"
-            ) from None
+        except (paramiko.PasswordRequiredException, TypeError):  # paramiko 4+ says so with a TypeError
+            blob = _public_blob(key_file)
+            keys.extend(k for k in agent if blob is not None and k.asbytes() == blob)
+            if not keys:
+                raise SshError(
+                    f"SSH key {key_file} needs a passphrase and ssh-agent does not hold it: ssh-add {key_file}"
+                ) from None
         except (paramiko.SSHException, ValueError) as exc:
             raise SshError(f"SSH key {key_file} could not be read: {type(exc).__name__}") from None
-    keys: list[paramiko.PKey] = list(paramiko.Agent().get_keys())
+    keys.extend(agent)
     home = Path.home() / ".ssh"
     for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
         p = home / name
         if p.exists():
             try:
                 keys.append(paramiko.PKey.from_path(p))
-            except (paramiko.SSHException, ValueError):
+            except (paramiko.SSHException, ValueError, TypeError):  # TypeError: it needs a passphrase
                 continue
     for extra in fallback:
         try:
             keys.append(paramiko.PKey.from_path(extra))
-        except (OSError, paramiko.SSHException, ValueError):
+        except (OSError, paramiko.SSHException, ValueError, TypeError):
             continue
     if not keys:
         raise SshError("no SSH key: give --ssh-key or load a key into ssh-agent")
-    return keys
+    unique: dict[bytes, paramiko.PKey] = {}
+    for k in keys:
+        unique.setdefault(k.asbytes(), k)
+    return list(unique.values())
 
 
 class Connection:
     """One authenticated SSH transport to one host."""
 
-    def __init__(self, transport: paramiko.Transport, target: Target) -> None:
+    def __init__(self, transport: paramiko.Transport, target: Target, first_use: str | None = None) -> None:
         self.transport = transport
         self.target = target
+        self.first_use = first_use  # the fingerprint pinned on first use (trusted unverified), else None
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str, str]:
         """Run `command`; send `stdin`; drain stdout and stderr, then read the exit status."""
@@ -192,7 +262,7 @@ class Connection:
         finally:
             chan.close()
 
-    def jump(self, target: Target, pins: Pins) -> Connection:
+    def jump(self, target: Target, pins: Pins, strict: bool = False) -> Connection:
         """Connect to `target` through this host (direct-tcpip), as `ssh -J` does."""
         try:
             chan = self.transport.open_channel(
@@ -200,7 +270,7 @@ class Connection:
             )
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise SshError(f"jump to {target.host}:{target.port} refused: {exc or type(exc).__name__}") from None
-        return _handshake(chan, target, pins)
+        return _handshake(chan, target, pins, strict)
 
     def close(self) -> None:
         self.transport.close()
@@ -217,60 +287,110 @@ def _prefer_key_types(transport: paramiko.Transport, wanted: set[str]) -> None:
     opts.key_types = tuple([t for t in prefer if t in available] + [t for t in available if t not in prefer])
 
 
-def _handshake(sock: socket.socket | paramiko.Channel, target: Target, pins: Pins) -> Connection:
+def _no_handshake(transport: paramiko.Transport, exc: BaseException | None) -> SshError:
+    """Why the handshake did not finish, in words (paramiko's own would be "No existing session")."""
+    cause = exc.__context__ if exc is not None else None
+    if not transport.remote_version:
+        if exc is None or isinstance(cause, TimeoutError):
+            return SshError(
+                f"SSH handshake failed: no SSH banner within {BANNER_TIMEOUT:g} s "
+                "(the port accepts connections, but no SSH server answers on it)"
+            )
+        if isinstance(exc, (EOFError, ConnectionError)) or isinstance(cause, (EOFError, ConnectionError)):
+            return SshError("SSH handshake failed: the host closed the connection before its SSH banner")
+    if exc is None:
+        return SshError(f"SSH handshake failed: no key exchange within {AUTH_TIMEOUT:g} s of the banner")
+    return SshError(f"SSH handshake failed: {exc or type(exc).__name__}")
+
+
+def _check_host_key(target: Target, pins: Pins, pinned: set[str], shown: str, strict: bool) -> bool:
+    """Refuse a key that differs from the trusted ones, or (strict) one that nothing vouches for.
+    True when the host is trusted on first use: no pin, no key from the stack or --host-key."""
+    host = entry(target.host, target.port)
+    trusted = pinned or set(target.expected_keys)
+    if trusted and shown not in trusted:
+        where = "pinned" if pinned else "expected (from the stack or --host-key)"
+        raise HostKeyChanged(
+            f"host key of {host} is {fingerprint(shown)}, "
+            f"not the one {where} ({', '.join(sorted(fingerprint(k) for k in trusted))}): refusing to connect",
+            hint=f"if the host was re-created on purpose: ssh-keygen -R '{host}' -f {pins.path}",
+        )
+    if trusted or not strict:
+        return not trusted
+    how = (
+        f"{target.trust_with} {shlex.quote(shown)}" if target.trust_with
+        else f"echo {shlex.quote(f'{host} {shown}')} >> {shlex.quote(str(pins.path))}"
+    )
+    raise HostKeyUnknown(
+        f"host key of {host} is {fingerprint(shown)}, which nothing vouches for (no key from the stack, "
+        "no --host-key, no pin): --strict-host-keys refuses it",
+        hint=f"if it is the host's key (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on the host, or its console), "
+        f"trust it with: {how}",
+    )
+
+
+def _authenticate(transport: paramiko.Transport, target: Target) -> None:
+    last: Exception | None = None
+    tried = 0
+    for key in _load_client_keys(target.key_file, target.fallback_keys):
+        try:
+            tried += 1
+            transport.auth_publickey(target.user, key)
+            return
+        except paramiko.AuthenticationException as exc:
+            last = exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if tried > 1 and not transport.is_active():
+                raise SshError(
+                    f"authentication as {target.user!r} failed: the host hung up after {tried - 1} refused keys "
+                    "(sshd's MaxAuthTries): give the host's own key as the peer's SSH key, or hold fewer in ssh-agent"
+                ) from None
+            raise SshError(f"authentication failed: {exc or type(exc).__name__}") from None
+    raise SshError(f"authentication as {target.user!r} refused ({type(last).__name__}, {tried} keys tried)")
+
+
+def _handshake(
+    sock: socket.socket | paramiko.Channel, target: Target, pins: Pins, strict: bool = False
+) -> Connection:
     transport = paramiko.Transport(sock)
-    transport.banner_timeout = AUTH_TIMEOUT
+    transport.banner_timeout = BANNER_TIMEOUT
     transport.handshake_timeout = AUTH_TIMEOUT
     transport.auth_timeout = AUTH_TIMEOUT
     try:
         pinned = pins.get(target.host, target.port)
-        trusted = pinned or set(target.expected_keys)
-        _prefer_key_types(transport, {k.split()[0] for k in trusted})
+        _prefer_key_types(transport, {k.split()[0] for k in pinned or target.expected_keys})
         try:
-            transport.start_client(timeout=AUTH_TIMEOUT)
+            # Longer than the banner's own timeout: a silent port fails with its reason, not this one.
+            transport.start_client(timeout=BANNER_TIMEOUT + AUTH_TIMEOUT)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise SshError(f"SSH handshake failed: {exc or type(exc).__name__}") from None
+            raise _no_handshake(transport, exc) from None
+        if not transport.is_active() or transport.host_key is None:
+            raise _no_handshake(transport, None)
         server_key = transport.get_remote_server_key()
         shown = f"{server_key.get_name()} {server_key.get_base64()}"
-        if trusted and shown not in trusted:
-            where = "pinned" if pinned else "exported by the stack"
-            raise HostKeyChanged(
-                f"host key of {_entry(target.host, target.port)} is {fingerprint(shown)}, "
-                f"not the one {where} ({', '.join(sorted(fingerprint(k) for k in trusted))}): refusing to connect",
-                hint=f"if the host was re-created on purpose: ssh-keygen -R '{_entry(target.host, target.port)}' "
-                f"-f {pins.path}, or run 'wgmesh destroy' to forget all pins",
-            )
-        if not pinned:
+        first_use = _check_host_key(target, pins, pinned, shown, strict)
+        _authenticate(transport, target)
+        if shown not in pinned:  # only now: a host that refused the login leaves no pin behind
             pins.pin(target.host, target.port, shown)
-        last: Exception | None = None
-        for key in _load_client_keys(target.key_file, target.fallback_keys):
-            try:
-                transport.auth_publickey(target.user, key)
-                break
-            except paramiko.AuthenticationException as exc:
-                last = exc
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise SshError(f"authentication failed: {exc or type(exc).__name__}") from None
-        else:
-            raise SshError(f"authentication as {target.user!r} refused ({type(last).__name__})")
         transport.set_keepalive(15)
-        return Connection(transport, target)
+        return Connection(transport, target, fingerprint(shown) if first_use else None)
     except BaseException:
         transport.close()
         raise
 
 
-def connect(target: Target, pins: Pins) -> Connection:
+def connect(target: Target, pins: Pins, strict: bool = False) -> Connection:
+    """An authenticated connection to `target`; `strict` refuses a host key nothing vouches for."""
     try:
         sock = socket.create_connection((target.host, target.port), timeout=CONNECT_TIMEOUT)
     except TimeoutError:
-        raise SshError(f"unreachable: connecting to {_entry(target.host, target.port)} timed out") from None
+        raise SshError(f"unreachable: connecting to {entry(target.host, target.port)} timed out") from None
     except OSError as exc:
-        raise SshError(f"unreachable: {_entry(target.host, target.port)}: {exc.strerror or exc}") from None
+        raise SshError(f"unreachable: {entry(target.host, target.port)}: {exc.strerror or exc}") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(None)
     try:
-        return _handshake(sock, target, pins)
+        return _handshake(sock, target, pins, strict)
     except BaseException:
         sock.close()
         raise

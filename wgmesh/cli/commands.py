@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from wgmesh.cli.output import RichReporter
     from wgmesh.commands import Result
     from wgmesh.peers import PeerOptions
+    from wgmesh.remote.host import Connector
 
 __all__ = ["app", "main"]
 
@@ -32,6 +33,26 @@ def reporter(quiet: bool = False) -> Iterator[RichReporter]:
         yield rep
     finally:
         rep.close()
+
+
+STRICT_OPT = typer.Option(
+    False, "--strict-host-keys", envvar="WGMESH_STRICT_HOST_KEYS",
+    help="Refuse a host whose SSH host key nothing vouches for (no key from the stack, no --host-key, no pin) "
+    "instead of pinning it on first use.",
+)
+
+
+def hosts(strict: bool) -> Connector:
+    """The SSH pool with the host-key policy: strict, or trust on first use said on stderr (also with --json)."""
+    from functools import partial
+
+    from wgmesh.cli.output import RichReporter
+    from wgmesh.remote.host import ssh_pool
+
+    def first_use(host: str, fp: str) -> None:
+        RichReporter().line(f"{host}: host key pinned on first use, not verified: {fp}")
+
+    return partial(ssh_pool, strict_host_keys=strict, on_first_use=first_use)
 
 
 @app.command()
@@ -53,6 +74,7 @@ def up(
         0, "--wait-ssh", min=0,
         help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines).",
     ),
+    strict_host_keys: bool = STRICT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
@@ -63,7 +85,7 @@ def up(
 
     def body(ws: Workspace) -> Result:
         with reporter() as rep:
-            return cmd.up(ws, opts, rep)
+            return cmd.up(ws, opts, rep, hosts(strict_host_keys))
 
     run(ctx, "up", body, as_json, pre=lambda ws: cmd.check(ws, opts))
 
@@ -139,6 +161,7 @@ def delpeer(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Peer to remove."),
     parallel: int = PARALLEL_OPT,
+    strict_host_keys: bool = STRICT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Remove a peer: stop WireGuard on it, purge its keys, push the change to every other peer."""
@@ -146,7 +169,7 @@ def delpeer(
 
     def body(ws: Workspace) -> Result:
         with reporter(quiet=as_json) as rep:
-            return cmd.delpeer(ws, name, rep, parallel)
+            return cmd.delpeer(ws, name, rep, parallel, hosts(strict_host_keys))
 
     run(ctx, "delpeer", body, as_json, pre=need_inventory)
 
@@ -174,6 +197,7 @@ def push(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Say per host what would change and why; change nothing (exit 6 if something would)."
     ),
+    strict_host_keys: bool = STRICT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Render and apply the configs on every peer: start, syncconf (hitless), restart, repair or nothing."""
@@ -181,7 +205,7 @@ def push(
 
     def body(ws: Workspace) -> Result:
         with reporter(quiet=as_json) as rep:
-            return cmd.push(ws, rep, parallel, dry_run=dry_run)
+            return cmd.push(ws, rep, parallel, hosts(strict_host_keys), dry_run=dry_run)
 
     # A dry run writes nothing, so it takes no lock (it may run beside another command).
     run(ctx, "push", body, as_json, lock=not dry_run, pre=need_inventory)
@@ -194,6 +218,7 @@ def status(
     watch: float | None = typer.Option(
         None, "--watch", min=0.5, help="Refresh in place every SECONDS until Ctrl-C."
     ),
+    strict_host_keys: bool = STRICT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """The mesh at a glance: handshake age for every pair, endpoints, transfer, pending revocations."""
@@ -203,19 +228,22 @@ def status(
         if watch is not None and not as_json:
             from wgmesh.cli import output
 
-            output.watch(lambda: cmd.status(ws, parallel), watch)
+            output.watch(lambda: cmd.status(ws, parallel, hosts(strict_host_keys)), watch)
             return None
-        return cmd.status(ws, parallel)
+        return cmd.status(ws, parallel, hosts(strict_host_keys))
 
     run(ctx, "status", body, as_json, lock=False, pre=need_inventory)
 
 
 @app.command()
-def graph(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+def graph(
+    ctx: typer.Context, parallel: int = PARALLEL_OPT, strict_host_keys: bool = STRICT_OPT, as_json: bool = JSON_OPT
+) -> None:
     """Draw the mesh (peers, tunnels coloured by handshake health) to output/<inventory>/mesh.svg and .png."""
     from wgmesh.commands import graph as cmd
 
-    run(ctx, "graph", lambda ws: cmd.graph(ws, parallel), as_json, lock=False, pre=need_inventory)
+    run(ctx, "graph", lambda ws: cmd.graph(ws, parallel, hosts(strict_host_keys)), as_json, lock=False,
+        pre=need_inventory)
 
 
 @app.command()
@@ -229,6 +257,9 @@ def setpeer(
     listen_port: int | None = typer.Option(None, "--listen-port", help="New UDP listen port."),
     keepalive: int | None = typer.Option(None, "--keepalive", help="New PersistentKeepalive (0 = off)."),
     private_address: str | None = typer.Option(None, "--private-address", help="New probe address in its subnet."),
+    host_key: list[str] = typer.Option(
+        [], "--host-key", help="Its SSH host key 'TYPE BASE64' (repeatable): the new full list, verified at connection."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Change a hand-added peer. Run 'wgmesh push' next: the change reaches every peer hitlessly."""
@@ -238,6 +269,7 @@ def setpeer(
     changes: PeerOptions = PeerOptions(
         endpoint=endpoint, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
         private_address=private_address,
+        host_keys=host_key or None,
     )
     run(ctx, "setpeer", lambda ws: cmd.setpeer(ws, name, changes), as_json, pre=need_inventory)
 
@@ -248,6 +280,7 @@ def rotate_keys(
     names: list[str] | None = typer.Argument(None, help="Peers whose key pairs to replace."),
     all_: bool = typer.Option(False, "--all", help="Replace every peer's key pair."),
     parallel: int = PARALLEL_OPT,
+    strict_host_keys: bool = STRICT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """New key pairs (and PSKs) for some or all peers, pushed everywhere at once."""
@@ -262,17 +295,19 @@ def rotate_keys(
 
     def body(ws: Workspace) -> Result:
         with reporter(quiet=as_json) as rep:
-            return cmd.rotate_keys(ws, None if all_ else list(names or []), rep, parallel)
+            return cmd.rotate_keys(ws, None if all_ else list(names or []), rep, parallel, hosts(strict_host_keys))
 
     run(ctx, "rotate-keys", body, as_json, pre=pre)
 
 
 @app.command()
-def verify(ctx: typer.Context, parallel: int = PARALLEL_OPT, as_json: bool = JSON_OPT) -> None:
+def verify(
+    ctx: typer.Context, parallel: int = PARALLEL_OPT, strict_host_keys: bool = STRICT_OPT, as_json: bool = JSON_OPT
+) -> None:
     """Probe every pair (tunnel, private addresses, private instances) and check the handshakes."""
     from wgmesh.commands import verify as cmd
 
-    run(ctx, "verify", lambda ws: cmd.verify(ws, parallel), as_json, lock=False)
+    run(ctx, "verify", lambda ws: cmd.verify(ws, parallel, hosts(strict_host_keys)), as_json, lock=False)
 
 
 @app.command()
@@ -280,6 +315,7 @@ def destroy(
     ctx: typer.Context,
     parallel: int = PARALLEL_OPT,
     no_stop: bool = typer.Option(False, "--no-stop", help="Do not SSH to the peers to stop WireGuard first."),
+    strict_host_keys: bool = STRICT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Stop WireGuard on the peers, terraform destroy, remove configs and pins, forget Terraform peers."""
@@ -287,7 +323,7 @@ def destroy(
 
     def body(ws: Workspace) -> Result:
         with reporter(quiet=as_json) as rep:
-            return cmd.destroy(ws, rep, parallel, stop=not no_stop)
+            return cmd.destroy(ws, rep, parallel, stop=not no_stop, connect=hosts(strict_host_keys))
 
     run(ctx, "destroy", body, as_json, pre=need_inventory)
 

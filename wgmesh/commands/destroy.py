@@ -1,5 +1,5 @@
-"""destroy: stop WireGuard on the peers, terraform destroy, remove rendered configs and host-key
-pins, forget the Terraform peers (their keys purged; hand-added peers keep theirs)."""
+"""destroy: stop WireGuard on the peers, terraform destroy, remove rendered configs, forget the
+Terraform peers (their keys and host-key pins; hand-added peers keep theirs)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class DestroyResult:
     purged_keys: list[str]
     kept_keys: list[str]
     configs_removed: int
-    pins_forgotten: bool
+    pins_forgotten: list[str]  # known_hosts entries of the hosts that went; those of remaining peers stay
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -114,7 +114,21 @@ def destroy(
         store.forget_peers(ws, remaining, purged, done_hosts=stopped_ok)
         store.save(ws, remaining)
     count = _remove_outputs(ws)
-    pins = ws.pins_path.exists()
-    ws.pins_path.unlink(missing_ok=True)
-    ws.pins_path.with_name(ws.pins_path.name + ".lock").unlink(missing_ok=True)
+    pins = _forget_pins(ws, invmod.forget_terraform(inv) if inv is not None else None)
     return DestroyResult(stopped, tf_state, removed, purged, kept, count, pins)
+
+
+def _forget_pins(ws: Workspace, remaining: Inventory | None) -> list[str]:
+    """Forget the host-key pins of every host no remaining peer uses (the Terraform peers and their
+    instances, peers deleted earlier); a hand-added peer that stays keeps its pin."""
+    if not ws.pins_path.exists():
+        ws.pins_path.with_name(ws.pins_path.name + ".lock").unlink(missing_ok=True)
+        return []
+    from wgmesh.adapters.ssh import Pins, entry  # paramiko: only when there are pins to read
+
+    keep = set()
+    for p in remaining.peers if remaining is not None else ():
+        if p.ssh is not None:
+            keep.add(entry(p.ssh.host, p.ssh.port))
+            keep.update(entry(str(i.address), i.ssh_port) for i in p.instances)
+    return Pins(ws.pins_path).keep_only(keep)

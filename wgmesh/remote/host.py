@@ -54,10 +54,16 @@ class Pool(Protocol):
 Connector = Callable[[Workspace, Inventory, float], Pool]
 
 
-def ssh_pool(ws: Workspace, inv: Inventory, wait_ssh: float = 0.0) -> Pool:
+def ssh_pool(
+    ws: Workspace, inv: Inventory, wait_ssh: float = 0.0, *,
+    strict_host_keys: bool = False, on_first_use: Callable[[str, str], None] | None = None,
+) -> Pool:
     """The real pool: SSH with the inventory's pinned host keys (paramiko is loaded only now:
-    addpeer and genconfig stay fast)."""
+    addpeer and genconfig stay fast). `strict_host_keys` refuses a host whose key nothing vouches
+    for; otherwise such a key is pinned and `on_first_use(host, fingerprint)` is told."""
     from wgmesh.adapters.ssh import Pins
     from wgmesh.hosts import HostPool
 
-    return HostPool(Pins(ws.pins_path), inv, wait_ssh=wait_ssh)
+    return HostPool(
+        Pins(ws.pins_path), inv, wait_ssh=wait_ssh, strict_host_keys=strict_host_keys, on_first_use=on_first_use
+    )
