@@ -269,7 +269,7 @@ class FakeAgent:
         return list(self.keys)
 
 
-def test_client_keys_own_file_first_then_agent_then_home_then_fallback(home, keys, monkeypatch):
+def test_client_keys_own_file_alone_else_agent_then_home_then_fallback(home, keys, monkeypatch):
     own = keygen(keys / "own")
     agent = [keygen(keys / f"agent{i}") for i in range(3)]
     (home / ".ssh").mkdir()
@@ -281,8 +281,12 @@ def test_client_keys_own_file_first_then_agent_then_home_then_fallback(home, key
                                             loaded[agent[2]]])
     monkeypatch.setattr(ssh.paramiko, "Agent", FakeAgent)
 
+    # A peer with its own key file is offered that key alone (an explicit identity for a host is
+    # never mixed with the operator's other keys); without one: agent, ~/.ssh, fallback, each once.
     got = [k.asbytes() for k in ssh._load_client_keys(str(own), (str(fallback),))]
-    want = [loaded[p].asbytes() for p in (own, agent[0], agent[1], fallback, agent[2], mine)]
+    assert got == [loaded[own].asbytes()]
+    got = [k.asbytes() for k in ssh._load_client_keys(None, (str(fallback),))]
+    want = [loaded[p].asbytes() for p in (agent[0], own, agent[1], fallback, agent[2], mine)]
     assert got == want
 
 

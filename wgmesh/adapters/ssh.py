@@ -168,10 +168,11 @@ def _agent_keys() -> list[paramiko.PKey]:
 
 
 def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> list[paramiko.PKey]:
-    """The keys to offer, in this order, each once: the peer's own key file (or ssh-agent's copy
-    of it, when the file needs a passphrase), the agent's other keys, ~/.ssh/id_*, then the
-    fallback keys. sshd counts every key offered against its MaxAuthTries (6 by default), so
-    the key meant for the host goes first and no key is offered twice."""
+    """The keys to offer, each once. A peer with its own key file (`--ssh-key`, a stack's
+    `ssh_key`): that key alone (or ssh-agent's copy of it, when the file needs a passphrase) —
+    the identity named for a host is the only one offered to it. Without one: the agent's keys,
+    ~/.ssh/id_*, then the fallback keys. sshd counts every key offered against its MaxAuthTries
+    (6 by default), so no key is offered twice."""
     agent = _agent_keys()
     keys: list[paramiko.PKey] = []
     if key_file:
@@ -188,6 +189,7 @@ def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> l
                 ) from None
         except (paramiko.SSHException, ValueError) as exc:
             raise SshError(f"SSH key {key_file} could not be read: {type(exc).__name__}") from None
+        return keys
     keys.extend(agent)
     home = Path.home() / ".ssh"
     for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
