@@ -67,12 +67,29 @@ wgm_up() {
 
 # Start the interface with the installed config; on failure put the previous state back.
 # $1: 1 where systemd runs; $2: 1 when the interface was up before (a restart).
+# The unit's own output since $1 (epoch seconds): what wg-quick said, not "see journalctl".
+# journald may take a moment to store the last lines of a process that just ended.
+wgm_journal() {
+    i=0
+    while [ "$i" -lt 10 ]; do
+        lines=$(journalctl "_SYSTEMD_UNIT=wg-quick@$IFACE.service" --since "@$1" -o cat --no-pager 2>/dev/null |
+            tail -n 20)
+        if [ -n "$lines" ]; then
+            printf '%s\n' "$lines" >&2
+            return 0
+        fi
+        sleep 0.2
+        i=$((i + 1))
+    done
+}
+
 wgm_start() {
+    t0=$(date +%s)
     if ! wgm_up "$1" >"$LOG" 2>&1; then
         cat "$LOG" >&2
         rm -f "$LOG"
-        if [ "$1" = 1 ]; then  # the unit's own words, not "see journalctl"
-            journalctl -u "wg-quick@$IFACE" -n 20 -o cat --no-pager 2>/dev/null | tail -n 20 >&2
+        if [ "$1" = 1 ]; then
+            wgm_journal "$t0"
         fi
         wgm_down "$1"
         if [ -f "$PREV" ]; then
