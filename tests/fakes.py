@@ -108,6 +108,7 @@ class FakeHost:
     fail_syncconf: str | None = None
     needs_password: bool = False
     ping_fails: set[str] = field(default_factory=set)
+    path_mtu: int | None = None  # a DF ping larger than this fails (None: any size passes)
     # what the host was asked to run
     ran: list[Ran] = field(default_factory=list)
     pool: FakePool | None = field(default=None, repr=False)
@@ -193,7 +194,7 @@ class FakeHost:
         if op == Op.DUMP:
             return self._dump()
         if op == Op.PING:
-            return [self._ping(str(t)) for t in s.args[2:]]
+            return [self._ping(str(t), int(s.args[2])) for t in s.args[3:]]
         raise AssertionError(f"FakeHost: no model for op {op}")
 
     def _probe(self) -> list[str]:
@@ -217,12 +218,14 @@ class FakeHost:
         return [line + "\n" for line in [*lines, "end"]]
 
     def _apply_rules(self, text: str) -> None:
-        """The PostUp lines' chains: 2 FORWARD rules per family, one MASQUERADE per source."""
+        """The PostUp lines' chains: the rules each restore line declares (one MASQUERADE per
+        source of its loop), with their jumps."""
         for line in text.splitlines():
             if not line.startswith("PostUp = ") or "-restore" not in line:
                 continue
             family = 6 if "ip6tables-restore" in line else 4
-            self.rules[(family, "fwd")] = (2, True)
+            for kind, chain in (("fwd", "FWD"), ("mss", "MSS")):
+                self.rules[(family, kind)] = (len(re.findall(rf"-A WGM-\S+-{chain} ", line)), True)
             sources = re.search(r"for s in (.*?); do", line)
             if sources:
                 self.rules[(family, "nat")] = (len(sources.group(1).split()), True)
@@ -295,11 +298,12 @@ class FakeHost:
             ]))
         return [line + "\n" for line in lines]
 
-    def _ping(self, target: str) -> str:
-        """A reply when the tunnel is up (the gateway's, for a private instance) and the test
-        did not say otherwise."""
+    def _ping(self, target: str, size: int = 0) -> str:
+        """A reply when the tunnel is up (the gateway's, for a private instance), the test did
+        not say otherwise, and a packet with DF set fits the host's path MTU (`path_mtu`)."""
         via = self.gateway or self
-        return f"ok {target} 0.1\n" if via.up and target not in self.ping_fails else f"fail {target}\n"
+        fits = not size or self.path_mtu is None or size + 28 <= self.path_mtu
+        return f"ok {target} 0.1\n" if via.up and target not in self.ping_fails and fits else f"fail {target}\n"
 
 
 class FakePool:

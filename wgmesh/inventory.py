@@ -57,9 +57,7 @@ def mesh_to_dict(m: MeshSettings) -> dict[str, Any]:
 def mesh_from_dict(d: dict[str, Any]) -> MeshSettings:
     if not isinstance(d, dict):
         raise BadInput("mesh", d, "must be an object")
-    mtu = d.get("mtu", DEFAULT_MTU)
-    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 1280 <= mtu <= 9000:
-        raise BadInput("mesh.mtu", mtu, "a whole number from 1280 to 9000")
+    mtu = v.mtu("mesh.mtu", d.get("mtu", DEFAULT_MTU))
     psk = d.get("preshared_keys", True)
     if not isinstance(psk, bool):
         raise BadInput("mesh.preshared_keys", psk, "true or false")
@@ -88,6 +86,7 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
         "ssh_host_keys": list(p.host_keys),
         "region": p.region,
         "cloud": p.cloud,
+        **({"mtu": p.mtu} if p.mtu is not None else {}),  # only when set: files stay as they were
         "instances": [
             {
                 "name": i.name,

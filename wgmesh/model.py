@@ -82,6 +82,7 @@ class Peer:
     cloud: str = ""
     source: Source = Source.MANUAL
     instances: tuple[Instance, ...] = ()
+    mtu: int | None = None  # this peer's wg0 MTU; None: the mesh's (e.g. 1380 behind PPPoE)
 
     @property
     def endpoint(self) -> str | None:

@@ -43,6 +43,7 @@ class PeerOptions:
     region: object = None
     cloud: object = None
     instances: Iterable[object] | None = None
+    mtu: object = None
 
     def given(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
@@ -54,7 +55,7 @@ Label = Callable[[str], str]
 CLI_LABELS = {
     "endpoint": "--endpoint", "address": "--address", "subnets": "--allowedips", "listen_port": "--listen-port",
     "keepalive": "--keepalive", "ssh_target": "--ssh", "ssh_key": "--ssh-key", "host_keys": "--host-key",
-    "egress_interface": "--egress-interface", "private_address": "--private-address",
+    "egress_interface": "--egress-interface", "private_address": "--private-address", "mtu": "--mtu",
 }
 
 # How the documents (inventory file, Terraform outputs) name each field, under peers.NAME.
@@ -113,6 +114,29 @@ def _ssh(o: PeerOptions, label: Label, check_files: bool) -> SshTarget | None:
     return SshTarget(user=user, host=host, port=port, key=key)
 
 
+def _optional_address(field: str, value: object) -> IPAddress | None:
+    return None if value == "" else v.address(field, value)
+
+
+def _optional_mtu(field: str, value: object) -> int | None:
+    return None if value in ("", 0) else v.mtu(field, value)
+
+
+# Fields whose value is checked on its own: option → (Peer attribute, parser).
+_PLAIN: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "address": ("address", _tunnel_address),
+    "subnets": ("subnets", lambda f, x: tuple(v.network(f, s) for s in x)),
+    "keepalive": ("keepalive", v.keepalive),
+    "host_keys": ("host_keys", lambda f, x: tuple(v.host_key(f, k) for k in x)),
+    "egress_interface": ("egress_interface", v.egress),
+    "private_address": ("private_address", _optional_address),
+    "region": ("region", v.text_label),
+    "cloud": ("cloud", v.text_label),
+    "instances": ("instances", lambda f, x: tuple(_instance(f, i) for i in x)),
+    "mtu": ("mtu", _optional_mtu),
+}
+
+
 def parse_fields(o: PeerOptions, label: Label, default_port: int, check_files: bool = False) -> dict[str, Any]:
     """The given fields of `o`, checked, as Peer attributes (only those given)."""
     out: dict[str, Any] = {}
@@ -121,27 +145,12 @@ def parse_fields(o: PeerOptions, label: Label, default_port: int, check_files: b
         port = out["listen_port"] = v.port(label("listen_port"), o.listen_port)
     if o.endpoint not in (None, ""):
         out["endpoint_host"], out["endpoint_port"] = v.host_port(label("endpoint"), o.endpoint, port)
-    if o.address not in (None, ""):
-        out["address"] = _tunnel_address(label("address"), o.address)
-    if o.subnets is not None:
-        out["subnets"] = tuple(v.network(label("subnets"), s) for s in o.subnets)
-    if o.keepalive is not None:
-        out["keepalive"] = v.keepalive(label("keepalive"), o.keepalive)
+    for key, (attr, parse) in _PLAIN.items():
+        value = getattr(o, key)
+        if value is not None and not (key == "address" and value == ""):
+            out[attr] = parse(label(key), value)
     if {"ssh_target", "ssh_host", "ssh_key"} & set(o.given()):
         out["ssh"] = _ssh(o, label, check_files)
-    if o.host_keys is not None:
-        out["host_keys"] = tuple(v.host_key(label("host_keys"), k) for k in o.host_keys)
-    if o.egress_interface is not None:
-        out["egress_interface"] = v.egress(label("egress_interface"), o.egress_interface)
-    if o.private_address is not None:
-        pa = o.private_address
-        out["private_address"] = None if pa == "" else v.address(label("private_address"), pa)
-    if o.region is not None:
-        out["region"] = v.text_label(label("region"), o.region)
-    if o.cloud is not None:
-        out["cloud"] = v.text_label(label("cloud"), o.cloud)
-    if o.instances is not None:
-        out["instances"] = tuple(_instance(label("instances"), i) for i in o.instances)
     return out
 
 
@@ -169,6 +178,34 @@ def update(peer: Peer, o: PeerOptions, label: Label) -> Peer:
     return replace(peer, **attrs)
 
 
+def endpoint_name(peer: Peer) -> str | None:
+    """The peer's endpoint host when it is a DNS name (None for an IP address or no endpoint)."""
+    host = peer.endpoint_host
+    if host is None:
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
+def require_resolvable(peer: Peer, label: Label, allow_unresolved: bool) -> None:
+    """A DNS endpoint must resolve when it is given (the controller asks its resolver, 3 s at
+    most); `allow_unresolved` keeps it anyway: the others then wait for this peer to connect."""
+    name = endpoint_name(peer)
+    if name is None or allow_unresolved:
+        return
+    from wgmesh.adapters import dns
+
+    if dns.unresolved({name}):
+        raise BadInput(
+            label("endpoint"), peer.endpoint, "does not resolve",
+            hint="check the name, or give --allow-unresolved to keep it (until it resolves, the other peers "
+                 "get no endpoint for it and wait for it to connect)",
+        )
+
+
 def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
     """The raw values of a peer in a document: the inventory file (`ssh` is an object) or
     Terraform's `peers` output (flat `ssh_user`, `ssh_host`, ...)."""
@@ -192,4 +229,5 @@ def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
         region=d.get("region") or "",
         cloud=d.get("cloud") or "",
         instances=d.get("instances") or (),
+        mtu=d.get("mtu"),
     )

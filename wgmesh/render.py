@@ -46,7 +46,7 @@ def _interface_template(mtu: int) -> tuple[list[str], str, str]:
 
 
 def interface_lines(inv: Inventory, keys: Keys, peer: Peer) -> list[str]:
-    head, post_up, post_down = _interface_template(inv.mesh.mtu)
+    head, post_up, post_down = _interface_template(peer.mtu or inv.mesh.mtu)
     values = {"address": _host_prefix(peer), "port": peer.listen_port, "private": keys.pairs[peer.name].private}
     lines = [line.format(**values) for line in head]
     up, down = firewall_hooks(inv, peer)

@@ -105,6 +105,19 @@ def port(field: str, value: object, allow_zero: bool = False) -> int:
     return number
 
 
+def mtu(field: str, value: object) -> int:
+    """An interface MTU: 1280 (the least IPv6 allows) to 9000 (jumbo frames)."""
+    try:
+        number = _whole(value) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        number = -1
+    if isinstance(value, str) and not value.strip().isdigit():
+        number = -1
+    if not 1280 <= number <= 9000:
+        raise BadInput(field, value, "an MTU is a whole number from 1280 to 9000")
+    return number
+
+
 def keepalive(field: str, value: object) -> int | None:
     if value in (None, "", 0, "0"):  # a tuple, not a set: value may be unhashable
         return None

@@ -298,6 +298,16 @@ def test_up_refuses_a_pool_that_overlaps_planned_subnets(tmp_path):
     assert not state.exists() or not json.loads(state.read_text()).get("resources")
 
 
+def test_addpeer_refuses_an_endpoint_that_does_not_resolve(mesh):
+    before = snapshot(mesh)
+    r = run(mesh, "addpeer", "ghost", "--endpoint", "no-such-host.invalid:51820")
+    assert r.exit_code == 2 and "--endpoint" in r.stderr and "no-such-host.invalid" in r.stderr
+    assert "does not resolve" in r.stderr and "--allow-unresolved" in r.stderr
+    assert snapshot(mesh) == before
+    r = run(mesh, "addpeer", "ghost", "--endpoint", "no-such-host.invalid:51820", "--allow-unresolved")
+    assert r.exit_code == 0, r.stderr
+
+
 def test_help_shows_defaults_and_no_types_on_flags(tmp_path):
     """Help is plain text: "[default: ...]" in a help string is shown, not eaten as markup, and
     flags show no value type ("<bool>") as if they took one."""

@@ -159,7 +159,9 @@ def test_graph_is_a_real_picture_of_the_mesh(lab):
     # One tunnel down shows as such.
     lab.host("site3", "wg-quick", "down", "wg0")
     try:
-        dot = Path(lab.json("graph")["files"][0]).read_text()
+        drawn = lab.json("graph", check_rc=4)  # a host with its tunnel down: exit 4, like status
+        assert drawn["unreachable"] == {"site3": "interface wg0 is not up"}
+        dot = Path(drawn["files"][0]).read_text()
         assert re.search(r'"site1" -- "site3" \[color="#d62728"', dot)  # down: red
         assert re.search(r'"site2" -- "site3" \[color="#d62728"', dot)
         assert re.search(r'"site1" -- "site2" \[color="#2e9d3a"', dot)

@@ -93,7 +93,7 @@ def test_drift_on_the_hosts_is_named_and_repaired_by_push(lab):
     assert _actions(dry) == {h: "repair" for h in SITES}
     v = lab.json("verify", check_rc=4)
     assert f"site1: drift: route missing: {site2_lan}" in v["failures"]
-    assert "site2: drift: chain WGM-wg0-FWD (IPv4) has 0 rules, not 2" in v["failures"]
+    assert "site2: drift: chain WGM-wg0-FWD (IPv4) has 0 rules, not 4" in v["failures"]
     assert "site3: drift: no jump into WGM-wg0-NAT (IPv4)" in v["failures"]
     assert lab.json("status", check_rc=0)["drift"]["site1"] == [f"route missing: {site2_lan}"]
     doc = lab.json("push")
@@ -101,10 +101,39 @@ def test_drift_on_the_hosts_is_named_and_repaired_by_push(lab):
         "site1": "repaired: routes", "site2": "repaired: firewall", "site3": "repaired: firewall"}
     assert {h: lab.wg_pids(h) for h in SITES} == pids  # repaired without a restart
     assert site2_lan in lab.host("site1", "ip", "-4", "route", "show", "dev", "wg0").stdout
-    assert lab.host("site2", "iptables", "-w", "-S", "WGM-wg0-FWD").stdout.count("-A WGM-wg0-FWD") == 2
+    assert lab.host("site2", "iptables", "-w", "-S", "WGM-wg0-FWD").stdout.count("-A WGM-wg0-FWD") == 4
     nat = lab.host("site3", "iptables", "-w", "-t", "nat", "-S", "POSTROUTING").stdout
     assert nat.count("-j WGM-wg0-NAT") == 1
     assert lab.json("push", "--dry-run")["ok"]  # exit 0 again
+    assert lab.json("verify")["ok"]
+
+
+def test_a_gateway_is_nobodys_open_forwarder(lab):
+    """A compromised site2 routes a foreign destination (srv1's public address: a lab host that
+    is not in the mesh) through site1 by adding it to site1's AllowedIPs on its own side. site1
+    must drop it, not forward and masquerade it out of its egress."""
+    srv1 = lab.plan("srv1")["endpoint"].split(":")[0]
+    site1_key = lab.host("site1", "wg", "show", "wg0", "public-key").stdout.strip()
+    allowed = lab.host("site2", "wg", "show", "wg0", "allowed-ips").stdout
+    site1_ips = next(line.split("\t")[1].split() for line in allowed.splitlines() if line.startswith(site1_key))
+    assert "-A WGM-wg0-FWD -i wg0 -j DROP" in lab.host("site1", "iptables", "-w", "-S", "WGM-wg0-FWD").stdout
+    lab.host("site1", "iptables", "-w", "-Z", "WGM-wg0-FWD")  # counters from zero
+    lab.host("site2", "wg", "set", "wg0", "peer", site1_key, "allowed-ips", ",".join([*site1_ips, f"{srv1}/32"]))
+    lab.host("site2", "ip", "route", "add", f"{srv1}/32", "dev", "wg0")
+    try:
+        r = lab.host("site2", "ping", "-n", "-c", "2", "-W", "1", srv1, check=False)
+        assert r.returncode != 0, r.stdout  # no reply: site1 did not forward it
+        counted = lab.host("site1", "iptables", "-w", "-v", "-x", "-n", "-L", "WGM-wg0-FWD").stdout
+        rows = [line.split() for line in counted.splitlines()[2:]]  # pkts bytes target prot opt in out ...
+        drop_in = next(r for r in rows if r[2] == "DROP" and r[5] == "wg0")
+        assert int(drop_in[0]) >= 2, counted  # the packets died in site1's DROP rule
+        nat = lab.host("site1", "iptables", "-w", "-t", "nat", "-S", "WGM-wg0-NAT").stdout
+        assert "10.200.0.0/16" not in nat  # the mesh pool is never masqueraded
+        mangle = lab.host("site1", "iptables", "-w", "-t", "mangle", "-S", "WGM-wg0-MSS").stdout
+        assert "-j TCPMSS --clamp-mss-to-pmtu" in mangle
+    finally:
+        lab.host("site2", "ip", "route", "del", f"{srv1}/32", "dev", "wg0", check=False)
+    lab.json("push")  # the drifted peer on site2 is synced back
     assert lab.json("verify")["ok"]
 
 
@@ -125,7 +154,7 @@ def test_addpeer_unmanaged_server_is_pushed_hitlessly(lab):
     v = lab.json("verify")
     assert v["ok"], v["failures"]
     assert {p["from"] for p in v["probes"] if p["to"] == "pub" and p["ok"]} == set(SITES)
-    assert {p["path"] for p in v["probes"] if p["from"] == "pub" and p["ok"]} == {"tunnel", "private"}
+    assert {p["path"] for p in v["probes"] if p["from"] == "pub" and p["ok"]} == {"tunnel", "private", "full-size"}
 
 
 def test_interface_change_restarts(lab):

@@ -50,7 +50,7 @@ def test_a_flushed_chain_and_a_lost_jump_are_restored(pushed):
     for name in "bc":
         assert (res.results[name].action, res.results[name].detail) == ("repair", "repaired: firewall")
         assert pool.hosts[name].applied() == [[Op.PREPARE, Op.RESTORE_RULES, Op.FINISH]]
-    assert pool.hosts["b"].rules[(4, "fwd")] == (2, True) and pool.hosts["c"].rules[(4, "nat")][1]
+    assert pool.hosts["b"].rules[(4, "fwd")] == (4, True) and pool.hosts["c"].rules[(4, "nat")][1]
 
 
 def test_a_disabled_unit_is_enabled_again(pushed):
@@ -92,7 +92,7 @@ def test_status_and_verify_name_the_drift(pushed):
     pool.hosts["b"].rules[(4, "nat")] = (0, True)
     st = status(ws, connect=pool.connector())
     assert st.drift == {"a": ["route missing: 10.2.0.0/24"],
-                        "b": ["chain WGM-wg0-NAT (IPv4) has 0 rules, not 2"]}
+                        "b": ["chain WGM-wg0-NAT (IPv4) has 0 rules, not 1"]}
     v = verify(ws, connect=pool.connector())
     assert not v.ok and v.exit_status == ExitStatus.HOSTS_FAILED
     assert "a: drift: route missing: 10.2.0.0/24" in v.failures

@@ -185,3 +185,29 @@ def test_destroy_without_stop_touches_no_host(pushed):
     res = destroy(ws, Reporter(), stop=False, connect=pool.connector())
     assert res.stopped == {} and pool.opened == 1  # the push's pool only
     assert all(h.ran == [] and h.up for h in pool.hosts.values())
+
+
+def test_a_peer_that_cannot_receive_its_new_key_is_not_rotated(pushed):
+    """site3's sshd frozen: rotating it would switch the others to a key it does not have."""
+    ws, pool = pushed
+    before = public_keys(ws)
+    pool.hosts["c"].unreachable = "no SSH banner within 10 s"
+    res = rotate_keys(ws, ["c"], Reporter(), connect=pool.connector())
+    assert res.rotated == [] and res.skipped == {"c": "no SSH banner within 10 s"}
+    assert res.exit_status == ExitStatus.HOSTS_FAILED
+    assert public_keys(ws) == before  # nobody was switched to a key c does not run
+    assert {n: r.action for n, r in res.push.results.items() if n != "c"} == {"a": "unchanged", "b": "unchanged"}
+    assert res.to_json()["skipped"] == {"c": "no SSH banner within 10 s"}
+    assert revmod.load(ws.revocations_path) == []
+
+
+def test_rotate_all_rotates_the_reachable_and_names_the_rest(pushed):
+    ws, pool = pushed
+    before = public_keys(ws)
+    pool.hosts["b"].unreachable = "unreachable: connection refused"
+    res = rotate_keys(ws, None, Reporter(), connect=pool.connector())
+    after = public_keys(ws)
+    assert res.rotated == ["a", "c"] and list(res.skipped) == ["b"]
+    assert after["b"] == before["b"] and after["a"] != before["a"] and after["c"] != before["c"]
+    assert pool.hosts["a"].public_key == after["a"] and pool.hosts["c"].public_key == after["c"]
+    assert res.exit_status == ExitStatus.HOSTS_FAILED

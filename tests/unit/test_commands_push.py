@@ -96,7 +96,8 @@ def test_an_unreachable_host_fails_with_its_reason_and_the_others_converge(mesh)
     assert actions(res)["a"] == (True, "start") and actions(res)["c"] == (True, "start")
     assert pool.hosts["b"].ran == [] and pool.hosts["b"].conf is None
     doc = json.loads(json.dumps(res.to_json()))
-    assert set(doc) == {"ok", "dry_run", "failed", "pending_revocations", "hosts"} and doc["dry_run"] is False
+    assert set(doc) == {"ok", "dry_run", "unresolved_endpoints", "failed", "pending_revocations", "hosts"}
+    assert doc["dry_run"] is False and doc["unresolved_endpoints"] == {}
     assert doc["ok"] is False and doc["failed"] == ["b"] and doc["pending_revocations"] == []
     assert doc["hosts"]["b"]["ok"] is False and doc["hosts"]["b"]["action"] == "failed"
     assert doc["hosts"]["b"]["detail"].startswith("unreachable: connection refused")

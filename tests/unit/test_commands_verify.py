@@ -8,8 +8,10 @@ from tests.fakes import fake_mesh, peer_options, pushed_mesh
 from wgmesh import store
 from wgmesh.commands.addpeer import addpeer
 from wgmesh.commands.push import push
+from wgmesh.commands.setpeer import setpeer
 from wgmesh.commands.verify import verify
 from wgmesh.errors import ExitStatus
+from wgmesh.peers import PeerOptions
 from wgmesh.progress import Reporter
 from wgmesh.remote.steps import Op
 
@@ -24,7 +26,7 @@ def pinged(host):
     out = []
     for r in host.programs("probe"):
         if r.ops == [Op.PING]:
-            out.append(list(r.program.steps[0].args[2:]))
+            out.append(list(r.program.steps[0].args[3:]))
     return out
 
 
@@ -36,10 +38,10 @@ def test_all_ok_after_a_push(pushed):
     want = sorted(
         (p.name, o.name, kind, str(addr))
         for p in inv.peers for o in inv.peers if o.name != p.name
-        for kind, addr in (("tunnel", o.address), ("private", o.private_address))
+        for kind, addr in (("tunnel", o.address), ("private", o.private_address), ("full-size", o.address))
     )
     assert sorted((p.src, p.dst, p.kind, p.address) for p in res.probes) == want
-    assert len(want) == 12 and all(p.ok and p.rtt_ms == 0.1 for p in res.probes)
+    assert len(want) == 18 and all(p.ok and p.rtt_ms == 0.1 for p in res.probes)
     assert len(res.handshakes) == 6 and {lk.state for lk in res.handshakes} == {"fresh"}
     doc = json.loads(json.dumps(res.to_json()))
     assert doc["ok"] is True and doc["failures"] == [] and doc["unreachable"] == {}
@@ -52,10 +54,10 @@ def test_priming_pings_one_direction_per_pair(pushed):
     verify(ws, connect=pool.connector())
     addr = {p.name: str(p.address) for p in store.load(ws).peers}
     # each peer primes only the peers after it in name order (c has none: no priming program),
-    # then pings every other peer's tunnel and private address
+    # then pings every other peer's tunnel and private address, then the tunnels full size
     assert pinged(pool.hosts["a"])[0] == [addr["b"], addr["c"]]
     assert pinged(pool.hosts["b"])[0] == [addr["c"]]
-    assert [len(t) for t in (pinged(pool.hosts[n]) for n in "abc")] == [2, 2, 1]
+    assert [len(t) for t in (pinged(pool.hosts[n]) for n in "abc")] == [3, 3, 2]
     assert sorted(pinged(pool.hosts["c"])[0]) == sorted([addr["a"], addr["b"], "10.1.0.1", "10.2.0.1"])
 
 
@@ -64,8 +66,34 @@ def test_failing_pings_are_listed(pushed):
     pool.hosts["c"].ping_fails = {"10.200.0.1", "10.1.0.1"}
     res = verify(ws, connect=pool.connector())
     assert not res.ok and res.exit_status == ExitStatus.HOSTS_FAILED
-    assert res.failures == ["c → a (private 10.1.0.1): no reply", "c → a (tunnel 10.200.0.1): no reply"]
+    assert res.failures == [
+        "c → a (full-size 10.200.0.1): no reply to 1392 bytes with DF set (path MTU below the tunnel's?)",
+        "c → a (private 10.1.0.1): no reply", "c → a (tunnel 10.200.0.1): no reply",
+    ]
     assert res.to_json()["ok"] is False
+
+
+def test_a_path_that_cannot_carry_a_full_size_packet_fails_verify(pushed):
+    """Small pings pass; a full-size packet with DF set does not: bulk TCP would stall."""
+    ws, pool = pushed
+    pool.hosts["b"].path_mtu = 1400  # below wg0's 1420
+    res = verify(ws, connect=pool.connector())
+    assert not res.ok
+    bad = sorted((p.src, p.dst, p.kind) for p in res.probes if not p.ok)
+    assert bad == [("b", "a", "full-size"), ("b", "c", "full-size")]
+    full = next(p for p in res.to_json()["probes"] if p["from"] == "b" and p["path"] == "full-size")
+    assert full["ok"] is False
+
+
+def test_the_full_size_probe_fills_the_smaller_mtu(pushed):
+    ws, pool = pushed
+    setpeer(ws, "c", PeerOptions(mtu=1380))  # behind PPPoE
+    push(ws, Reporter(), connect=pool.connector())
+    pool.forget_runs()
+    verify(ws, connect=pool.connector())
+    sizes = {r.program.steps[0].args[2] for r in pool.hosts["a"].programs("probe") if r.ops == [Op.PING]}
+    assert sizes == {0, 1392, 1352}  # 1420 - 28 to b, 1380 - 28 to c
+    assert "MTU = 1380" in pool.hosts["c"].conf
 
 
 def test_an_unreachable_host_is_a_failure_and_the_others_are_probed(pushed):

@@ -142,9 +142,19 @@ def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
     rules = [ln for ln in state.read_text().splitlines() if ln.startswith("rule")]
     assert len(rules) == len(set(rules)), rules
     assert "rule nat -A WGM-wg0-NAT -s 10.10.1.0/24 -o eth0 -j MASQUERADE" in rules
-    assert "rule nat -A WGM-wg0-NAT -s 10.200.0.0/16 -o eth0 -j MASQUERADE" in rules
+    # Least privilege: the mesh pool is never masqueraded (nobody's open NAT), and the gateway
+    # forwards only between the tunnel and its own subnet; the rest in or out of wg0 is dropped.
+    assert not any("10.200.0.0/16" in r for r in rules)
     assert "rule filter -A FORWARD -j WGM-wg0-FWD" in rules
-    assert "rule filter -A WGM-wg0-FWD -i wg0 -j ACCEPT" in rules
+    assert [r for r in rules if r.startswith("rule filter -A WGM-wg0-FWD")] == [
+        "rule filter -A WGM-wg0-FWD -i wg0 -d 10.10.1.0/24 -j ACCEPT",
+        "rule filter -A WGM-wg0-FWD -o wg0 -s 10.10.1.0/24 -j ACCEPT",
+        "rule filter -A WGM-wg0-FWD -i wg0 -j DROP",
+        "rule filter -A WGM-wg0-FWD -o wg0 -j DROP",
+    ]
+    clamp = "-A WGM-wg0-MSS -o wg0 -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu"
+    assert f"rule mangle {clamp}" in rules
+    assert "rule mangle -A FORWARD -j WGM-wg0-MSS" in rules
     batch = (tmp_path / "rules.ip").read_text().splitlines()
     assert batch[:3] == ["route replace 10.200.0.2/32 dev wg0", "route replace 10.10.2.0/24 dev wg0",
                          "route replace 10.200.0.3/32 dev wg0"]

@@ -65,6 +65,7 @@ def up(
         [], "--var", help="Terraform variable KEY=VALUE (repeatable; remembered in the inventory)."
     ),
     pool: str | None = typer.Option(None, "--pool", help="Mesh pool for tunnel addresses [default: 10.200.0.0/16]."),
+    mtu: int | None = typer.Option(None, "--mtu", help="wg0 MTU of every peer (remembered) [default: 1420]."),
     parallel: int = PARALLEL_OPT,
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
     no_push: bool = typer.Option(
@@ -80,7 +81,7 @@ def up(
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
     from wgmesh.commands import up as cmd
 
-    opts = cmd.UpOptions(stack=stack, var_pairs=tuple(var), pool_cidr=pool, parallel=parallel,
+    opts = cmd.UpOptions(stack=stack, var_pairs=tuple(var), pool_cidr=pool, mtu=mtu, parallel=parallel,
                          verify=not no_verify, push=not no_push, wait_ssh=wait_ssh)
 
     def body(ws: Workspace) -> Result:
@@ -126,6 +127,12 @@ def addpeer(
     public_key: str | None = typer.Option(
         None, "--public-key", help="Its public key, checked against --private-key-file."
     ),
+    mtu: int | None = typer.Option(
+        None, "--mtu", help="This peer's wg0 MTU, e.g. 1380 behind PPPoE [default: the mesh's]."
+    ),
+    allow_unresolved: bool = typer.Option(
+        False, "--allow-unresolved", help="Keep a DNS --endpoint that does not resolve now (refused otherwise)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
@@ -135,10 +142,11 @@ def addpeer(
     options = PeerOptions(
         endpoint=endpoint, address=address, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
         ssh_target=ssh, ssh_key=ssh_key, host_keys=host_key, egress_interface=egress_interface,
-        private_address=private_address,
+        private_address=private_address, mtu=mtu,
     )
-    run(ctx, "addpeer", lambda ws: cmd.addpeer(ws, name, options, private_key_file, public_key), as_json,
-        pre=lambda ws: cmd.check(ws, name, options, private_key_file, public_key))
+    extra = cmd.KeyImport(private_key_file, public_key, allow_unresolved)
+    run(ctx, "addpeer", lambda ws: cmd.addpeer(ws, name, options, extra), as_json,
+        pre=lambda ws: cmd.check(ws, name, options, extra))
 
 
 @app.command("import")
@@ -257,6 +265,10 @@ def setpeer(
     listen_port: int | None = typer.Option(None, "--listen-port", help="New UDP listen port."),
     keepalive: int | None = typer.Option(None, "--keepalive", help="New PersistentKeepalive (0 = off)."),
     private_address: str | None = typer.Option(None, "--private-address", help="New probe address in its subnet."),
+    mtu: int | None = typer.Option(None, "--mtu", help="New wg0 MTU of this peer (0: the mesh's)."),
+    allow_unresolved: bool = typer.Option(
+        False, "--allow-unresolved", help="Keep a DNS --endpoint that does not resolve now (refused otherwise)."
+    ),
     host_key: list[str] = typer.Option(
         [], "--host-key", help="Its SSH host key 'TYPE BASE64' (repeatable): the new full list, verified at connection."
     ),
@@ -268,10 +280,10 @@ def setpeer(
 
     changes: PeerOptions = PeerOptions(
         endpoint=endpoint, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
-        private_address=private_address,
+        private_address=private_address, mtu=mtu,
         host_keys=host_key or None,
     )
-    run(ctx, "setpeer", lambda ws: cmd.setpeer(ws, name, changes), as_json, pre=need_inventory)
+    run(ctx, "setpeer", lambda ws: cmd.setpeer(ws, name, changes, allow_unresolved), as_json, pre=need_inventory)
 
 
 @app.command("rotate-keys")

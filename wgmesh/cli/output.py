@@ -138,6 +138,9 @@ def host_table(title: str, results: dict[str, HostResult]) -> None:
 
 
 def pending_lines(res: PushResult) -> None:
+    for name, endpoint in sorted(res.unresolved.items()):
+        out.print(Text(f"endpoint of {name} ({endpoint}) does not resolve: left out of the configs, the others "
+                       f"wait for {name} to connect; the next push puts it back once it resolves", style="yellow"))
     for r in res.pending:
         out.print(Text(f"pending revocation: {r.hosts and ', '.join(r.hosts)} still trust(s) the old key of "
                        f"{r.peer} ({r.why}); 'wgmesh push' retries", style="bold yellow"))
@@ -342,8 +345,10 @@ def _(res: SetResult) -> None:
 
 @show.register
 def _(res: RotateResult) -> None:
-    host_table(f"rotated {', '.join(res.rotated)}", res.push.results)
+    host_table(f"rotated {', '.join(res.rotated) or 'nothing'}", res.push.results)
     pending_lines(res.push)
+    for name, why in sorted(res.skipped.items()):
+        out.print(Text(f"not rotated: {name}: {why}; it keeps its key pair", style="bold yellow"))
 
 
 @show.register

@@ -46,32 +46,39 @@ def imported_key(private_key_file: str | None, public_key: str | None) -> KeyPai
     return KeyPair(private=text, public=derived)
 
 
+@dataclass(frozen=True)
+class KeyImport:
+    """addpeer's options that are not the peer's own fields."""
+
+    private_key_file: str | None = None  # the peer's existing WireGuard key (a file, never argv)
+    public_key: str | None = None  # checked against it
+    allow_unresolved: bool = False  # keep a DNS endpoint that does not resolve now
+
+
 def plan_add(
-    inv: Inventory, name: str, options: peers.PeerOptions, private_key_file: str | None, public_key: str | None
+    inv: Inventory, name: str, options: peers.PeerOptions, extra: KeyImport
 ) -> tuple[Inventory, KeyPair | None]:
     """Every check of addpeer's input, in one place; changes nothing. → the new inventory."""
     invmod.require_new_name(inv, name)
     peer = peers.parse_peer(
         name, options, peers.cli_label, Source.MANUAL, default_port=inv.mesh.listen_port, check_files=True
     )
-    imported = imported_key(private_key_file, public_key)
-    return invmod.add_peer(inv, peer), imported
+    imported = imported_key(extra.private_key_file, extra.public_key)
+    new_inv = invmod.add_peer(inv, peer)
+    peers.require_resolvable(peer, peers.cli_label, extra.allow_unresolved)
+    return new_inv, imported
 
 
-def check(ws: Workspace, name: str, options: peers.PeerOptions, private_key_file: str | None,
-          public_key: str | None) -> None:
+def check(ws: Workspace, name: str, options: peers.PeerOptions, extra: KeyImport) -> None:
     """In a new project, refuse bad input before the lock creates .wgmesh/ (an existing
     inventory already has it; `addpeer` checks everything again under the lock)."""
     if not ws.inventory_path.exists():
-        plan_add(invmod.new_inventory(ws.name), name, options, private_key_file, public_key)
+        plan_add(invmod.new_inventory(ws.name), name, options, extra)
 
 
-def addpeer(
-    ws: Workspace, name: str, options: peers.PeerOptions,
-    private_key_file: str | None = None, public_key: str | None = None,
-) -> AddResult:
+def addpeer(ws: Workspace, name: str, options: peers.PeerOptions, extra: KeyImport | None = None) -> AddResult:
     inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name)
-    new_inv, imported = plan_add(inv, name, options, private_key_file, public_key)
+    new_inv, imported = plan_add(inv, name, options, extra or KeyImport())
     peer = next(p for p in new_inv.peers if p.name not in inv.names)
     keystore = store.keystore(ws)
     current = keystore.load()

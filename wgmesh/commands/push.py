@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wgmesh import keys as keymod
+from wgmesh import peers, store
 from wgmesh import revocations as revmod
-from wgmesh import store
 from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
 from wgmesh.commands.probe import probe_host
@@ -32,6 +32,7 @@ class PushResult(HostsOutcome):
     results: dict[str, HostResult]
     pending: list[revmod.Revocation] = field(default_factory=list)  # still trusted somewhere
     dry_run: bool = False  # results say what would be done; nothing was changed
+    unresolved: dict[str, str] = field(default_factory=dict)  # peer → its DNS endpoint, left out: no answer
 
     @property
     def changes(self) -> list[str]:
@@ -56,6 +57,7 @@ class PushResult(HostsOutcome):
         return {
             "ok": self.ok,
             "dry_run": self.dry_run,
+            "unresolved_endpoints": self.unresolved,
             "failed": self.failed,
             "pending_revocations": revocations_json(self.pending),
             "hosts": {n: {"ok": r.ok, "action": r.action, "detail": r.detail, "seconds": r.seconds}
@@ -92,6 +94,7 @@ def push_configs(
     ws: Workspace, inv: Inventory, keys: keymod.Keys, pool: Pool, *, reporter: Reporter, parallel: int,
     dry_run: bool = False,
 ) -> PushResult:
+    inv, unresolved = without_unresolved(inv)
     renderer = Renderer(inv, keys)  # each host's text is rendered by its own worker: memory stays flat
     if not dry_run:
         write_configs(ws, inv, keys, renderer=renderer)
@@ -105,9 +108,26 @@ def push_configs(
         on_start=reporter.host_start, on_done=reporter.host_done,
     )
     if dry_run:
-        return PushResult(results, revmod.load(ws.revocations_path), dry_run=True)
+        return PushResult(results, revmod.load(ws.revocations_path), dry_run=True, unresolved=unresolved)
     done = [n for n, r in results.items() if r.ok and r.action != Action.SKIPPED]
-    return PushResult(results, store.settle_revocations(ws, inv, done))
+    return PushResult(results, store.settle_revocations(ws, inv, done), unresolved=unresolved)
+
+
+def without_unresolved(inv: Inventory) -> tuple[Inventory, dict[str, str]]:
+    """A DNS endpoint that does not resolve on the controller is left out of every config (the
+    others wait for that peer to connect) instead of making `wg` on every host retry the name
+    and fail: one bad name never blocks the others. → (inventory as pushed, peer → endpoint)."""
+    from wgmesh.adapters import dns
+
+    names = {n for p in inv.peers if (n := peers.endpoint_name(p)) is not None}
+    bad = dns.unresolved(names)
+    if not bad:
+        return inv, {}
+    gone = {p.name: p.endpoint or "" for p in inv.peers if p.endpoint_host in bad}
+    kept = tuple(
+        replace(p, endpoint_host=None, endpoint_port=None) if p.name in gone else p for p in inv.peers
+    )
+    return replace(inv, peers=kept), gone
 
 
 def push(

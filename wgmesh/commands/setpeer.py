@@ -22,7 +22,7 @@ class SetResult(Succeeds):
         return {"updated": self.peer.name, "peer": invmod.peer_to_dict(self.peer)}
 
 
-def setpeer(ws: Workspace, name: str, changes: peers.PeerOptions) -> SetResult:
+def setpeer(ws: Workspace, name: str, changes: peers.PeerOptions, allow_unresolved: bool = False) -> SetResult:
     """Change endpoint, subnets, keepalive, listen port or private address of a hand-added peer."""
     inv = store.load(ws)
     peer = invmod.require_peer(inv, name)
@@ -31,8 +31,11 @@ def setpeer(ws: Workspace, name: str, changes: peers.PeerOptions) -> SetResult:
     if not changes.given():
         raise BadInput(
             "setpeer", name, "nothing to change",
-            hint="give --endpoint, --allowedips, --keepalive, --listen-port or --private-address",
+            hint="give --endpoint, --allowedips, --keepalive, --listen-port, --private-address or --mtu",
         )
-    new_inv = invmod.update_peer(inv, peers.update(peer, changes, peers.cli_label))
+    updated = peers.update(peer, changes, peers.cli_label)
+    new_inv = invmod.update_peer(inv, updated)
+    if changes.endpoint is not None:
+        peers.require_resolvable(updated, peers.cli_label, allow_unresolved)
     store.save(ws, new_inv)
     return SetResult(invmod.require_peer(new_inv, name), ws.name)

@@ -30,6 +30,7 @@ class UpOptions:
     stack: str | None = None  # default: the inventory's, else lab
     var_pairs: tuple[str, ...] = ()  # KEY=VALUE, remembered in the inventory
     pool_cidr: str | None = None  # only when the inventory is created
+    mtu: int | None = None  # every peer's wg0 MTU (remembered in the inventory)
     parallel: int = DEFAULT_PARALLEL
     verify: bool = True
     push: bool = True
@@ -105,6 +106,8 @@ def _inventory(ws: Workspace, opts: UpOptions) -> Inventory:
                 hint="a pool is chosen when an inventory is created",
             )
         inv = replace(inv, mesh=replace(inv.mesh, pool=new_pool))
+    if opts.mtu is not None:
+        inv = replace(inv, mesh=replace(inv.mesh, mtu=v.mtu("--mtu", opts.mtu)))
     stack = opts.stack or inv.stack or "lab"
     v.name("--stack", stack)
     variables = dict(inv.vars)

@@ -72,10 +72,17 @@ class VerifyResult(HostsOutcome):
         }
 
 
-def ping_from(host: Host, iface: str, targets: list[str]) -> dict[str, float | None]:
+def full_size(inv: Inventory, a: Peer, b: Peer) -> int:
+    """ICMP data bytes that fill the smaller of the two tunnels' MTU exactly (IP + ICMP headers:
+    28 bytes for IPv4, 48 for IPv6)."""
+    mtu = min(a.mtu or inv.mesh.mtu, b.mtu or inv.mesh.mtu)
+    return mtu - (28 if b.address.version == 4 else 48)
+
+
+def ping_from(host: Host, iface: str, targets: list[str], size: int = 0) -> dict[str, float | None]:
     if not targets:
         return {}
-    rc, out, err = host.run(planmod.ping_program(targets, iface), timeout=PROBE_TIMEOUT + 10)
+    rc, out, err = host.run(planmod.ping_program(targets, iface, size=size), timeout=PROBE_TIMEOUT + 10)
     got = statmod.parse_pings(out)
     if not got:
         raise ProbeFailed(remote_reason("probe", rc, err))
@@ -110,10 +117,25 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
             targets.append((o.name, "tunnel", str(o.address)))
             if o.private_address is not None:
                 targets.append((o.name, "private", str(o.private_address)))
-        got = ping_from(pool.get(peer), iface, sorted({t[2] for t in targets}))
+        host = pool.get(peer)
+        got = ping_from(host, iface, sorted({t[2] for t in targets}))
         for dst, kind, addr in targets:
             rtt = got.get(addr)
             probes.append(Probe(peer.name, dst, kind, addr, rtt is not None, rtt))
+        # A full-size packet with DF set through every tunnel: small pings pass where bulk TCP
+        # would need ICMP "fragmentation needed" to cross every firewall.
+        by_size: dict[int, list[Peer]] = {}
+        for o in inv.peers:
+            if o.name != peer.name:
+                by_size.setdefault(full_size(inv, peer, o), []).append(o)
+        for size, others in sorted(by_size.items()):
+            got = ping_from(host, iface, sorted(str(o.address) for o in others), size=size)
+            for o in others:
+                rtt = got.get(str(o.address))
+                detail = "" if rtt is not None else (
+                    f"no reply to {size} bytes with DF set (path MTU below the tunnel's?)"
+                )
+                probes.append(Probe(peer.name, o.name, "full-size", str(o.address), rtt is not None, rtt, detail))
         return HostResult(peer.name, True, Action.PROBED)
 
     reachable = [p for p in managed if p.name not in unreachable]

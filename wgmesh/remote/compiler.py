@@ -39,6 +39,8 @@ def preamble(program: Program) -> list[str]:
         'PREV="$WGDIR/.$IFACE.conf.prev"',
         'LOG="$WGDIR/.$IFACE.up.log"',  # in the 0700 directory, not a guessable /tmp name
         *(f"WGM_EXIT_{e.name}={e.value}" for e in RemoteExit),
+        # `wg` retries a DNS endpoint that does not resolve for about 15 s: bounded to ~2 s here.
+        "export WG_ENDPOINT_RESOLUTION_RETRIES=2",
     ]
 
 

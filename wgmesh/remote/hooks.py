@@ -13,6 +13,10 @@ def chain_names(iface: str) -> tuple[str, str]:
     return f"WGM-{iface}-FWD", f"WGM-{iface}-NAT"
 
 
+def mss_chain(iface: str) -> str:
+    return f"WGM-{iface}-MSS"
+
+
 def _egress_expr(peer: Peer) -> str:
     if peer.egress_interface != "detect":
         return peer.egress_interface
@@ -37,68 +41,81 @@ def route_sync_command(iface: str) -> str:
 
 
 def families(inv: Inventory, peer: Peer) -> list[tuple[int, list[IPNetwork]]]:
-    """Per address family the peer forwards: the sources it masquerades (the mesh pool, if of
-    that family, and the peer's own subnets)."""
-    out: list[tuple[int, list[IPNetwork]]] = []
-    for version in sorted({inv.mesh.pool.version} | {s.version for s in peer.subnets}):
-        sources = [inv.mesh.pool] if inv.mesh.pool.version == version else []
-        sources += [s for s in peer.subnets if s.version == version]
-        out.append((version, sources))
-    return out
+    """Per address family the peer has (the mesh pool's, its subnets'): its own subnets of
+    that family — the only networks it forwards to and from the mesh, and masquerades."""
+    return [
+        (version, [s for s in peer.subnets if s.version == version])
+        for version in sorted({inv.mesh.pool.version} | {s.version for s in peer.subnets})
+    ]
 
 
 def expected_rules(inv: Inventory, peer: Peer) -> dict[tuple[int, str], int]:
-    """What the hooks leave on a host: (family, "fwd"/"nat") → the number of rules in that chain
-    (each chain with its jump). The probe reports the same (scripts/probe.sh, wgm_rules)."""
+    """What the hooks leave on a host: (family, "fwd"/"mss"/"nat") → the number of rules in that
+    chain (each chain with its jump). The probe reports the same (scripts/probe.sh, wgm_rules)."""
     out: dict[tuple[int, str], int] = {}
-    for version, sources in families(inv, peer):
-        out[(version, "fwd")] = 2
-        if sources:
-            out[(version, "nat")] = len(sources)
+    for version, own in families(inv, peer):
+        out[(version, "fwd")] = 2 * len(own) + 2
+        out[(version, "mss")] = 1
+        if own:
+            out[(version, "nat")] = len(own)
     return out
 
 
+def _jump(ipt: str, table: str, hook: str, chain: str, first: bool = False) -> str:
+    add = f"-I {hook}" if first else f"-A {hook}"
+    return f"{{ {ipt} -w -t {table} -C {hook} -j {chain} 2>/dev/null || {ipt} -w -t {table} {add} -j {chain}; }}"
+
+
+def _unjump(ipt: str, table: str, hook: str, chain: str) -> str:
+    return (
+        f"{ipt} -w -t {table} -D {hook} -j {chain} 2>/dev/null; {ipt} -w -t {table} -F {chain} 2>/dev/null; "
+        f"{ipt} -w -t {table} -X {chain} 2>/dev/null"
+    )
+
+
 def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
-    """PostUp / PostDown lines: forwarding and MASQUERADE, idempotent, in chains of their own.
+    """PostUp / PostDown lines, idempotent, in chains of their own. Least privilege: the gateway
+    forwards only between the mesh and its own subnets (anything else in or out of the tunnel
+    is dropped: a peer that routes a foreign destination through it gets nothing), clamps the
+    TCP MSS of what it sends into the tunnel to the path MTU, and masquerades only its own
+    subnets out of the egress interface (never the mesh pool: it is nobody's open NAT).
 
     Each family's rules are loaded with one `iptables-restore --noflush` (which empties the
-    chain it declares before filling it: re-running never duplicates a rule), then the jumps
+    chains it declares before filling them: re-running never duplicates a rule), then the jumps
     into the chains are added only if missing.
     """
     iface = inv.mesh.interface
     fwd, nat = chain_names(iface)
+    mss = mss_chain(iface)
     up: list[str] = []
     down: list[str] = []
-    for version, sources in families(inv, peer):
+    for version, own in families(inv, peer):
         ipt = "iptables" if version == 4 else "ip6tables"
         sysctl = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
         up.append(f"sysctl -q -w {sysctl}=1")
-        rules = (
-            f"printf '*filter\\n:{fwd} - [0:0]\\n-A {fwd} -i {iface} -j ACCEPT\\n"
-            f"-A {fwd} -o {iface} -j ACCEPT\\nCOMMIT\\n'"
+        accept = "".join(
+            f"-A {fwd} -i {iface} -d {n} -j ACCEPT\\n-A {fwd} -o {iface} -s {n} -j ACCEPT\\n" for n in own
         )
-        if sources:
-            srcs = " ".join(q(str(s)) for s in sources)  # parsed values; quoted all the same
+        rules = (
+            f"printf '*filter\\n:{fwd} - [0:0]\\n{accept}-A {fwd} -i {iface} -j DROP\\n"
+            f"-A {fwd} -o {iface} -j DROP\\nCOMMIT\\n'; "
+            f"printf '*mangle\\n:{mss} - [0:0]\\n-A {mss} -o {iface} -p tcp -m tcp --tcp-flags SYN,RST SYN "
+            f"-j TCPMSS --clamp-mss-to-pmtu\\nCOMMIT\\n'"
+        )
+        if own:
+            srcs = " ".join(q(str(s)) for s in own)  # parsed values; quoted all the same
             rules += (
                 f"; printf '*nat\\n:{nat} - [0:0]\\n'; if [ -n \"$e\" ]; then for s in {srcs}; do "
                 f"printf -- '-A {nat} -s %s -o %s -j MASQUERADE\\n' \"$s\" \"$e\"; done; fi; printf 'COMMIT\\n'"
             )
-        line = (f'e="{_egress_expr(peer)}"; ' if sources else "") + f"{{ {rules}; }} | {ipt}-restore -w --noflush && "
-        line += f"{{ {ipt} -w -C FORWARD -j {fwd} 2>/dev/null || {ipt} -w -I FORWARD -j {fwd}; }}"
-        if sources:
-            line += (
-                f" && {{ {ipt} -w -t nat -C POSTROUTING -j {nat} 2>/dev/null"
-                f" || {ipt} -w -t nat -A POSTROUTING -j {nat}; }}"
-            )
-            down.append(
-                f"{ipt} -w -t nat -D POSTROUTING -j {nat} 2>/dev/null; {ipt} -w -t nat -F {nat} 2>/dev/null; "
-                f"{ipt} -w -t nat -X {nat} 2>/dev/null; true"
-            )
+        line = (f'e="{_egress_expr(peer)}"; ' if own else "") + f"{{ {rules}; }} | {ipt}-restore -w --noflush"
+        line += " && " + _jump(ipt, "filter", "FORWARD", fwd, first=True)
+        line += " && " + _jump(ipt, "mangle", "FORWARD", mss)
+        if own:
+            line += " && " + _jump(ipt, "nat", "POSTROUTING", nat)
+            down.append(_unjump(ipt, "nat", "POSTROUTING", nat) + "; true")
         up.append(line)
-        down.append(
-            f"{ipt} -w -D FORWARD -j {fwd} 2>/dev/null; {ipt} -w -F {fwd} 2>/dev/null; "
-            f"{ipt} -w -X {fwd} 2>/dev/null; true"
-        )
+        down.append(_unjump(ipt, "mangle", "FORWARD", mss) + "; " + _unjump(ipt, "filter", "FORWARD", fwd) + "; true")
     up.append(route_sync_command(iface))
     return up, down
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 
 from wgmesh.model import Action, HostState, Inventory, IPNetwork, Peer, RunningPeer
-from wgmesh.remote.hooks import chain_names, expected_rules
+from wgmesh.remote.hooks import chain_names, expected_rules, mss_chain
 from wgmesh.remote.steps import Op, Program, step
 from wgmesh.render import fingerprints, sha256
 
@@ -25,7 +25,7 @@ class Desired:
     peers: Mapping[str, RunningPeer]  # public key → expected
     listen_port: int
     routes: frozenset[str]  # as `ip route` shows them (a /32 or /128 without its length)
-    rules: Mapping[tuple[int, str], int]  # (family, "fwd"/"nat") → rules in that chain
+    rules: Mapping[tuple[int, str], int]  # (family, "fwd"/"mss"/"nat") → rules in that chain
 
 
 def _route(net: IPNetwork) -> str:
@@ -97,9 +97,10 @@ def _rule_drift(desired: Desired, state: HostState, iface: str) -> list[str]:
     if not state.rules and state.routes is None:
         return []  # a probe that does not report rules
     fwd, nat = chain_names(iface)
+    chains = {"fwd": fwd, "nat": nat, "mss": mss_chain(iface)}
     out = []
     for (family, kind), expected in sorted(desired.rules.items()):
-        chain = fwd if kind == "fwd" else nat
+        chain = chains[kind]
         count, jump = state.rules.get((family, kind), (-1, False))
         if count == -1:
             out.append(f"chain {chain} (IPv{family}) is missing")
@@ -212,9 +213,10 @@ def dump_program(iface: str) -> Program:
     return Program("wg show", iface, (step(Op.DUMP),))
 
 
-def ping_program(targets: list[str], iface: str, attempts: int = 3, wait: int = 2) -> Program:
-    """Targets are ipaddress strings made by wgmesh, never user text (and quoted all the same)."""
-    return Program("probe", iface, (step(Op.PING, attempts, wait, *targets),))
+def ping_program(targets: list[str], iface: str, attempts: int = 3, wait: int = 2, size: int = 0) -> Program:
+    """Targets are ipaddress strings made by wgmesh, never user text (and quoted all the same).
+    With size, each echo carries that many bytes of data and the don't-fragment bit."""
+    return Program("probe", iface, (step(Op.PING, attempts, wait, size, *targets),))
 
 
 # ---------------------------------------------------------------- the probe's report

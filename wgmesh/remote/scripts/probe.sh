@@ -6,7 +6,7 @@
 #   port N             its listen port
 #   peer KEY ALLOWED ENDPOINT KEEPALIVE   each running peer (ALLOWED comma-separated or (none))
 #   route PREFIX       each route via the interface (kernel routes left out)
-#   rules FAMILY fwd|nat COUNT JUMP   rules in the wgmesh chain (-1: no chain), jump present 1/0
+#   rules FAMILY fwd|mss|nat COUNT JUMP   rules in the wgmesh chain (-1: no chain), jump present 1/0
 #   systemd            when systemd runs the host; then 'unit STATE' (systemctl is-enabled)
 #   wg missing         when wireguard-tools is not installed
 #   end                the probe ran to its end
@@ -26,18 +26,18 @@ wgm_wait_cloud_init() {
     fi
 }
 
-# rules FAMILY fwd|nat COUNT JUMP for both families
+# rules FAMILY fwd|mss|nat COUNT JUMP for both families
 wgm_rules() {
     for version in 4 6; do
         ipt=iptables
         if [ "$version" = 6 ]; then ipt=ip6tables; fi
         command -v "$ipt" >/dev/null 2>&1 || continue
-        for kind in fwd nat; do
-            if [ "$kind" = fwd ]; then
-                table=filter hook=FORWARD chain="WGM-$IFACE-FWD"
-            else
-                table=nat hook=POSTROUTING chain="WGM-$IFACE-NAT"
-            fi
+        for kind in fwd mss nat; do
+            case "$kind" in
+                fwd) table=filter hook=FORWARD chain="WGM-$IFACE-FWD" ;;
+                mss) table=mangle hook=FORWARD chain="WGM-$IFACE-MSS" ;;
+                *) table=nat hook=POSTROUTING chain="WGM-$IFACE-NAT" ;;
+            esac
             if listed=$("$ipt" -w -t "$table" -S "$chain" 2>/dev/null); then
                 count=$(printf '%s\n' "$listed" | grep -c '^-A ')
             else
