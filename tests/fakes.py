@@ -109,6 +109,7 @@ class FakeHost:
     needs_password: bool = False
     ping_fails: set[str] = field(default_factory=set)
     path_mtu: int | None = None  # a DF ping larger than this fails (None: any size passes)
+    cut_stdin: int | None = None  # standard input arrives cut after this many bytes
     # what the host was asked to run
     ran: list[Ran] = field(default_factory=list)
     pool: FakePool | None = field(default=None, repr=False)
@@ -140,6 +141,8 @@ class FakeHost:
             if self.needs_password:
                 return Reply(1, "", SUDO_PASSWORD + "\n")
             out: list[str] = []
+            if stdin is not None and self.cut_stdin is not None:
+                stdin = stdin[: self.cut_stdin]  # a transfer cut midway
             regs = {"stdin": stdin, "prev": None, "had": True}
             try:
                 for s in program.steps:

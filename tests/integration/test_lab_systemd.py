@@ -66,6 +66,33 @@ def test_a_reboot_brings_the_mesh_back_with_no_push(lab):
     assert before  # (the boot id is the container's: the reboot happened, see labctl reboot)
 
 
+def test_nat_missing_at_boot_is_not_silent(lab):
+    """Egress detection runs when the unit starts: a host that boots before its default route
+    exists comes up with no MASQUERADE rule. verify names it; once the route is there, push
+    repairs it without a restart."""
+    underlay = lab.underlay
+    gw = lab.host("site3", "ip", "-4", "route", "show", "default").stdout.split()[2]
+    lab.host("site3", "ip", "route", "add", underlay, "via", gw, "dev", "eth0", "onlink")  # keeps SSH
+    lab.host("site3", "ip", "route", "del", "default")
+    try:
+        lab.reboot("site3")
+        deadline = time.monotonic() + 30
+        while lab.host("site3", "systemctl", "is-active", "wg-quick@wg0", check=False).stdout.strip() != "active":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        v = lab.json("verify", check_rc=4)
+        assert "site3: drift: chain WGM-wg0-NAT (IPv4) has 0 rules, not 1" in v["failures"], v["failures"]
+    finally:
+        lab.host("site3", "ip", "route", "add", "default", "via", gw, "dev", "eth0", "onlink", check=False)
+        lab.host("site3", "ip", "route", "del", underlay, "via", gw, "dev", "eth0", check=False)
+    pids = lab.host("site3", "pgrep", "-x", "wireguard-go").stdout
+    doc = lab.json("push")
+    assert doc["hosts"]["site3"]["detail"] == "repaired: firewall", doc
+    assert lab.host("site3", "pgrep", "-x", "wireguard-go").stdout == pids  # no restart
+    _rules_once(lab, "site3")
+    _verified_within(lab, 30)
+
+
 def test_drift_is_repaired_on_systemd_hosts(lab):
     site3_lan = lab.plan("site3")["subnets"][0]
     lab.host("site1", "ip", "route", "del", site3_lan, "dev", "wg0")

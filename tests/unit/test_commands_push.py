@@ -207,3 +207,17 @@ def test_systemd_is_handed_to_the_apply_steps(mesh):
     starts = {n: h.programs("apply")[0].program.steps[4] for n, h in pool.hosts.items()}
     assert {n: s.op for n, s in starts.items()} == {n: Op.START for n in "abc"}
     assert {n: s.args for n, s in starts.items()} == {"a": (False, False), "b": (True, False), "c": (True, False)}
+
+
+def test_a_transfer_cut_midway_is_refused_on_the_host(pushed):
+    """The host checks the config's sha256 before the rename: a file cut between two [Peer]
+    sections would be a valid config that silently drops peers."""
+    ws, pool = pushed
+    setpeer(ws, "c", PeerOptions(endpoint="198.51.100.33"))
+    a = pool.hosts["a"]
+    before = a.conf
+    a.cut_stdin = 200  # the channel delivers only the first 200 bytes
+    res = do_push(ws, pool)
+    assert res.failed == ["a"] and res.exit_status == ExitStatus.HOSTS_FAILED
+    assert res.results["a"].detail.startswith("the config did not arrive whole (exit 45)")
+    assert a.conf == before and res.results["b"].action == "syncconf"

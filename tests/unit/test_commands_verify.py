@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.fakes import fake_mesh, peer_options, pushed_mesh
+from tests.fakes import fake_mesh, peer_options, public_keys, pushed_mesh
 from wgmesh import store
 from wgmesh.commands.addpeer import addpeer
 from wgmesh.commands.push import push
@@ -53,12 +53,17 @@ def test_priming_pings_one_direction_per_pair(pushed):
     ws, pool = pushed
     verify(ws, connect=pool.connector())
     addr = {p.name: str(p.address) for p in store.load(ws).peers}
-    # each peer primes only the peers after it in name order (c has none: no priming program),
-    # then pings every other peer's tunnel and private address, then the tunnels full size
-    assert pinged(pool.hosts["a"])[0] == [addr["b"], addr["c"]]
-    assert pinged(pool.hosts["b"])[0] == [addr["c"]]
-    assert [len(t) for t in (pinged(pool.hosts[n]) for n in "abc")] == [3, 3, 2]
-    assert sorted(pinged(pool.hosts["c"])[0]) == sorted([addr["a"], addr["b"], "10.1.0.1", "10.2.0.1"])
+    keys = public_keys(ws)
+    first, second, last = sorted("abc", key=lambda n: keys[n])
+    # each peer primes only the peers whose public key sorts after its own (the hosts' PostUp
+    # nudge uses the same order; the last has none: no priming program), then pings every other
+    # peer's tunnel and private address, then the tunnels full size
+    assert pinged(pool.hosts[first])[0] == sorted([addr[second], addr[last]])
+    assert pinged(pool.hosts[second])[0] == [addr[last]]
+    assert [len(pinged(pool.hosts[n])) for n in (first, second, last)] == [3, 3, 2]
+    subnet = {n: f"10.{i}.0.1" for i, n in enumerate("abc", 1)}
+    others = [n for n in "abc" if n != last]
+    assert sorted(pinged(pool.hosts[last])[0]) == sorted([*(addr[n] for n in others), *(subnet[n] for n in others)])
 
 
 def test_failing_pings_are_listed(pushed):

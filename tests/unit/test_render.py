@@ -1,6 +1,7 @@
 import ipaddress
 import os
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,7 +130,10 @@ def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
         "sysctl": "exit 0",
         "ip": 'case "$*" in *"route show default"*) echo "default via 198.18.0.2 dev eth0 onlink";; '
               '*batch*) cat >> "$STATE.ip";; esac',
-        "wg": "printf 'KEY/a+b=\\t10.200.0.2/32 10.10.2.0/24\\nK2/2=\\t10.200.0.3/32\\n'",
+        "wg": 'case "$*" in *public-key*) echo "K2/3=";; '
+              "*) printf 'KEY/a+b=\\t10.200.0.2/32 10.10.2.0/24\\nK2/2=\\t10.200.0.3/32\\n';; esac",
+        "ping": 'for a; do t="$a"; done; echo "$t" >> "$STATE.ping"',  # a stand-in: no packet leaves
+        "sleep": 'echo "$1" >> "$STATE.sleep"',
     }
     for name, body in scripts.items():
         (fake / name).write_text("#!/bin/sh\n" + body + "\n")
@@ -155,6 +159,17 @@ def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
     clamp = "-A WGM-wg0-MSS -o wg0 -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu"
     assert f"rule mangle {clamp}" in rules
     assert "rule mangle -A FORWARD -j WGM-wg0-MSS" in rules
+    # The last PostUp pings every peer's tunnel address once, in the background (a host that just
+    # started opens its sessions itself).
+    pinged = tmp_path / "rules.ping"
+    deadline = time.monotonic() + 5
+    while len(pinged.read_text().split() if pinged.exists() else ()) < 4:  # 2 peers, the hooks ran twice
+        assert time.monotonic() < deadline, "the nudge did not ping the peers"
+        time.sleep(0.05)
+    assert set(pinged.read_text().split()) == {"10.200.0.2", "10.200.0.3"}
+    # One direction per pair first: "KEY/a+b=" sorts after this host's "K2/3=" (pinged at once),
+    # "K2/2=" before it (pinged 2 s later, when a first start would have made the session).
+    assert sorted((tmp_path / "rules.sleep").read_text().split()) == ["0", "0", "2", "2"]  # two runs
     batch = (tmp_path / "rules.ip").read_text().splitlines()
     assert batch[:3] == ["route replace 10.200.0.2/32 dev wg0", "route replace 10.10.2.0/24 dev wg0",
                          "route replace 10.200.0.3/32 dev wg0"]
@@ -194,6 +209,7 @@ def test_hooks_succeed_under_wg_quick_strict_mode_with_no_peers(lab_inventory, t
     fake.mkdir()
     stand_ins = {
         "sysctl": "exit 0", "iptables": "exit 0", "iptables-restore": "cat >/dev/null", "wg": "exit 0",
+        "ping": "exit 0",
         "ip": 'case "$*" in *batch*) cat > /dev/null;; *) echo "default via 1.2.3.4 dev eth0";; esac',
     }
     for name, body in stand_ins.items():

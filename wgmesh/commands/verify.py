@@ -93,14 +93,18 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
     t0 = time.monotonic()
     iface = inv.mesh.interface
     managed = [p for p in inv.peers if p.ssh is not None]
-    order = {n: i for i, n in enumerate(inv.names)}
+    # The order of the pair's public keys (as the hosts' own PostUp nudge uses it, see
+    # remote/hooks.nudge_command); peers without a key yet sort by name, after the others.
+    pubs = store.public_keys(keys, inv)
+    order = {n: (n not in pubs, pubs.get(n, ""), n) for n in inv.names}
     probes: list[Probe] = []
     unreachable: dict[str, str] = {}
 
     def note(results: dict[str, HostResult]) -> None:
         unreachable.update({n: r.detail for n, r in results.items() if not r.ok})
 
-    # 1. One direction per pair first, so two peers never start a handshake with each other at once.
+    # 1. One direction per pair first (the side whose public key sorts first starts), so two
+    #    peers never start a handshake with each other at once.
     def prime(peer: Peer) -> HostResult:
         later = [str(o.address) for o in inv.peers if order[o.name] > order[peer.name]]
         ping_from(pool.get(peer), iface, later)

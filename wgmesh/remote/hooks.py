@@ -73,6 +73,29 @@ def _unjump(ipt: str, table: str, hook: str, chain: str) -> str:
     )
 
 
+NUDGE_DELAY = 2  # seconds before a host pings the peers whose public key sorts before its own
+
+
+def nudge_command(iface: str) -> str:
+    """One shell line, run in the background as the last PostUp: one ping to every peer's tunnel
+    address, so a host that just (re)started opens its sessions itself at once (its peers still
+    hold sessions with the instance that went down and would only notice after ~15 s).
+
+    One direction per pair first: a host pings at once the peers whose public key sorts after
+    its own, and the others NUDGE_DELAY s later. When every host starts at once (a first push),
+    each pair starts one handshake, from one side (two at once stall the pair for 5 s); the late
+    pings then find the session made. Derived from the running interface, so the line does not
+    change with the mesh; no '#' (wg-quick cuts lines there).
+    """
+    return (
+        f"(me=$(wg show {iface} public-key); wg show {iface} allowed-ips | LC_ALL=C awk -v me=\"$me\" "
+        "'{for (i = 2; i <= NF; i++) if ($i ~ /\\/(32|128)$/) {sub(/\\/[0-9]+$/, \"\", $i); "
+        f"print ($1 > me ? 0 : {NUDGE_DELAY}), $i}}}}' "
+        "| while read -r d a; do (sleep \"$d\"; ping -n -c 1 -W 1 \"$a\") >/dev/null 2>&1 & done) "
+        ">/dev/null 2>&1 &"
+    )
+
+
 def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
     """PostUp / PostDown lines, idempotent, in chains of their own. Least privilege: the gateway
     forwards only between the mesh and its own subnets (anything else in or out of the tunnel
@@ -117,6 +140,7 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
         up.append(line)
         down.append(_unjump(ipt, "mangle", "FORWARD", mss) + "; " + _unjump(ipt, "filter", "FORWARD", fwd) + "; true")
     up.append(route_sync_command(iface))
+    up.append(nudge_command(iface))
     return up, down
 
 
