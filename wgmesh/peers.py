@@ -166,10 +166,14 @@ def parse_peer(
     return Peer(name=checked, source=source, **attrs)
 
 
-def update(peer: Peer, o: PeerOptions, label: Label) -> Peer:
+def update(peer: Peer, o: PeerOptions, label: Label, check_files: bool = False) -> Peer:
     """`peer` with the fields given in `o` changed. An endpoint that followed the old listen
-    port follows the new one."""
-    attrs = parse_fields(o, label, peer.listen_port)
+    port follows the new one; a new SSH key keeps the SSH target, a new target keeps the key."""
+    if peer.ssh is not None and o.ssh_target is None and o.ssh_key is not None:
+        o = replace(o, ssh_user=peer.ssh.user, ssh_host=peer.ssh.host, ssh_port=peer.ssh.port)
+    elif peer.ssh is not None and o.ssh_target is not None and o.ssh_key is None and peer.ssh.key:
+        o = replace(o, ssh_key=peer.ssh.key)
+    attrs = parse_fields(o, label, peer.listen_port, check_files)
     if (
         "listen_port" in attrs and "endpoint_host" not in attrs
         and peer.endpoint_host is not None and peer.endpoint_port == peer.listen_port

@@ -98,3 +98,20 @@ def test_status_and_verify_name_the_drift(pushed):
     assert "a: drift: route missing: 10.2.0.0/24" in v.failures
     do_push(ws, pool)
     assert verify(ws, connect=pool.connector()).ok
+
+
+def test_setpeer_changes_ssh_access_and_egress(pushed, tmp_path):
+    from wgmesh import store
+
+    ws, _ = pushed
+    key = tmp_path / "id_new"
+    key.write_text("not read here\n")
+    peer = setpeer(ws, "a", PeerOptions(ssh_key=str(key))).peer
+    assert peer.ssh is not None and peer.ssh.key == str(key.resolve()) and peer.ssh.host == "198.51.100.1"
+    peer = setpeer(ws, "a", PeerOptions(ssh_target="admin@198.51.100.99:2222")).peer
+    want = ("admin", "198.51.100.99", 2222, str(key.resolve()))
+    assert (peer.ssh.user, peer.ssh.host, peer.ssh.port, peer.ssh.key) == want
+    assert setpeer(ws, "a", PeerOptions(egress_interface="ens5")).peer.egress_interface == "ens5"
+    assert store.load(ws).peer("a").egress_interface == "ens5"
+    with pytest.raises(Exception, match="no such key file"):
+        setpeer(ws, "a", PeerOptions(ssh_key=str(tmp_path / "missing")))

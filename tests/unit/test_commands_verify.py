@@ -141,3 +141,13 @@ def test_private_instances_ping_each_other_through_their_gateways(tmp_path):
     pool.hosts["c"].up = False  # c-vm's gateway: its instance reaches nothing
     res = verify(ws, connect=pool.connector())
     assert "c/c-vm → b/b-vm (instance 10.2.0.10): no reply" in res.failures
+
+
+def test_verify_with_no_managed_peer_verifies_nothing_and_says_so(tmp_path):
+    ws, pool = fake_mesh(tmp_path, names=())
+    for n in (1, 2):
+        addpeer(ws, f"p{n}", PeerOptions(endpoint=f"198.51.100.{n}", subnets=[f"10.{n}.0.0/24"]))
+    res = verify(ws, connect=pool.connector())
+    assert res.probes == [] and not res.ok and res.exit_status == ExitStatus.HOSTS_FAILED
+    assert res.failures == ["nothing was verified: no peer of the inventory is managed over SSH "
+                            "(addpeer --ssh USER@HOST)"]

@@ -272,6 +272,11 @@ def setpeer(
     host_key: list[str] = typer.Option(
         [], "--host-key", help="Its SSH host key 'TYPE BASE64' (repeatable): the new full list, verified at connection."
     ),
+    ssh: str | None = typer.Option(None, "--ssh", help="New USER@HOST[:PORT] wgmesh uses to manage the peer."),
+    ssh_key: str | None = typer.Option(None, "--ssh-key", help="New private key file for its SSH access."),
+    egress_interface: str | None = typer.Option(
+        None, "--egress-interface", help="New interface for MASQUERADE, or 'detect'."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Change a hand-added peer. Run 'wgmesh push' next: the change reaches every peer hitlessly."""
@@ -281,7 +286,7 @@ def setpeer(
     changes: PeerOptions = PeerOptions(
         endpoint=endpoint, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
         private_address=private_address, mtu=mtu,
-        host_keys=host_key or None,
+        host_keys=host_key or None, ssh_target=ssh, ssh_key=ssh_key, egress_interface=egress_interface,
     )
     run(ctx, "setpeer", lambda ws: cmd.setpeer(ws, name, changes, allow_unresolved), as_json, pre=need_inventory)
 

@@ -264,7 +264,7 @@ def destroy_summary(res: DestroyResult) -> None:
     out.print(f"peers removed from the inventory: {', '.join(res.removed_peers) or 'none'}")
     out.print(f"keys purged: {', '.join(res.purged_keys) or 'none'}; keys kept (peers still in the inventory): "
               f"{', '.join(res.kept_keys) or 'none'}")
-    pins = "yes" if res.pins_forgotten else "none were pinned"
+    pins = ", ".join(res.pins_forgotten) or "none (the remaining peers' pins are kept)"
     out.print(f"rendered configs removed: {res.configs_removed}; host-key pins forgotten: {pins}")
 
 

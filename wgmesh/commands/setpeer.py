@@ -31,9 +31,10 @@ def setpeer(ws: Workspace, name: str, changes: peers.PeerOptions, allow_unresolv
     if not changes.given():
         raise BadInput(
             "setpeer", name, "nothing to change",
-            hint="give --endpoint, --allowedips, --keepalive, --listen-port, --private-address or --mtu",
+            hint="give --endpoint, --allowedips, --keepalive, --listen-port, --private-address, --mtu, "
+                 "--ssh, --ssh-key, --egress-interface or --host-key",
         )
-    updated = peers.update(peer, changes, peers.cli_label)
+    updated = peers.update(peer, changes, peers.cli_label, check_files=True)
     new_inv = invmod.update_peer(inv, updated)
     if changes.endpoint is not None:
         peers.require_resolvable(updated, peers.cli_label, allow_unresolved)

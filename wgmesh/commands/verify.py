@@ -51,6 +51,8 @@ class VerifyResult(HostsOutcome):
         ]
         out += [f"{n}: {r}" for n, r in sorted(self.unreachable.items())]
         out += [f"{n}: drift: {d}" for n, found in sorted(self.drift.items()) for d in found]
+        if not self.probes and not self.handshakes and not self.unreachable:
+            out.append("nothing was verified: no peer of the inventory is managed over SSH (addpeer --ssh USER@HOST)")
         return out
 
     @property
