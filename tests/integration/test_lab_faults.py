@@ -176,6 +176,40 @@ def test_unreachable_auth_refused_and_timeouts_stay_local(lab, tmp_path):
     conn.close()
 
 
+def test_rotating_a_peer_whose_sshd_is_frozen_cuts_nobody_off(lab):
+    """sshd stopped with SIGSTOP: TCP is accepted (by the kernel), no banner ever comes. Rotating
+    that peer would switch the others to a key it cannot receive: it is not rotated."""
+    before = lab.json("showpeers")  # public data only; keys come from the keystore below
+    keys = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())["peers"]
+    pid = int((lab.state_dir / "hosts" / "site3" / "sshd.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        doc = lab.json("rotate-keys", "site3", check_rc=4)
+        assert time.monotonic() - t0 < 40
+        assert doc["rotated"] == [] and "no SSH banner within" in doc["skipped"]["site3"], doc
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    after = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())["peers"]
+    assert after["site3"]["public_key"] == keys["site3"]["public_key"]  # site3 keeps its key pair
+    assert lab.json("showpeers") == before
+    assert lab.json("verify")["ok"]  # nobody was cut off
+
+
+def test_an_endpoint_that_does_not_resolve_never_stalls_a_push(lab):
+    lab.wgmesh("addpeer", "ghost", "--endpoint", "no-such-host.invalid:51820", "--allowedips", "10.99.0.0/24",
+               check_rc=2)
+    lab.wgmesh("addpeer", "ghost", "--endpoint", "no-such-host.invalid:51820", "--allowedips", "10.99.0.0/24",
+               "--allow-unresolved")
+    t0 = time.monotonic()
+    doc = lab.json("push")
+    assert time.monotonic() - t0 < 15, "a push stalled on the name"
+    assert doc["unresolved_endpoints"] == {"ghost": "no-such-host.invalid:51820"}
+    assert {doc["hosts"][h]["action"] for h in SITES} == {"syncconf"}
+    assert "no-such-host" not in lab.host("site1", "cat", "/etc/wireguard/wg0.conf").stdout
+    lab.wgmesh("delpeer", "ghost")
+
+
 def test_sigkill_mid_run_leaves_old_or_new_files_and_no_lock(lab):
     for i, delay in enumerate((0.05, 0.2, 0.35, 0.6)):
         lab.wgmesh("addpeer", f"k{i}", "--allowedips", f"10.66.{i}.0/24")
