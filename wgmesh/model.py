@@ -122,8 +122,9 @@ class Inventory:
                 return p
         raise KeyError(name)
 
-    @property
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
+        """Peer names in order (computed once: callers test membership in loops)."""
         return tuple(p.name for p in self.peers)
 
 

@@ -333,9 +333,10 @@ def test_the_probe_script_reports_what_parse_probe_reads(tmp_path, text):
         "wg-quick": "",
         "ip": 'case "$*" in *"-4 route show dev wg0"*) printf "10.200.0.2 scope link\\n10.10.2.0/24 scope link\\n'
               '10.200.0.0/16 proto kernel scope link\\n";; esac\n',
-        "iptables": 'case "$*" in *"-S WGM-wg0-FWD"*) printf -- "-N WGM-wg0-FWD\\n-A x\\n-A y\\n";; '
-                    '*"-S WGM-wg0-NAT"*) exit 1;; *"-C FORWARD"*) exit 0;; *) exit 1;; esac\n',
-        "ip6tables": "exit 1\n",
+        "iptables-save": "printf '%s\\n' '*filter' ':FORWARD ACCEPT [0:0]' ':WGM-wg0-FWD - [0:0]' "
+                         "'-A FORWARD -j WGM-wg0-FWD' '-A WGM-wg0-FWD -i wg0 -j DROP' '-A WGM-wg0-FWD -o wg0 -j DROP' "
+                         "COMMIT '*nat' ':WGM-wg0-FWD - [0:0]' COMMIT\n",
+        "ip6tables-save": "exit 1\n",
     })
     program = replace(P.probe_program("wg0"), directory=str(tmp_path))
     out = subprocess.run(["sh", "-c", compile_program(program)], env=env, capture_output=True, text=True,
@@ -347,7 +348,9 @@ def test_the_probe_script_reports_what_parse_probe_reads(tmp_path, text):
     assert s.peers["K1="].allowed_ips == {"10.200.0.2/32", "10.10.2.0/24"}
     assert s.peers["K1="].endpoint == "198.18.1.12:51820"
     assert s.peers["K2="].endpoint is None and s.peers["K2="].keepalive == 25
-    assert s.rules[(4, "fwd")] == (2, True) and s.rules[(4, "nat")] == (-1, False) and (6, "fwd") in s.rules
+    # a chain of the same name in another table does not count; no ip6tables rules: none at all
+    assert s.rules[(4, "fwd")] == (2, True) and s.rules[(4, "nat")] == (-1, False)
+    assert s.rules[(4, "mss")] == (-1, False) and s.rules[(6, "fwd")] == (-1, False)
 
 
 def test_a_lab_host_never_takes_the_machines_systemd_for_its_own(tmp_path):

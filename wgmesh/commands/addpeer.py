@@ -79,7 +79,8 @@ def check(ws: Workspace, name: str, options: peers.PeerOptions, extra: KeyImport
 def addpeer(ws: Workspace, name: str, options: peers.PeerOptions, extra: KeyImport | None = None) -> AddResult:
     inv = store.load_if_exists(ws) or invmod.new_inventory(ws.name)
     new_inv, imported = plan_add(inv, name, options, extra or KeyImport())
-    peer = next(p for p in new_inv.peers if p.name not in inv.names)
+    old_names = set(inv.names)
+    peer = next(p for p in new_inv.peers if p.name not in old_names)
     keystore = store.keystore(ws)
     current = keystore.load()
     if imported is not None:
