@@ -132,7 +132,9 @@ def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
               '*batch*) cat >> "$STATE.ip";; esac',
         "wg": 'case "$*" in *public-key*) echo "K2/3=";; '
               "*) printf 'KEY/a+b=\\t10.200.0.2/32 10.10.2.0/24\\nK2/2=\\t10.200.0.3/32\\n';; esac",
-        "ping": 'for a; do t="$a"; done; echo "$t" >> "$STATE.ping"',  # a stand-in: no packet leaves
+        # stand-ins: no packet leaves
+        "fping": 'for a; do case "$a" in *.*|*:*) echo "$a" >> "$STATE.ping";; esac; done',
+        "ping": 'for a; do t="$a"; done; echo "$t" >> "$STATE.ping"',
         "sleep": 'echo "$1" >> "$STATE.sleep"',
     }
     for name, body in scripts.items():
@@ -209,7 +211,7 @@ def test_hooks_succeed_under_wg_quick_strict_mode_with_no_peers(lab_inventory, t
     fake.mkdir()
     stand_ins = {
         "sysctl": "exit 0", "iptables": "exit 0", "iptables-restore": "cat >/dev/null", "wg": "exit 0",
-        "ping": "exit 0",
+        "ping": "exit 0", "fping": "exit 0",
         "ip": 'case "$*" in *batch*) cat > /dev/null;; *) echo "default via 1.2.3.4 dev eth0";; esac',
     }
     for name, body in stand_ins.items():

@@ -84,15 +84,17 @@ def nudge_command(iface: str) -> str:
     One direction per pair first: a host pings at once the peers whose public key sorts after
     its own, and the others NUDGE_DELAY s later. When every host starts at once (a first push),
     each pair starts one handshake, from one side (two at once stall the pair for 5 s); the late
-    pings then find the session made. Derived from the running interface, so the line does not
-    change with the mesh; no '#' (wg-quick cuts lines there).
+    pings then find the session made. One fping per batch where fping is installed (a ping per
+    peer would be a process per peer on every host). Derived from the running interface, so the
+    line does not change with the mesh; no '#' (wg-quick cuts lines there).
     """
     return (
-        f"(me=$(wg show {iface} public-key); wg show {iface} allowed-ips | LC_ALL=C awk -v me=\"$me\" "
+        f"(me=$(wg show {iface} public-key); t=$(wg show {iface} allowed-ips | LC_ALL=C awk -v me=\"$me\" "
         "'{for (i = 2; i <= NF; i++) if ($i ~ /\\/(32|128)$/) {sub(/\\/[0-9]+$/, \"\", $i); "
-        f"print ($1 > me ? 0 : {NUDGE_DELAY}), $i}}}}' "
-        "| while read -r d a; do (sleep \"$d\"; ping -n -c 1 -W 1 \"$a\") >/dev/null 2>&1 & done) "
-        ">/dev/null 2>&1 &"
+        f"print ($1 > me ? 0 : {NUDGE_DELAY}), $i}}}}'); for d in 0 {NUDGE_DELAY}; do sleep \"$d\"; "
+        "set -- $(printf '%s\\n' \"$t\" | awk -v d=\"$d\" '$1 == d {print $2}'); [ -n \"${1:-}\" ] || continue; "
+        "if command -v fping >/dev/null; then fping -q -c 1 -t 1000 \"$@\" || true; "
+        "else for a in \"$@\"; do ping -n -c 1 -W 1 \"$a\" & done; wait || true; fi; done) >/dev/null 2>&1 &"
     )
 
 
