@@ -402,7 +402,7 @@ def case_push_verify(t: Table, sizes: list[int], s: Settings, change_at: int | N
             lab.wg("push")
             t.add("verify", str(n), "wgmesh verify (all pairs, subnets, instances)",
                   repeat(lambda lab=lab: lab.wg("verify"), reps, warm),
-                  f"{n * (n - 1)} ordered pairs x 3 paths + handshakes")
+                  f"{n * (n - 1)} ordered pairs x 4 paths + handshakes + drift")
             if n == change_at:
                 case_change(t, lab)
         finally:
