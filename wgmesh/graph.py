@@ -11,7 +11,9 @@ EDGE_COLOR = {"up": "#2e9d3a", "stale": "#e69500", "down": "#d62728", "unknown":
 
 
 def edge_health(a_to_b: statmod.Link | None, b_to_a: statmod.Link | None) -> str:
-    """One tunnel, seen from both ends: up only if both ends have a fresh handshake."""
+    """One tunnel, seen from both ends: down if either end says so, stale if either is stale, up
+    if the ends that were seen are fresh (an end not seen — no SSH access, unreachable — does
+    not count against the other's view), unknown if no end was seen."""
     states = {link.state for link in (a_to_b, b_to_a) if link is not None}
     if not states or states <= {statmod.UNKNOWN}:
         return "unknown"
