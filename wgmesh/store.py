@@ -88,17 +88,26 @@ def managed(inv: Inventory) -> list[str]:
 # ---------------------------------------------------------------- revocations
 
 
-def revoke(
-    ws: Workspace, keys: keymod.Keys, names: Iterable[str], why: str, hosts: list[str],
-) -> None:
-    """Every key pair of `names` (current and retired) becomes a pending revocation on `hosts`."""
-    revs = revmod.load(ws.revocations_path)
-    now = int(time.time())
+def key_pairs_of(keys: keymod.Keys, names: Iterable[str]) -> list[tuple[str, str]]:
+    """(peer, public key) of every key pair of `names`, current and retired."""
+    out: list[tuple[str, str]] = []
     for name in names:
         pairs = ([keys.pairs[name]] if name in keys.pairs else []) + keys.retired.get(name, [])
-        for kp in pairs:
-            revs = revmod.add(revs, name, kp.public, why, hosts, now)
-    revmod.save(ws.revocations_path, revs)
+        out.extend((name, kp.public) for kp in pairs)
+    return out
+
+
+def _with(revs: list[revmod.Revocation], keys: Iterable[tuple[str, str]], why: str, hosts: list[str]
+          ) -> list[revmod.Revocation]:
+    now = int(time.time())
+    for peer, public in keys:
+        revs = revmod.add(revs, peer, public, why, hosts, now)
+    return revs
+
+
+def revoke(ws: Workspace, keys: Iterable[tuple[str, str]], why: str, hosts: list[str]) -> None:
+    """These (peer, public key)s become pending revocations on `hosts`."""
+    revmod.save(ws.revocations_path, _with(revmod.load(ws.revocations_path), keys, why, hosts))
 
 
 def forget_peers(ws: Workspace, remaining: Inventory, gone: list[str], done_hosts: Iterable[str] = ()) -> None:
@@ -109,8 +118,9 @@ def forget_peers(ws: Workspace, remaining: Inventory, gone: list[str], done_host
     done = set(done_hosts)
     store = keystore(ws)
     keys = store.load()
-    revoke(ws, keys, gone, revmod.REMOVED, [h for h in managed(remaining) if h not in done])
-    pending, _ = revmod.settle(revmod.load(ws.revocations_path), done, managed(remaining))
+    hosts = [h for h in managed(remaining) if h not in done]
+    revs = _with(revmod.load(ws.revocations_path), key_pairs_of(keys, gone), revmod.REMOVED, hosts)
+    pending, _ = revmod.settle(revs, done, managed(remaining))
     revmod.save(ws.revocations_path, pending)
     store.save(keymod.purge(keys, gone))
     keymod.drop_backups(store)

@@ -210,10 +210,6 @@ def status_view(res: StatusResult) -> Group:
     return Group(*parts)
 
 
-def status_table(res: StatusResult) -> None:
-    out.print(status_view(res))
-
-
 def watch(fetch: Callable[[], StatusResult], interval: float) -> None:
     """Refresh the status view in place until Ctrl-C."""
     import time
@@ -276,6 +272,11 @@ def show(result: object) -> None:
     raise TypeError(f"no view for {type(result).__name__}")  # a new command without a view: a bug
 
 
+show.register(GenResult, gen_summary)
+show.register(DestroyResult, destroy_summary)
+show.register(VerifyResult, verify_table)
+
+
 @show.register
 def _(res: UpResult) -> None:
     if not res.pushed:
@@ -313,11 +314,6 @@ def _(res: ShowResult) -> None:
 
 
 @show.register
-def _(res: GenResult) -> None:
-    gen_summary(res)
-
-
-@show.register
 def _(res: PushResult) -> None:
     if res.dry_run:
         host_table("push --dry-run: what would be done (nothing was changed)", res.results)
@@ -329,7 +325,7 @@ def _(res: PushResult) -> None:
 
 @show.register
 def _(res: StatusResult) -> None:
-    status_table(res)
+    out.print(status_view(res))
 
 
 @show.register
@@ -351,11 +347,3 @@ def _(res: RotateResult) -> None:
         out.print(Text(f"not rotated: {name}: {why}; it keeps its key pair", style="bold yellow"))
 
 
-@show.register
-def _(res: VerifyResult) -> None:
-    verify_table(res)
-
-
-@show.register
-def _(res: DestroyResult) -> None:
-    destroy_summary(res)

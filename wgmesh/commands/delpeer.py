@@ -48,7 +48,7 @@ def delpeer(
             stop = stop_hosts(inv, pool, reporter, parallel, names={name}).get(name)
         keystore = store.keystore(ws)
         current = keystore.load()
-        store.revoke(ws, current, [name], revmod.REMOVED, store.managed(remaining))
+        store.revoke(ws, store.key_pairs_of(current, [name]), revmod.REMOVED, store.managed(remaining))
         store.save(ws, remaining)
         keys = keymod.purge(current, [name])
         keystore.save(keys)

@@ -4,7 +4,6 @@ configs; the retired key pairs are purged then."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,13 +65,9 @@ def rotate_keys(
         skipped = _receivers(inv, chosen, pool, parallel)
         current, _ = keymod.ensure(keystore.load(), inv.names)
         keys, old = keymod.rotate(current, [n for n in chosen if n not in skipped])
-        revs = revmod.load(ws.revocations_path)
-        now = int(time.time())
-        for n, pub in old.items():
-            revs = revmod.add(revs, n, pub, revmod.ROTATED, store.managed(inv), now)
         ws.private_state_dir()
         keystore.save(keys)
-        revmod.save(ws.revocations_path, revs)
+        store.revoke(ws, old.items(), revmod.ROTATED, store.managed(inv))
         reporter.expect(len(inv.peers), "push")
         pushed = push_configs(ws, inv, keys, pool, reporter=reporter, parallel=parallel)
     return RotateResult(sorted(old), pushed, skipped)

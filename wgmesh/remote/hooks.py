@@ -49,13 +49,32 @@ def families(inv: Inventory, peer: Peer) -> list[tuple[int, list[IPNetwork]]]:
     ]
 
 
+def _fixed_rules(iface: str, own: list[IPNetwork]) -> dict[str, list[str]]:
+    """The rules of the filter ("fwd") and mangle ("mss") chains of one family: forward only
+    between the tunnel and the own subnets, drop the rest in or out of it, clamp the TCP MSS of
+    what enters it. (The NAT chain's rules are made on the host: one per own subnet.)"""
+    fwd, mss = chain_names(iface)[0], mss_chain(iface)
+    accept = [rule for n in own for rule in (
+        f"-A {fwd} -i {iface} -d {n} -j ACCEPT", f"-A {fwd} -o {iface} -s {n} -j ACCEPT",
+    )]
+    return {
+        "fwd": [*accept, f"-A {fwd} -i {iface} -j DROP", f"-A {fwd} -o {iface} -j DROP"],
+        "mss": [f"-A {mss} -o {iface} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu"],
+    }
+
+
+def _lines(rules: list[str]) -> str:
+    """Rules as printf text for iptables-restore: each ended by a \\n escape."""
+    return "".join(rule + "\\n" for rule in rules)
+
+
 def expected_rules(inv: Inventory, peer: Peer) -> dict[tuple[int, str], int]:
     """What the hooks leave on a host: (family, "fwd"/"mss"/"nat") → the number of rules in that
     chain (each chain with its jump). The probe reports the same (scripts/probe.sh, wgm_rules)."""
     out: dict[tuple[int, str], int] = {}
     for version, own in families(inv, peer):
-        out[(version, "fwd")] = 2 * len(own) + 2
-        out[(version, "mss")] = 1
+        for kind, rules in _fixed_rules(inv.mesh.interface, own).items():
+            out[(version, kind)] = len(rules)
         if own:
             out[(version, "nat")] = len(own)
     return out
@@ -118,14 +137,10 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
         ipt = "iptables" if version == 4 else "ip6tables"
         sysctl = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
         up.append(f"sysctl -q -w {sysctl}=1")
-        accept = "".join(
-            f"-A {fwd} -i {iface} -d {n} -j ACCEPT\\n-A {fwd} -o {iface} -s {n} -j ACCEPT\\n" for n in own
-        )
+        fixed = _fixed_rules(iface, own)
         rules = (
-            f"printf '*filter\\n:{fwd} - [0:0]\\n{accept}-A {fwd} -i {iface} -j DROP\\n"
-            f"-A {fwd} -o {iface} -j DROP\\nCOMMIT\\n'; "
-            f"printf '*mangle\\n:{mss} - [0:0]\\n-A {mss} -o {iface} -p tcp -m tcp --tcp-flags SYN,RST SYN "
-            f"-j TCPMSS --clamp-mss-to-pmtu\\nCOMMIT\\n'"
+            f"printf '*filter\\n:{fwd} - [0:0]\\n{_lines(fixed['fwd'])}COMMIT\\n'; "
+            f"printf '*mangle\\n:{mss} - [0:0]\\n{_lines(fixed['mss'])}COMMIT\\n'"
         )
         if own:
             srcs = " ".join(q(str(s)) for s in own)  # parsed values; quoted all the same

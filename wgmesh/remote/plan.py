@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import ip_address
 
 from wgmesh.model import Action, HostState, Inventory, IPNetwork, Peer, RunningPeer
+from wgmesh.peers import endpoint_name
 from wgmesh.remote.hooks import chain_names, expected_rules, mss_chain
 from wgmesh.remote.steps import Op, Program, step
 from wgmesh.render import fingerprints, sha256
@@ -39,20 +39,10 @@ def desired_state(inv: Inventory, peer: Peer, public_keys: Mapping[str, str], te
         if o.name == peer.name or o.name not in public_keys:
             continue
         # A DNS endpoint runs as the address it resolved to: only IP endpoints are compared.
-        literal = o.endpoint_host is not None and _is_ip(o.endpoint_host)
-        peers[public_keys[o.name]] = RunningPeer(
-            frozenset(str(n) for n in o.allowed_ips), o.endpoint if literal else None, peer.keepalive
-        )
+        endpoint = o.endpoint if endpoint_name(o) is None else None
+        peers[public_keys[o.name]] = RunningPeer(frozenset(str(n) for n in o.allowed_ips), endpoint, peer.keepalive)
         routes.update(_route(n) for n in o.allowed_ips)
     return Desired(text, peers, peer.listen_port, frozenset(routes), expected_rules(inv, peer))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # Drift kinds, each repaired by its own step (see decide).
