@@ -164,10 +164,6 @@ class Lab:
         self.labctl("reboot", self.name, host, timeout=600)
         return time.monotonic() - t
 
-    def init(self, host: str) -> str:
-        """What a host runs, from Terraform's `lab` output: "systemd" or "plain"."""
-        return self.tf_output("lab")["init"][host]
-
     def ssh(self, host: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """SSH from the controller to a site or server, as wgmesh does: to its public address, with
         the lab's key, the host key pinned from Terraform's outputs (a mismatch fails)."""

@@ -66,7 +66,7 @@ def test_hosts_have_their_own_system(lab):
         assert lab.host(h, "sh", "-c", "ls -A /etc/wireguard").stdout == ""
         # wireguard-go finds /dev/net/tun, and the host may forward (wgmesh turns it on)
         lab.host(h, "test", "-c", "/dev/net/tun")
-        lab.host(h, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+        lab.host(h, "sh", "-c", "cat /proc/sys/net/ipv4/ip_forward > /proc/sys/net/ipv4/ip_forward")
 
 
 def test_plain_instances_do_not_see_the_machines_systemd(lab):

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from tests.fakes import pushed_mesh
 from wgmesh.commands.push import push
 from wgmesh.commands.setpeer import setpeer
 from wgmesh.commands.status import status
@@ -15,11 +14,6 @@ from wgmesh.errors import ExitStatus
 from wgmesh.peers import PeerOptions
 from wgmesh.progress import Reporter
 from wgmesh.remote.steps import Op
-
-
-@pytest.fixture
-def pushed(tmp_path):
-    return pushed_mesh(tmp_path)
 
 
 def do_push(ws, pool, dry_run=False):

@@ -3,9 +3,7 @@ revocations settle (.wgmesh/<inventory>/revocations.json) and retired keys are p
 
 import json
 
-import pytest
-
-from tests.fakes import public_keys, pushed_mesh, rendered
+from tests.fakes import public_keys, rendered
 from wgmesh import revocations as revmod
 from wgmesh import store
 from wgmesh.commands.delpeer import delpeer
@@ -18,11 +16,6 @@ from wgmesh.keys import Keystore
 from wgmesh.progress import Reporter
 from wgmesh.remote.steps import Op
 from wgmesh.status import LinkState
-
-
-@pytest.fixture
-def pushed(tmp_path):
-    return pushed_mesh(tmp_path)
 
 
 def actions(res):

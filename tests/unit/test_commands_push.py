@@ -2,9 +2,7 @@
 
 import json
 
-import pytest
-
-from tests.fakes import fake_mesh, public_keys, pushed_mesh, rendered
+from tests.fakes import public_keys, rendered
 from wgmesh.commands.addpeer import addpeer
 from wgmesh.commands.push import push
 from wgmesh.commands.setpeer import setpeer
@@ -15,16 +13,6 @@ from wgmesh.remote.steps import Op
 
 START_OPS = [Op.PREPARE, Op.STAGE, Op.DOWN, Op.INSTALL, Op.START, Op.FINISH]
 SYNC_WRITE_OPS = [Op.PREPARE, Op.STAGE, Op.INSTALL, Op.SYNCCONF, Op.SYNC_ROUTES, Op.FINISH]
-
-
-@pytest.fixture
-def mesh(tmp_path):
-    return fake_mesh(tmp_path)
-
-
-@pytest.fixture
-def pushed(tmp_path):
-    return pushed_mesh(tmp_path)
 
 
 def do_push(ws, pool):
@@ -151,9 +139,10 @@ def test_a_failed_syncconf_is_retried_by_the_next_push(pushed):
     ws, pool = pushed
     setpeer(ws, "c", PeerOptions(endpoint="198.51.100.33"))
     pool.hosts["a"].fail_syncconf = "boom"
-    do_push(ws, pool)
+    assert do_push(ws, pool).failed == ["a"]
     pool.hosts["a"].fail_syncconf = None
     res = do_push(ws, pool)
+    assert actions(res)["a"] == (True, "syncconf")  # not "unchanged": the previous file went back
     assert pool.hosts["a"].running_conf == rendered(ws)["a"], res.results["a"]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import HANDSHAKE_AGE, fake_mesh, public_keys, pushed_mesh
+from tests.fakes import HANDSHAKE_AGE, fake_mesh, public_keys
 from wgmesh.commands.graph import graph
 from wgmesh.commands.status import status
 from wgmesh.errors import ExitStatus
@@ -14,11 +14,6 @@ from wgmesh.remote.steps import Op
 from wgmesh.status import LinkState
 
 FOREIGN = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-
-
-@pytest.fixture
-def pushed(tmp_path):
-    return pushed_mesh(tmp_path)
 
 
 def states(res):

@@ -2,9 +2,7 @@
 
 import json
 
-import pytest
-
-from tests.fakes import fake_mesh, peer_options, public_keys, pushed_mesh
+from tests.fakes import fake_mesh, peer_options, public_keys
 from wgmesh import store
 from wgmesh.commands.addpeer import addpeer
 from wgmesh.commands.push import push
@@ -14,11 +12,6 @@ from wgmesh.errors import ExitStatus
 from wgmesh.peers import PeerOptions
 from wgmesh.progress import Reporter
 from wgmesh.remote.steps import Op
-
-
-@pytest.fixture
-def pushed(tmp_path):
-    return pushed_mesh(tmp_path)
 
 
 def pinged(host):
