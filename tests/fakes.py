@@ -27,7 +27,10 @@ Every program a host was asked to run is recorded in `ran`, with its standard in
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import re
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,6 +113,11 @@ class FakeHost:
     ping_fails: set[str] = field(default_factory=set)
     path_mtu: int | None = None  # a DF ping larger than this fails (None: any size passes)
     cut_stdin: int | None = None  # standard input arrives cut after this many bytes
+    # the failover agent (HA meshes): its bundle's sha256 and config, whether it runs; its role
+    # comes from the pool's `active` (site → (gateway, epoch)), as if the agents had agreed
+    agent_sha: str | None = None
+    agent_config: dict | None = None
+    agent_running: bool = False
     # what the host was asked to run
     ran: list[Ran] = field(default_factory=list)
     pool: FakePool | None = field(default=None, repr=False)
@@ -189,7 +197,10 @@ class FakeHost:
             return []
         if op == Op.FINISH:
             raise _Exit(0)
+        if op in (Op.AGENT_INSTALL, Op.AGENT_START, Op.AGENT_REMOVE, Op.AGENT_TAKEOVER, Op.AGENT_STATE):
+            return self._agent_step(s, regs)
         if op == Op.STOP_ALL:
+            self._agent_remove()
             self._down()
             self.conf = None
             self.unit = "disabled"
@@ -218,7 +229,57 @@ class FakeHost:
         else:
             lines.append("down")
         lines += ["systemd", f"unit {self.unit}"] if self.systemd else []
-        return [line + "\n" for line in [*lines, "end"]]
+        return [line + "\n" for line in [*lines, *self._agent_lines(), "end"]]
+
+    # ------------------------------------------------------------ the failover agent
+
+    def _agent_step(self, s: Step, regs: dict) -> list[str]:
+        if s.op == Op.AGENT_INSTALL:
+            data = regs["stdin"] or b""
+            if hashlib.sha256(data).hexdigest() != s.args[0]:
+                raise _Exit(RemoteExit.TRUNCATED, "the agent's files arrived incomplete\n")
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = tar.extractfile("agent.json")
+                assert member is not None
+                self.agent_config = json.loads(member.read())
+            self.agent_sha = s.args[0]
+        elif s.op == Op.AGENT_START:
+            self.agent_running = True
+            site = (self.agent_config or {}).get("site")
+            if site is not None and self.pool is not None and site not in self.pool.active:
+                first = self.agent_config["sites"][site]["gateways"][0]  # type: ignore[index]
+                self.pool.active[site] = (first, 1)
+        elif s.op == Op.AGENT_REMOVE:
+            self._agent_remove()
+        elif s.op == Op.AGENT_TAKEOVER:
+            site = (self.agent_config or {}).get("site")
+            if not self.agent_running or site is None or self.pool is None:
+                raise _Exit(RemoteExit.AGENT_FAILED, "the failover agent does not run on this host\n")
+            _, epoch = self.pool.active.get(site, ("", 0))
+            self.pool.active[site] = (self.agent_config["name"], epoch + 1)  # type: ignore[index]
+            return ["ok: active\n"]
+        elif s.op == Op.AGENT_STATE:
+            return [line + "\n" for line in self._agent_lines()]
+        return []
+
+    def _agent_remove(self) -> None:
+        self.agent_sha, self.agent_config, self.agent_running = None, None, False
+
+    def _agent_lines(self) -> list[str]:
+        lines = [f"agent {self.agent_sha}"] if self.agent_sha else []
+        if not self.agent_running or self.agent_config is None or self.pool is None:
+            return lines
+        cfg, active = self.agent_config, self.pool.active
+        site = cfg.get("site")
+        state: dict[str, Any] = {
+            "role": "observer", "epoch": 0, "updated": 1000, "route_table": "-",
+            "owners": {s: g for s, (g, _) in active.items() if s != site},
+        }
+        if site is not None:
+            holder, epoch = active.get(site, ("", 0))
+            state.update(role="active" if holder == cfg["name"] else "standby", epoch=epoch, since=900,
+                         cause="start", route_table="held" if holder == cfg["name"] else "-")
+        return [*lines, "agent_running", f"agent_state 1001 {json.dumps(state)}"]
 
     def _apply_rules(self, text: str) -> None:
         """The PostUp lines' chains: the rules each restore line declares (one MASQUERADE per
@@ -315,6 +376,7 @@ class FakePool:
 
     def __init__(self, hosts: dict[str, FakeHost]):
         self.hosts = hosts
+        self.active: dict[str, tuple[str, int]] = {}  # HA site → (active gateway, epoch): the agents' view
         self.wait_ssh = 0.0
         self.lock = threading.RLock()
         self.opened = 0

@@ -51,6 +51,12 @@ class LockHeld(WgmeshError):
     exit_code = ExitStatus.LOCKED
 
 
+class HostsFailed(WgmeshError):
+    """A host could not do what was asked (e.g. the agent of a failover target does not run)."""
+
+    exit_code = ExitStatus.HOSTS_FAILED
+
+
 class TerraformFailed(WgmeshError):
     exit_code = ExitStatus.TERRAFORM_FAILED
 

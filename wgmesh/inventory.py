@@ -25,6 +25,7 @@ from wgmesh.model import (
     IPNetwork,
     MeshSettings,
     Peer,
+    RouteTable,
     Source,
 )
 
@@ -87,6 +88,8 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
         "region": p.region,
         "cloud": p.cloud,
         **({"mtu": p.mtu} if p.mtu is not None else {}),  # only when set: files stay as they were
+        **({"site": p.site} if p.site else {}),
+        **({"route_table": route_table_to_dict(p.route_table)} if p.route_table else {}),
         "instances": [
             {
                 "name": i.name,
@@ -99,6 +102,13 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
         ],
     }
     return d
+
+
+def route_table_to_dict(rt: RouteTable) -> dict[str, Any]:
+    if rt.kind == "vip":
+        return {"kind": rt.kind, "address": rt.address, "interface": rt.interface}
+    return {"kind": rt.kind, "region": rt.region, "route_table_ids": list(rt.route_table_ids),
+            "network_interface_id": rt.network_interface_id}
 
 
 def peer_from_dict(name: str, d: Any) -> Peer:
@@ -343,9 +353,58 @@ def _check_unique(inv: Inventory) -> None:
         seen_addr[p.address] = p.name
 
 
+def _check_sites(inv: Inventory) -> dict[str, list[Peer]]:
+    """HA sites: at most two gateways each (see _check_pair); a site is never named like a peer.
+    → site → its gateways (one or two)."""
+    sites: dict[str, list[Peer]] = {}
+    for p in inv.peers:
+        if p.site:
+            sites.setdefault(p.site, []).append(p)
+        elif p.route_table is not None:
+            raise BadInput(f"peers.{p.name}.route_table", p.route_table.kind, "only a gateway of a site (site) has one")
+    names = set(inv.names)
+    for site, gws in sites.items():
+        if len(gws) > 2:
+            raise BadInput(f"peers.{gws[2].name}.site", site,
+                           f"a site has two gateways at most ({gws[0].name}, {gws[1].name})")
+        if site in names and site not in {g.name for g in gws}:
+            raise BadInput(f"peers.{gws[0].name}.site", site, "a peer has this name: name the site differently")
+        if len(gws) == 2:
+            _check_pair(site, gws[0], gws[1])
+    return sites
+
+
+def _check_pair(site: str, first: Peer, second: Peer) -> None:
+    """The two gateways of a site serve the same subnets, each has a route table of the same
+    kind, a router address inside the subnets."""
+    if set(second.subnets) != set(first.subnets):
+        raise BadInput(
+            f"peers.{second.name}.subnets", ", ".join(map(str, second.subnets)),
+            f"the two gateways of site {site!r} must serve the same subnets ({first.name}: "
+            f"{', '.join(map(str, first.subnets)) or 'none'})",
+        )
+    for g in (first, second):
+        if g.route_table is None:
+            raise BadInput(f"peers.{g.name}.route_table", None, f"a gateway of HA site {site!r} needs a route table")
+        if g.route_table.kind == "vip":
+            addr = ipaddress.ip_interface(g.route_table.address)
+            if not any(addr.ip in n for n in g.subnets):
+                raise BadInput(f"peers.{g.name}.route_table.address", g.route_table.address,
+                               "is not inside the site's subnets")
+    assert first.route_table is not None and second.route_table is not None
+    if first.route_table.kind != second.route_table.kind:
+        raise BadInput(f"peers.{second.name}.route_table.kind", second.route_table.kind,
+                       f"the other gateway of site {site!r} has {first.route_table.kind}")
+
+
 def _check_overlaps(inv: Inventory) -> None:
-    """One prefix belongs to one peer: sort and compare neighbours (O(n log n))."""
-    owners = [(net, p.name) for p in inv.peers for net in p.allowed_ips]
+    """One prefix belongs to one peer: sort and compare neighbours (O(n log n)). The two gateways
+    of an HA site share their subnets (one of them holds them at a time): counted once."""
+    seconds = {gws[1].name for gws in _check_sites(inv).values() if len(gws) == 2}
+    owners = [
+        (net, p.name) for p in inv.peers
+        for net in (p.allowed_ips[:1] if p.name in seconds else p.allowed_ips)
+    ]
     for version in (4, 6):
         nets = sorted(
             ((n, o) for n, o in owners if n.version == version), key=lambda x: (x[0].network_address, x[0].prefixlen)

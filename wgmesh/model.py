@@ -37,6 +37,7 @@ class Action(StrEnum):
     FAILED = "failed"
     DOWN = "down"  # reached, but the interface is not up
     REPAIR = "repair"  # the config was right, what the host ran had drifted: repaired
+    AGENT = "agent"  # only the failover agent was installed, updated or started
     OK = "ok"
     PRIMED = "primed"
     PROBED = "probed"
@@ -66,6 +67,21 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class RouteTable:
+    """How the active gateway of an HA site points its site's traffic at itself (the agent's
+    job, see wgmesh/agent/agent.py): "vip" — the site's router address (with its prefix length)
+    on the gateway's LAN interface, announced by gratuitous ARP; "aws" — the private route
+    tables' routes to the other sites, replaced to point at the gateway's network interface."""
+
+    kind: str  # "vip" or "aws"
+    address: str = ""  # vip: e.g. 10.10.2.1/24
+    interface: str = ""  # vip: the gateway's LAN interface
+    region: str = ""  # aws
+    route_table_ids: tuple[str, ...] = ()  # aws
+    network_interface_id: str = ""  # aws: this gateway's
+
+
+@dataclass(frozen=True)
 class Peer:
     name: str
     address: IPAddress  # tunnel address, allocated from the mesh pool
@@ -83,6 +99,8 @@ class Peer:
     source: Source = Source.MANUAL
     instances: tuple[Instance, ...] = ()
     mtu: int | None = None  # this peer's wg0 MTU; None: the mesh's (e.g. 1380 behind PPPoE)
+    site: str = ""  # the HA site this peer is one of the two gateways of ("": none)
+    route_table: RouteTable | None = None  # an HA gateway's: how it takes its site's traffic
 
     @property
     def endpoint(self) -> str | None:
@@ -147,6 +165,22 @@ class RunningPeer:
 
 
 @dataclass(frozen=True)
+class AgentState:
+    """What a host's failover agent reports (/run/wgmesh/state.json, read by the probe)."""
+
+    installed: str | None = None  # sha256 of the agent bundle installed (None: no agent)
+    running: bool = False
+    role: str = ""  # active / standby / observer ("" : no state yet)
+    epoch: int = 0
+    since: float = 0.0  # wall-clock time of the last switch (the host's clock)
+    cause: str = ""
+    active: str | None = None  # a gateway's view of its site's active gateway
+    owners: Mapping[str, str] = field(default_factory=dict)  # site → gateway this host routes it to
+    route_table: str = ""  # "held", "-", or "error: ..."
+    age: float | None = None  # seconds since the agent last wrote its state (host clock)
+
+
+@dataclass(frozen=True)
 class HostState:
     """What a host reported before a push: the file, and what it runs."""
 
@@ -161,6 +195,7 @@ class HostState:
     routes: frozenset[str] | None = None  # routes via the interface (None: not reported)
     rules: Mapping[tuple[int, str], tuple[int, bool]] = field(default_factory=dict)  # (family, chain) → (rules, jump)
     unit: str | None = None  # `systemctl is-enabled wg-quick@IFACE` where systemd runs
+    agent: AgentState = field(default_factory=AgentState)
 
 
 @dataclass(frozen=True)

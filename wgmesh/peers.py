@@ -44,6 +44,8 @@ class PeerOptions:
     cloud: object = None
     instances: Iterable[object] | None = None
     mtu: object = None
+    site: object = None  # the HA site this gateway is one of two of ("": none)
+    route_table: object = None  # an HA gateway's route table (an object, see validate.route_table)
 
     def given(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
@@ -134,6 +136,8 @@ _PLAIN: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "cloud": ("cloud", v.text_label),
     "instances": ("instances", lambda f, x: tuple(_instance(f, i) for i in x)),
     "mtu": ("mtu", _optional_mtu),
+    "site": ("site", lambda f, x: "" if x == "" else v.name(f, x)),
+    "route_table": ("route_table", v.route_table),
 }
 
 
@@ -234,4 +238,6 @@ def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
         cloud=d.get("cloud") or "",
         instances=d.get("instances") or (),
         mtu=d.get("mtu"),
+        site=d.get("site") or "",
+        route_table=d.get("route_table"),
     )

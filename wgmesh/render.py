@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 from wgconfig import WGConfig
 
+from wgmesh import ha
 from wgmesh.keys import Keys, psk_hasher
-from wgmesh.model import Inventory, Peer
+from wgmesh.model import Inventory, IPNetwork, Peer
 from wgmesh.remote.hooks import chain_names, firewall_hooks, route_sync_command
 
 __all__ = ["HEADER", "Renderer", "chain_names", "fingerprints", "firewall_hooks", "render", "route_sync_command"]
@@ -55,11 +56,12 @@ def interface_lines(inv: Inventory, keys: Keys, peer: Peer) -> list[str]:
     return lines
 
 
-def peer_block(peer: Peer, public: str) -> list[str]:
-    """The part of a [Peer] section that is the same in every other peer's file."""
+def peer_block(peer: Peer, public: str, allowed: tuple[IPNetwork, ...] | None = None) -> list[str]:
+    """The part of a [Peer] section that is the same in every other peer's file (`allowed`:
+    the AllowedIPs if not the peer's own, see ha.allowed_ips)."""
     cfg = WGConfig()
     cfg.add_peer(public, leading_comment=f"# {peer.name}")
-    cfg.add_attr(public, "AllowedIPs", ", ".join(str(n) for n in peer.allowed_ips))
+    cfg.add_attr(public, "AllowedIPs", ", ".join(str(n) for n in (peer.allowed_ips if allowed is None else allowed)))
     if peer.endpoint is not None:
         cfg.add_attr(public, "Endpoint", peer.endpoint)
     lines: list[str] = cfg.lines[1:]  # drop the empty [Interface] header of the scratch config
@@ -74,19 +76,31 @@ class Renderer:
     Memory stays at one file at a time, whatever the number of peers.
     """
 
-    def __init__(self, inv: Inventory, keys: Keys):
+    def __init__(self, inv: Inventory, keys: Keys, active: ha.Active | None = None):
         self.inv = inv
         self.keys = keys
         self.index = {p.name: i for i, p in enumerate(inv.peers)}
+        # HA sites: who holds each site's subnets (ha.allowed_ips). A gateway's partner never
+        # routes them to it: its file gets the bare section (tunnel address only).
+        self.active = {**ha.default_active(inv), **(active or {})}
+        self.bare: dict[int, str] = {}  # peer index → its 'AllowedIPs = <tunnel>' section end
+        self.partner: dict[int, int] = {}  # HA gateway index → its partner's index
         self.raw = [base64.b64decode(keys.public(p.name)) for p in inv.peers]
         self.hasher = psk_hasher(keys.psk_secret) if keys.psk_secret else None
         self._joined_cache: dict[str, tuple[str, list[int]]] = {}
         self.pre: list[str] = []  # '\n# name\n[Peer]\nPublicKey = ...\n'
         self.post: list[str] = []  # 'AllowedIPs = ...\nEndpoint = ...\n'
         for p in inv.peers:
-            block = peer_block(p, keys.public(p.name))
+            block = peer_block(p, keys.public(p.name), ha.allowed_ips(inv, p, "", self.active))
             self.pre.append("".join(line + "\n" for line in block[:4]))
             self.post.append("".join(line + "\n" for line in block[4:]))
+        for site in ha.sites(inv).values():
+            a, b = (self.index[g.name] for g in site.gateways)
+            self.partner[a], self.partner[b] = b, a
+            for i in (a, b):
+                p = inv.peers[i]
+                block = peer_block(p, keys.public(p.name), p.allowed_ips[:1])
+                self.bare[i] = "".join(line + "\n" for line in block[4:])
 
     def _joined(self, keepalive: str) -> tuple[str, list[int]]:
         """Every peer's section, joined once, with where each starts (for meshes without PSKs,
@@ -108,7 +122,8 @@ class Renderer:
         me = self.inv.peers[i]
         head = "\n".join(interface_lines(self.inv, self.keys, me)) + "\n"
         keepalive = f"PersistentKeepalive = {me.keepalive}\n" if me.keepalive else ""
-        if not self.inv.mesh.psk:
+        partner = self.partner.get(i)
+        if not self.inv.mesh.psk and partner is None:
             joined, offsets = self._joined(keepalive)
             return head + joined[: offsets[i]] + joined[offsets[i + 1]:]
         parts = [head]
@@ -116,31 +131,32 @@ class Renderer:
         pre, post, raw = self.pre, self.post, self.raw
         mine = raw[i]
         hasher, b64 = self.hasher, binascii.b2a_base64
-        if hasher is None:  # keys.ensure always makes the secret: a keystore without one is a bug
+        if hasher is None and self.inv.mesh.psk:  # keys.ensure always makes the secret: a keystore without one is a bug
             raise ValueError("preshared keys are on, but the keystore holds no PSK secret")
         for j in range(len(pre)):
             if j == i:
                 continue
             append(pre[j])
-            h = hasher.copy()  # keys.psk_from, inlined: this loop runs N² times
-            other = raw[j]
-            h.update(mine + other if mine < other else other + mine)
-            append("PresharedKey = " + b64(h.digest(), newline=False).decode() + "\n")
-            append(post[j])
+            if hasher is not None and self.inv.mesh.psk:
+                h = hasher.copy()  # keys.psk_from, inlined: this loop runs N² times
+                other = raw[j]
+                h.update(mine + other if mine < other else other + mine)
+                append("PresharedKey = " + b64(h.digest(), newline=False).decode() + "\n")
+            append(self.bare[j] if j == partner else post[j])
             if keepalive:
                 append(keepalive)
         return "".join(parts)
 
 
-def iter_render(inv: Inventory, keys: Keys) -> Iterator[tuple[str, str]]:
+def iter_render(inv: Inventory, keys: Keys, active: ha.Active | None = None) -> Iterator[tuple[str, str]]:
     """Yield (peer name, wg0.conf text) in name order, one file at a time."""
-    r = Renderer(inv, keys)
+    r = Renderer(inv, keys, active)
     for p in inv.peers:
         yield p.name, r.text(p.name)
 
 
-def render(inv: Inventory, keys: Keys) -> dict[str, str]:
-    return dict(iter_render(inv, keys))
+def render(inv: Inventory, keys: Keys, active: ha.Active | None = None) -> dict[str, str]:
+    return dict(iter_render(inv, keys, active))
 
 
 # ---------------------------------------------------------------- fingerprints for the plan

@@ -107,9 +107,14 @@ def literal(value: Json) -> Json:
 
 
 def check_vars(stack: Stack, variables: dict[str, str]) -> None:
-    for key in variables:
+    for key, value in variables.items():
         if key in stack.set_by_wgmesh:
             raise BadInput("--var", key, f"is set by wgmesh for every region of the {stack.name!r} stack")
+        if key == "ha" and key not in stack.variables:
+            raise BadInput("--var", f"ha={value}",
+                           f"the stack {stack.name!r} cannot provide two gateways per site (it has no variable ha)")
+        if key == "ha" and value not in ("true", "false"):
+            raise BadInput("--var", f"ha={value}", "ha is true or false")
         if key not in stack.variables:
             raise BadInput(
                 "--var", key, f"the stack {stack.name!r} has no such variable",

@@ -12,6 +12,7 @@ import re
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from wgmesh.errors import BadInput
+from wgmesh.model import RouteTable
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -239,3 +240,55 @@ def text_label(field: str, value: object, limit: int = 64) -> str:
     if not isinstance(value, str) or len(value) > limit or not re.fullmatch(r"[A-Za-z0-9_.:/-]*", value):
         raise BadInput(field, value, f"up to {limit} characters of A-Z a-z 0-9 _ . : / -")
     return value
+
+
+AWS_ID_RE = {
+    "route_table_ids": re.compile(r"^rtb-[0-9a-f]{1,32}$"),
+    "network_interface_id": re.compile(r"^eni-[0-9a-f]{1,32}$"),
+}
+REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+
+
+def _aws_id(field: str, value: object, kind: str) -> str:
+    if not isinstance(value, str) or not AWS_ID_RE[kind].fullmatch(value):
+        example = "rtb-0abc…" if kind == "route_table_ids" else "eni-0abc…"
+        raise BadInput(field, value, f"expected an AWS id such as {example}")
+    return value
+
+
+def route_table(field: str, value: object) -> RouteTable | None:
+    """An HA gateway's route table: {kind: "vip", address: A.B.C.D/P, interface: IFACE} or
+    {kind: "aws", region, route_table_ids: [rtb-…], network_interface_id: eni-…}; null: none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadInput(field, value, "must be an object with a kind (\"vip\" or \"aws\")")
+    kind = value.get("kind")
+    if kind == "vip":
+        addr = value.get("address")
+        if not isinstance(addr, str) or "/" not in addr:
+            raise BadInput(f"{field}.address", addr,
+                           "expected the site's router address with its prefix length, e.g. 10.10.2.1/24")
+        _plain(f"{field}.address", addr, "an address with its prefix length")
+        try:
+            iface = ipaddress.ip_interface(addr)
+        except ValueError:
+            raise BadInput(f"{field}.address", addr, "not an address with a prefix length") from None
+        if iface.version != 4:
+            raise BadInput(f"{field}.address", addr, "the virtual router address is IPv4 (gratuitous ARP)")
+        lan = interface_name(f"{field}.interface", value.get("interface"))
+        return RouteTable("vip", address=str(iface), interface=lan)
+    if kind == "aws":
+        region = value.get("region")
+        if not isinstance(region, str) or not REGION_RE.fullmatch(region):
+            raise BadInput(f"{field}.region", region, "expected an AWS region such as eu-west-1")
+        ids = value.get("route_table_ids")
+        if not isinstance(ids, list) or not ids:
+            raise BadInput(f"{field}.route_table_ids", ids, "expected a list of route table ids")
+        return RouteTable(
+            "aws", region=region,
+            route_table_ids=tuple(_aws_id(f"{field}.route_table_ids", i, "route_table_ids") for i in ids),
+            network_interface_id=_aws_id(f"{field}.network_interface_id", value.get("network_interface_id"),
+                                         "network_interface_id"),
+        )
+    raise BadInput(f"{field}.kind", kind, "must be \"vip\" or \"aws\"")

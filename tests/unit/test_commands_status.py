@@ -30,7 +30,8 @@ def test_after_a_push_every_link_is_fresh_both_ways(pushed):
     assert by_pair[("a", "b")].endpoint == "198.51.100.2:51820" and by_pair[("a", "b")].rx == 1000
     assert all(r.ops == [Op.DUMP] for r in pool.hosts["a"].programs("wg show"))
     doc = json.loads(json.dumps(res.to_json()))
-    assert set(doc) == {"peers", "matrix", "links", "unreachable", "unknown_keys", "pending_revocations", "drift"}
+    assert set(doc) == {"peers", "matrix", "links", "unreachable", "unknown_keys", "pending_revocations", "drift", "ha"}
+    assert doc["ha"] == {}  # no HA site in this mesh
     assert doc["drift"] == {}
     assert doc["matrix"]["a"]["c"]["state"] == "fresh" and set(doc["matrix"]["b"]) == {"a", "c"}
     assert [(p["name"], p["reached"], p["rx_bytes"]) for p in doc["peers"]] == [

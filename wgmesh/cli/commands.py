@@ -328,6 +328,22 @@ def verify(
 
 
 @app.command()
+def failover(
+    ctx: typer.Context,
+    site: str = typer.Argument(..., help="An HA site (two gateways), e.g. site2."),
+    to: str | None = typer.Option(None, "--to", help="The gateway to make active [default: the standby]."),
+    parallel: int = PARALLEL_OPT,
+    strict_host_keys: bool = STRICT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Planned switch of an HA site to its other gateway (maintenance, failback); waits until every host follows."""
+    from wgmesh.commands import failover as cmd
+
+    run(ctx, "failover", lambda ws: cmd.failover(ws, site, to, parallel, hosts(strict_host_keys)), as_json,
+        pre=need_inventory)
+
+
+@app.command()
 def destroy(
     ctx: typer.Context,
     parallel: int = PARALLEL_OPT,

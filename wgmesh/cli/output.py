@@ -20,6 +20,7 @@ from wgmesh import status as statmod
 from wgmesh.commands.addpeer import AddResult
 from wgmesh.commands.delpeer import DelResult
 from wgmesh.commands.destroy import DestroyResult
+from wgmesh.commands.failover import FailoverResult
 from wgmesh.commands.genconfig import GenResult
 from wgmesh.commands.graph import GraphResult
 from wgmesh.commands.import_outputs import ImportResult
@@ -202,12 +203,32 @@ def status_view(res: StatusResult) -> Group:
             Text("; ".join(notes) or (res.unreachable.get(p.name) or ""), style="yellow"),
         )
     parts: list[Table | Text] = [m, t]
+    if res.ha:
+        parts.append(ha_table(res))
     if res.pending:
         parts.append(Text(
             f"{len(res.pending)} pending revocation(s): " + ", ".join(
                 f"{r.peer} ({r.why}) on {', '.join(r.hosts)}" for r in res.pending
             ) + " — 'wgmesh push' retries them", style="bold yellow"))
     return Group(*parts)
+
+
+def ha_table(res: StatusResult) -> Table:
+    """One row per HA site: the active gateway, since when and why, the standby, problems."""
+    import time
+
+    t = Table(title="HA sites")
+    for col in ("site", "active", "since", "epoch", "cause", "standby", "problems"):
+        t.add_column(col)
+    for name, v in res.ha.items():
+        since = "-" if v.since is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.since))
+        standby = v.standby or "-"
+        t.add_row(
+            name, Text(v.active or "none", style="green" if v.active else "bold red"), since, str(v.epoch),
+            v.cause or "-", Text(f"{standby} ({v.roles.get(standby, '')})" if v.standby else "-"),
+            Text("; ".join(v.problems), style="yellow"),
+        )
+    return t
 
 
 def watch(fetch: Callable[[], StatusResult], interval: float) -> None:
@@ -321,6 +342,19 @@ def _(res: PushResult) -> None:
     else:
         host_table("push", res.results)
     pending_lines(res)
+
+
+@show.register
+def _(res: FailoverResult) -> None:
+    if res.unchanged:
+        out.print(Text(f"{res.site}: {res.after} is active already (epoch {res.epoch}): nothing to do", style="green"))
+        return
+    style = "green" if res.ok else "bold red"
+    out.print(Text(f"{res.site}: {res.before or 'nobody'} → {res.after or 'nobody'} (epoch {res.epoch}), "
+                   f"every host follows in {res.seconds:.1f} s" if res.ok else
+                   f"{res.site}: failover to {res.wanted} incomplete after {res.seconds:.1f} s", style=style))
+    for p in res.problems:
+        out.print(Text(f"  {p}", style="yellow"))
 
 
 @show.register

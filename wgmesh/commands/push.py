@@ -6,15 +6,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from wgmesh import ha, peers, store
 from wgmesh import keys as keymod
-from wgmesh import peers, store
 from wgmesh import revocations as revmod
 from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
-from wgmesh.commands.probe import probe_host
+from wgmesh.commands.probe import agent_bundle, agents, probe_host, probe_hosts
 from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
-from wgmesh.model import Action, HostResult, Inventory, Peer
+from wgmesh.model import Action, HostResult, HostState, Inventory, Peer
 from wgmesh.progress import Reporter
 from wgmesh.remote import plan as planmod
 from wgmesh.remote.exits import describe, remote_reason
@@ -66,9 +66,11 @@ class PushResult(HostsOutcome):
 
 
 def push_host(
-    pool: Pool, inv: Inventory, peer: Peer, desired: planmod.Desired, dry_run: bool = False
+    pool: Pool, inv: Inventory, peer: Peer, desired: planmod.Desired, dry_run: bool = False,
+    state: HostState | None = None,
 ) -> HostResult:
-    """Probe one host, decide, apply. Every outcome is a HostResult."""
+    """Probe one host (unless `state` is its probe already), decide, apply; then its failover
+    agent (HA meshes). Every outcome is a HostResult."""
     t0 = time.monotonic()
     if peer.ssh is None:
         return HostResult(
@@ -76,18 +78,32 @@ def push_host(
         )
     iface = inv.mesh.interface
     try:
-        state = probe_host(pool, inv, peer)
+        if state is None:
+            state = probe_host(pool, inv, peer)
     except ProbeFailed as exc:
         return HostResult(peer.name, False, Action.FAILED, exc.reason)
     p = planmod.decide(desired, state, iface)
-    if p.action == Action.UNCHANGED or dry_run:
-        return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
-    program = planmod.apply_program(p, iface, state.systemd, desired.text)
-    stdin = desired.text.encode() if p.write else None
-    rc, _, err = pool.get(peer).run(program, stdin=stdin, timeout=APPLY_TIMEOUT)
-    if rc != 0:
-        return HostResult(peer.name, False, Action.FAILED, remote_reason(describe(rc, "apply"), rc, err))
-    return HostResult(peer.name, True, p.action, p.reason, round(time.monotonic() - t0, 3))
+    agent = planmod.agent_plan(desired, state)
+    action, reason = p.action, p.reason
+    if agent is not None:
+        action = Action.AGENT if action == Action.UNCHANGED else action
+        reason = agent[1] if p.action == Action.UNCHANGED else f"{reason}; {agent[1]}"
+    if action == Action.UNCHANGED or dry_run:
+        return HostResult(peer.name, True, action, reason, round(time.monotonic() - t0, 3))
+    host = pool.get(peer)
+    if p.action != Action.UNCHANGED:
+        program = planmod.apply_program(p, iface, state.systemd, desired.text)
+        stdin = desired.text.encode() if p.write else None
+        rc, _, err = host.run(program, stdin=stdin, timeout=APPLY_TIMEOUT)
+        if rc != 0:
+            return HostResult(peer.name, False, Action.FAILED, remote_reason(describe(rc, "apply"), rc, err))
+    if agent is not None:
+        program = planmod.agent_program(agent[0], state.systemd, desired.agent)
+        rc, _, err = host.run(program, stdin=desired.agent if agent[0] == planmod.INSTALL else None,
+                              timeout=APPLY_TIMEOUT)
+        if rc != 0:
+            return HostResult(peer.name, False, Action.FAILED, remote_reason(describe(rc, "agent"), rc, err))
+    return HostResult(peer.name, True, action, reason, round(time.monotonic() - t0, 3))
 
 
 def push_configs(
@@ -95,13 +111,24 @@ def push_configs(
     dry_run: bool = False,
 ) -> PushResult:
     inv, unresolved = without_unresolved(inv)
-    renderer = Renderer(inv, keys)  # each host's text is rendered by its own worker: memory stays flat
+    known: dict[str, HostState] = {}
+    active = None
+    if ha.has_ha(inv):
+        # Who is active where is the agents' call: ask the HA gateways first, and render with
+        # their answer (a push never moves a site back to the gateway the inventory lists first).
+        gateways = [g for s in ha.sites(inv).values() for g in s.gateways if g.ssh is not None]
+        known = probe_hosts(inv, pool, gateways, parallel)
+        active = ha.active_from(inv, agents(known))
+    renderer = Renderer(inv, keys, active)  # each host's text is rendered by its own worker: memory stays flat
     if not dry_run:
         write_configs(ws, inv, keys, renderer=renderer)
     pubs = store.public_keys(keys, inv)
 
     def one(p: Peer) -> HostResult:
-        return push_host(pool, inv, p, planmod.desired_state(inv, p, pubs, renderer.text(p.name)), dry_run)
+        desired = planmod.desired_state(
+            inv, p, pubs, renderer.text(p.name), active, agent_bundle(inv, pubs, p)
+        )
+        return push_host(pool, inv, p, desired, dry_run, known.get(p.name))
 
     results = fan_out(
         inv.peers, key=lambda p: p.name, work=one, parallel=parallel,

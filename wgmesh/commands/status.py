@@ -4,21 +4,92 @@ pending revocations and unknown keys."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wgmesh import ha, store
 from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
 from wgmesh import status as statmod
-from wgmesh import store
 from wgmesh.commands.probe import host_drift
 from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
-from wgmesh.model import Action, HostResult, Inventory, Peer
+from wgmesh.model import Action, HostResult, HostState, Inventory, Peer
 from wgmesh.remote import plan as planmod
 from wgmesh.remote.exits import remote_reason
 from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Pool, ssh_pool
 from wgmesh.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """An HA site as its agents report it."""
+
+    site: str
+    gateways: tuple[str, str]
+    active: str | None
+    epoch: int = 0
+    since: float | None = None  # wall-clock time (the active gateway's clock) of the last switch
+    cause: str = ""
+    roles: dict[str, str] = field(default_factory=dict)  # gateway → active / standby / "agent down" / "unreachable"
+    route_table: dict[str, str] = field(default_factory=dict)  # gateway → held / - / error: …
+    problems: tuple[str, ...] = ()
+
+    @property
+    def standby(self) -> str | None:
+        if self.active is None:
+            return None
+        return next(g for g in self.gateways if g != self.active)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "active": self.active, "standby": self.standby, "epoch": self.epoch,
+            "since": None if self.since is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
+            "cause": self.cause, "gateways": {g: {"role": self.roles.get(g, "unreachable"),
+                                                  "route_table": self.route_table.get(g, "")} for g in self.gateways},
+            "problems": list(self.problems),
+        }
+
+
+def ha_view(inv: Inventory, states: Mapping[str, HostState]) -> dict[str, SiteView]:
+    """Per HA site: who is active, since when and why, and anything wrong (no active gateway,
+    two, a host that routes the site elsewhere, a gateway whose route table fails). Pure."""
+    out = {}
+    for site in ha.sites(inv).values():
+        names = site.names()
+        roles = {g: _role(states.get(g)) for g in names}
+        tables = {g: st.agent.route_table for g in names if (st := states.get(g)) is not None and st.agent.running}
+        actives = [g for g in names if roles[g] == "active"]
+        problems = []
+        if not actives:
+            problems.append("no gateway is active")
+        elif len(actives) == 2:
+            problems.append("both gateways say they are active")
+        active = max(actives, key=lambda g: states[g].agent.epoch) if actives else None
+        for g, t in tables.items():
+            if t.startswith("error"):
+                problems.append(f"{g}: route table: {t}")
+        if active is not None:
+            for name, st in sorted(states.items()):
+                if name in names or not st.agent.running or site.name not in st.agent.owners:
+                    continue
+                if st.agent.owners[site.name] != active:
+                    problems.append(f"{name} routes {site.name} to {st.agent.owners[site.name]}, not {active}")
+        a = states[active].agent if active else None
+        out[site.name] = SiteView(
+            site.name, names, active, a.epoch if a else 0, a.since if a else None, a.cause if a else "",
+            roles, tables, tuple(problems),
+        )
+    return out
+
+
+def _role(st: HostState | None) -> str:
+    if st is None:
+        return "unreachable"
+    if not st.agent.running:
+        return "agent down"
+    return st.agent.role or "starting"
 
 
 @dataclass
@@ -30,6 +101,7 @@ class StatusResult:
     pending: list[revmod.Revocation] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)  # peers without SSH access: no view of their own
     drift: dict[str, list[str]] = field(default_factory=dict)  # host → what it runs differently
+    ha: dict[str, SiteView] = field(default_factory=dict)  # HA site → as its agents report it
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -60,6 +132,7 @@ class StatusResult:
             "unreachable": self.unreachable,
             "unknown_keys": self.foreign_keys,
             "drift": self.drift,
+            "ha": {name: v.to_json() for name, v in self.ha.items()},
             "pending_revocations": [
                 {"peer": r.peer, "public_key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since}
                 for r in self.pending
@@ -105,6 +178,7 @@ def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector =
     with connect(ws, inv, 0.0) as pool:
         res = collect_status(inv, keys, pool, parallel)
         reached = [p for p in inv.peers if p.ssh is not None and p.name not in res.unreachable]
-        res.drift = host_drift(inv, keys, pool, reached, parallel)
+        res.drift, states = host_drift(inv, keys, pool, reached, parallel)
+        res.ha = ha_view(inv, states)
     res.pending = revmod.load(ws.revocations_path)
     return res

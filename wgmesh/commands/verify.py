@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from wgmesh import ha, store
 from wgmesh import keys as keymod
 from wgmesh import status as statmod
-from wgmesh import store
 from wgmesh.commands import HostsOutcome
 from wgmesh.commands.probe import host_drift
-from wgmesh.commands.status import collect_status
+from wgmesh.commands.status import SiteView, collect_status, ha_view
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
-from wgmesh.model import Action, HostResult, Instance, Inventory, Peer
+from wgmesh.model import Action, HostResult, HostState, Instance, Inventory, Peer
 from wgmesh.remote import plan as planmod
 from wgmesh.remote.exits import remote_reason
 from wgmesh.remote.host import PROBE_TIMEOUT, Connector, Host, Pool, ProbeFailed, ssh_pool
@@ -41,6 +41,7 @@ class VerifyResult(HostsOutcome):
     unreachable: dict[str, str]
     seconds: float = 0.0
     drift: dict[str, list[str]] = field(default_factory=dict)  # host → what it runs differently
+    ha: dict[str, SiteView] = field(default_factory=dict)  # HA site → as its agents report it
 
     @property
     def failures(self) -> list[str]:
@@ -51,6 +52,7 @@ class VerifyResult(HostsOutcome):
         ]
         out += [f"{n}: {r}" for n, r in sorted(self.unreachable.items())]
         out += [f"{n}: drift: {d}" for n, found in sorted(self.drift.items()) for d in found]
+        out += [f"site {n}: {problem}" for n, v in self.ha.items() for problem in v.problems]
         if not self.probes and not self.handshakes and not self.unreachable:
             out.append("nothing was verified: no peer of the inventory is managed over SSH (addpeer --ssh USER@HOST)")
         return out
@@ -71,6 +73,7 @@ class VerifyResult(HostsOutcome):
             "handshakes": [{"from": lk.src, "to": lk.dst, "state": lk.state, "age": lk.age} for lk in self.handshakes],
             "unreachable": self.unreachable,
             "drift": self.drift,
+            "ha": {name: v.to_json() for name, v in self.ha.items()},
         }
 
 
@@ -91,10 +94,69 @@ def ping_from(host: Host, iface: str, targets: list[str], size: int = 0) -> dict
     return got
 
 
+HA_SETTLE = 8.0  # seconds verify waits for the agents of HA sites to agree (a first start takes ~2 s)
+
+
+def agent_states(inv: Inventory, pool: Pool, peers: list[Peer], parallel: int) -> dict[str, HostState]:
+    """The failover agents' reports (scripts/agent.sh), as probes that carry only that."""
+    states: dict[str, HostState] = {}
+
+    def one(peer: Peer) -> HostResult:
+        rc, out, err = pool.get(peer).run(planmod.agent_state_program(inv.mesh.interface), timeout=PROBE_TIMEOUT)
+        if rc != 0:
+            raise ProbeFailed(remote_reason("agent state", rc, err))
+        states[peer.name] = HostState(reachable=True, agent=planmod.parse_agent_report(out))
+        return HostResult(peer.name, True, Action.PROBED)
+
+    fan_out(peers, key=lambda p: p.name, work=one, parallel=parallel)
+    return states
+
+
+def settle_ha(
+    inv: Inventory, pool: Pool, peers: list[Peer], parallel: int, wait: float = HA_SETTLE
+) -> dict[str, SiteView]:
+    """The HA sites as the agents report them, once they agree (each site one active gateway,
+    every agent routing it there) or after `wait` s with what is still wrong."""
+    deadline = time.monotonic() + wait
+    while True:
+        views = ha_view(inv, agent_states(inv, pool, peers, parallel))
+        if all(not v.problems for v in views.values()) or time.monotonic() >= deadline:
+            return views
+        time.sleep(0.5)
+
+
+def full_size_probes(inv: Inventory, host: Host, peer: Peer) -> list[Probe]:
+    """A full-size packet with DF set through every tunnel: small pings pass where bulk TCP
+    would need ICMP "fragmentation needed" to cross every firewall."""
+    out = []
+    by_size: dict[int, list[Peer]] = {}
+    for o in inv.peers:
+        if o.name != peer.name:
+            by_size.setdefault(full_size(inv, peer, o), []).append(o)
+    for size, others in sorted(by_size.items()):
+        got = ping_from(host, inv.mesh.interface, sorted(str(o.address) for o in others), size=size)
+        for o in others:
+            rtt = got.get(str(o.address))
+            detail = "" if rtt is not None else f"no reply to {size} bytes with DF set (path MTU below the tunnel's?)"
+            out.append(Probe(peer.name, o.name, "full-size", str(o.address), rtt is not None, rtt, detail))
+    return out
+
+
+def _private_reachable(inv: Inventory, peer: Peer, other: Peer, standby: set[str]) -> bool:
+    """Whether `peer` can reach `other`'s LAN address: not a standby gateway's from another site."""
+    return other.name not in standby or (other.site != "" and other.site == peer.site)
+
+
 def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> VerifyResult:
     t0 = time.monotonic()
     iface = inv.mesh.interface
     managed = [p for p in inv.peers if p.ssh is not None]
+    # HA sites: the standby gateway is probed on its tunnel address (its tunnels must work: it
+    # may take over any moment) but not on its LAN address (the site's subnets are routed to the
+    # active one, so the answer would come back on the wrong tunnel), and the site's instances
+    # through the active one.
+    views = settle_ha(inv, pool, managed, parallel) if ha.has_ha(inv) else {}
+    standby = {sb for v in views.values() if (sb := v.standby)}
     # The order of the pair's public keys (as the hosts' own PostUp nudge uses it, see
     # remote/hooks.nudge_command); peers without a key yet sort by name, after the others.
     pubs = store.public_keys(keys, inv)
@@ -121,34 +183,21 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
             if o.name == peer.name:
                 continue
             targets.append((o.name, "tunnel", str(o.address)))
-            if o.private_address is not None:
+            if o.private_address is not None and _private_reachable(inv, peer, o, standby):
                 targets.append((o.name, "private", str(o.private_address)))
         host = pool.get(peer)
         got = ping_from(host, iface, sorted({t[2] for t in targets}))
         for dst, kind, addr in targets:
             rtt = got.get(addr)
             probes.append(Probe(peer.name, dst, kind, addr, rtt is not None, rtt))
-        # A full-size packet with DF set through every tunnel: small pings pass where bulk TCP
-        # would need ICMP "fragmentation needed" to cross every firewall.
-        by_size: dict[int, list[Peer]] = {}
-        for o in inv.peers:
-            if o.name != peer.name:
-                by_size.setdefault(full_size(inv, peer, o), []).append(o)
-        for size, others in sorted(by_size.items()):
-            got = ping_from(host, iface, sorted(str(o.address) for o in others), size=size)
-            for o in others:
-                rtt = got.get(str(o.address))
-                detail = "" if rtt is not None else (
-                    f"no reply to {size} bytes with DF set (path MTU below the tunnel's?)"
-                )
-                probes.append(Probe(peer.name, o.name, "full-size", str(o.address), rtt is not None, rtt, detail))
+        probes.extend(full_size_probes(inv, host, peer))
         return HostResult(peer.name, True, Action.PROBED)
 
     reachable = [p for p in managed if p.name not in unreachable]
     note(fan_out(reachable, key=lambda p: p.name, work=full, parallel=parallel))
 
     # 3. Private instance → every other peer's private instances, through the gateway as a jump host.
-    all_instances = [(p, i) for p in inv.peers for i in p.instances]
+    all_instances = [(p, i) for p in inv.peers if p.name not in standby for i in p.instances]
 
     def from_instance(item: tuple[Peer, Instance]) -> HostResult:
         peer, inst = item
@@ -173,8 +222,8 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
             unreachable.setdefault(name, reason)
     handshakes = [lk for lk in st.links if lk.src not in unreachable and lk.src in managed_names]
     probes.sort(key=lambda p: (p.src, p.dst, p.kind))
-    drift = host_drift(inv, keys, pool, [p for p in managed if p.name not in unreachable], parallel)
-    return VerifyResult(probes, handshakes, unreachable, round(time.monotonic() - t0, 2), drift)
+    drift, _ = host_drift(inv, keys, pool, [p for p in managed if p.name not in unreachable], parallel)
+    return VerifyResult(probes, handshakes, unreachable, round(time.monotonic() - t0, 2), drift, views)
 
 
 def verify(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector = ssh_pool) -> VerifyResult:

@@ -16,6 +16,7 @@ class RemoteExit(IntEnum):
     LOCKED = 46  # another wgmesh run holds the host's lock
     RULES_FAILED = 47
     UNIT_FAILED = 48
+    AGENT_FAILED = 49  # the failover agent could not be installed, started or asked
     KILLED = 124  # the remote time limit stopped the script; the previous config was put back
 
     @property
@@ -31,6 +32,7 @@ _WHAT = {
     RemoteExit.LOCKED: "the host is busy with another wgmesh run",
     RemoteExit.RULES_FAILED: "restoring the firewall rules failed",
     RemoteExit.UNIT_FAILED: "enabling the wg-quick unit failed",
+    RemoteExit.AGENT_FAILED: "the failover agent failed",
     RemoteExit.KILLED: "stopped by the remote time limit, previous config restored",
 }
 

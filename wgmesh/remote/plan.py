@@ -7,10 +7,12 @@ action that makes the host run the desired config, and `apply_program` spells it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from wgmesh.model import Action, HostState, Inventory, IPNetwork, Peer, RunningPeer
+from wgmesh import ha
+from wgmesh.model import Action, AgentState, HostState, Inventory, IPNetwork, Peer, RunningPeer
 from wgmesh.peers import endpoint_name
 from wgmesh.remote.hooks import chain_names, expected_rules, mss_chain
 from wgmesh.remote.steps import Op, Program, step
@@ -26,13 +28,19 @@ class Desired:
     listen_port: int
     routes: frozenset[str]  # as `ip route` shows them (a /32 or /128 without its length)
     rules: Mapping[tuple[int, str], int]  # (family, "fwd"/"mss"/"nat") → rules in that chain
+    agent: bytes | None = None  # the failover agent's bundle (ha.bundle), where the mesh has HA sites
 
 
 def _route(net: IPNetwork) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
-def desired_state(inv: Inventory, peer: Peer, public_keys: Mapping[str, str], text: str) -> Desired:
+def desired_state(
+    inv: Inventory, peer: Peer, public_keys: Mapping[str, str], text: str, active: ha.Active | None = None,
+    agent: bytes | None = None,
+) -> Desired:
+    """`active`: the HA sites' active gateways the text was rendered with; `agent`: the failover
+    agent's bundle for this host (meshes with HA sites)."""
     peers = {}
     routes: set[str] = set()
     for o in inv.peers:
@@ -40,9 +48,13 @@ def desired_state(inv: Inventory, peer: Peer, public_keys: Mapping[str, str], te
             continue
         # A DNS endpoint runs as the address it resolved to: only IP endpoints are compared.
         endpoint = o.endpoint if endpoint_name(o) is None else None
-        peers[public_keys[o.name]] = RunningPeer(frozenset(str(n) for n in o.allowed_ips), endpoint, peer.keepalive)
-        routes.update(_route(n) for n in o.allowed_ips)
-    return Desired(text, peers, peer.listen_port, frozenset(routes), expected_rules(inv, peer))
+        allowed = ha.allowed_ips(inv, o, peer.name, active)
+        peers[public_keys[o.name]] = RunningPeer(frozenset(str(n) for n in allowed), endpoint, peer.keepalive)
+        routes.update(_route(n) for n in allowed)
+    for site in ha.sites(inv).values():  # the other gateway holds them when the active one does not
+        if peer.name not in site.names():
+            routes.update(_route(n) for n in site.subnets)
+    return Desired(text, peers, peer.listen_port, frozenset(routes), expected_rules(inv, peer), agent)
 
 
 # Drift kinds, each repaired by its own step (see decide).
@@ -195,6 +207,38 @@ def apply_program(plan: Plan, iface: str, systemd: bool, text: str = "") -> Prog
     return Program("apply", iface, tuple(steps), stdin=plan.write, exclusive=True, time_limit=APPLY_LIMIT)
 
 
+INSTALL, START, REMOVE = "install", "start", "remove"
+
+
+def agent_plan(desired: Desired, state: HostState) -> tuple[str, str] | None:
+    """What the failover agent needs on the host: (INSTALL / START / REMOVE, why), or None."""
+    have = state.agent
+    if desired.agent is None:
+        return (REMOVE, "no HA site any more: agent removed") if have.installed else None
+    if have.installed != ha.bundle_sha(desired.agent):
+        return INSTALL, "agent installed" if have.installed is None else "agent updated"
+    if not have.running:
+        return START, "agent was not running: started"
+    return None
+
+
+def agent_program(action: str, systemd: bool, bundle: bytes | None = None) -> Program:
+    steps = []
+    if action == INSTALL:
+        assert bundle is not None
+        steps.append(step(Op.AGENT_INSTALL, ha.bundle_sha(bundle)))
+    steps.append(step(Op.AGENT_REMOVE if action == REMOVE else Op.AGENT_START, systemd))
+    return Program("agent", "wg0", tuple(steps), stdin=action == INSTALL, exclusive=True, time_limit=APPLY_LIMIT)
+
+
+def takeover_program(iface: str) -> Program:
+    return Program("failover", iface, (step(Op.AGENT_TAKEOVER),), exclusive=True, time_limit=APPLY_LIMIT)
+
+
+def agent_state_program(iface: str) -> Program:
+    return Program("agent state", iface, (step(Op.AGENT_STATE),))
+
+
 def stop_program(iface: str) -> Program:
     return Program("stop", iface, (step(Op.STOP_ALL),), exclusive=True, time_limit=APPLY_LIMIT)
 
@@ -221,7 +265,40 @@ def _running_peer(fields: list[str]) -> RunningPeer:
     )
 
 
-def parse_probe(text: str) -> HostState:  # noqa: PLR0912 - one branch per line kind of the probe
+def parse_agent_state(rest: str, installed: str | None, running: bool) -> AgentState:
+    """`agent_state NOW JSON` (the host's clock, then its agent's state.json)."""
+    now, _, text = rest.partition(" ")
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError("agent state is not an object")
+    updated = d.get("updated")
+    return AgentState(
+        installed=installed, running=running, role=str(d.get("role") or ""), epoch=int(d.get("epoch") or 0),
+        since=float(d.get("since") or 0), cause=str(d.get("cause") or ""), active=d.get("active"),
+        owners={str(k): str(v) for k, v in (d.get("owners") or {}).items()},
+        route_table=str(d.get("route_table") or ""),
+        age=round(float(now) - float(updated), 1) if updated is not None else None,
+    )
+
+
+def parse_agent_report(text: str) -> AgentState:
+    """scripts/agent.sh's wgm_agent_state lines → AgentState. ValueError if garbled."""
+    sha, running, state = None, False, None
+    for line in text.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "agent":
+            sha = rest or None
+        elif word == "agent_running":
+            running = True
+        elif word == "agent_state":
+            state = rest
+    try:
+        return parse_agent_state(state, sha, running) if state else AgentState(sha, running)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"the host's agent state is garbled ({exc})") from None
+
+
+def parse_probe(text: str) -> HostState:  # noqa: PLR0912, PLR0915 - one branch per line kind of the probe
     """scripts/probe.sh's report → HostState. ValueError for a report cut short or garbled."""
     file_sha = iface_sha = unit = None
     up = systemd = False
@@ -229,6 +306,7 @@ def parse_probe(text: str) -> HostState:  # noqa: PLR0912 - one branch per line 
     peers: dict[str, RunningPeer] = {}
     routes: set[str] | None = None
     rules: dict[tuple[int, str], tuple[int, bool]] = {}
+    agent_lines: list[str] = []
     ended = False
     try:
         for line in text.splitlines():
@@ -252,6 +330,8 @@ def parse_probe(text: str) -> HostState:  # noqa: PLR0912 - one branch per line 
                 systemd = True
             elif word == "unit":
                 unit = rest or None
+            elif word.startswith("agent"):
+                agent_lines.append(line)
             elif word == "wg" and rest == "missing":
                 raise ValueError("wireguard-tools (wg, wg-quick) is not installed on the host")
             elif word == "end":
@@ -262,8 +342,9 @@ def parse_probe(text: str) -> HostState:  # noqa: PLR0912 - one branch per line 
         raise ValueError(f"the host's probe output is garbled ({exc})") from None
     if not ended:
         raise ValueError("the host's probe output was cut short")
+    agent = parse_agent_report("\n".join(agent_lines))
     return HostState(
         reachable=True, interface_up=up, file_sha=file_sha, iface_sha=iface_sha, systemd=systemd,
         running_peers=frozenset(peers), listen_port=port, peers=peers,
-        routes=frozenset(routes) if routes is not None else None, rules=rules, unit=unit,
+        routes=frozenset(routes) if routes is not None else None, rules=rules, unit=unit, agent=agent,
     )

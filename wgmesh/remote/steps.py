@@ -26,6 +26,12 @@ class Op(StrEnum):
     FINISH = "finish"
     # routes.sh
     SYNC_ROUTES = "sync_routes"
+    # agent.sh: the failover agent of HA meshes
+    AGENT_INSTALL = "agent_install"  # (sha256): its bundle (a tar) from standard input into /etc/wgmesh
+    AGENT_START = "agent_start"  # (systemd): start it, or make it reload its program and config
+    AGENT_REMOVE = "agent_remove"  # (systemd): stop it, give up the site's route table, remove it
+    AGENT_TAKEOVER = "agent_takeover"  # ask it to make this gateway its site's active one
+    AGENT_STATE = "agent_state"
     # stop.sh
     STOP_ALL = "stop_all"
     # status.sh
@@ -35,12 +41,14 @@ class Op(StrEnum):
 
 # Which script files define each op (and what it calls).
 LIBRARY: dict[Op, tuple[str, ...]] = {
-    Op.WAIT_CLOUD_INIT: ("probe",), Op.PROBE: ("probe",),
+    Op.WAIT_CLOUD_INIT: ("probe",),
     Op.PREPARE: ("apply",), Op.STAGE: ("apply",), Op.DOWN: ("apply",), Op.INSTALL: ("apply",),
     Op.START: ("apply",), Op.SYNCCONF: ("apply",), Op.FINISH: ("apply",),
     Op.RESTORE_RULES: ("apply",), Op.ENABLE_UNIT: ("apply",),
     Op.SYNC_ROUTES: ("apply", "routes"),
-    Op.STOP_ALL: ("stop",),
+    Op.AGENT_INSTALL: ("agent",), Op.AGENT_START: ("agent",), Op.AGENT_REMOVE: ("agent",),
+    Op.AGENT_TAKEOVER: ("agent",), Op.AGENT_STATE: ("agent",), Op.PROBE: ("probe", "agent"),
+    Op.STOP_ALL: ("stop", "agent"),
     Op.DUMP: ("status",), Op.PING: ("status",),
 }
 

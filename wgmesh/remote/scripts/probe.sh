@@ -9,6 +9,7 @@
 #   rules FAMILY fwd|mss|nat COUNT JUMP   rules in the wgmesh chain (-1: no chain), jump present 1/0
 #   systemd            when systemd runs the host; then 'unit STATE' (systemctl is-enabled)
 #   wg missing         when wireguard-tools is not installed
+#   agent SHA / agent_running / agent_state NOW JSON   the failover agent (scripts/agent.sh)
 #   end                the probe ran to its end
 # Nothing secret is printed: the dump's private key and preshared-key columns stay on the host.
 # Set by the compiler: IFACE, CONF.
@@ -82,5 +83,6 @@ wgm_probe() {
         echo systemd
         echo "unit $(systemctl is-enabled "wg-quick@$IFACE" 2>/dev/null || true)"
     fi
+    wgm_agent_state
     echo end
 }

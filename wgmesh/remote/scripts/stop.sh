@@ -4,6 +4,9 @@
 # Set by the compiler: IFACE, CONF, PREV.
 
 wgm_stop_all() {
+    sd=0
+    if wgm_has_systemd; then sd=1; fi
+    wgm_agent_remove "$sd"
     if wgm_has_systemd; then
         systemctl disable --now "wg-quick@$IFACE" >/dev/null 2>&1
     fi
