@@ -6,6 +6,12 @@
 #     ├── veth ── gateway wgm-<name>-site<i> ── veth ── instance wgm-<name>-site<i>-vm
 #     └── veth ── gateway wgm-<name>-srv<k>  ── veth ── instance wgm-<name>-srv<k>-vm
 #
+# With ha = true every site has two gateways on one LAN, a bridge in its
+# private instance's namespace (the servers keep one gateway):
+#
+#     ├── veth ── gateway wgm-<name>-site<i>a ── veth ──┐ br0 in instance wgm-<name>-site<i>-vm
+#     └── veth ── gateway wgm-<name>-site<i>b ── veth ──┘
+#
 # With init = "systemd" every gateway boots Debian 12 with systemd as PID 1
 # in its namespace (labctl: systemd-nspawn on a cached root file system).
 
@@ -27,16 +33,27 @@ locals {
   controller_address = cidrhost(var.underlay, 1)
   router_address     = cidrhost(var.underlay, 2)
 
-  # Per host: its public (underlay) address, its LAN, and the LAN addresses
-  # of its gateway (host 1) and of its private instance (host 10).
-  # site i (1-based): public 198.18.1.(10+i), LAN 10.10.i.0/24
+  # Per site i (1-based): public 198.18.1.(10+i), LAN 10.10.i.0/24; with ha
+  # its second gateway's public address 198.18.2.(10+i) (the block
+  # 198.18.2.0/24 is used by nothing else: controller and router 198.18.0.x,
+  # sites 198.18.1.x, servers 198.18.9.x).
+  site_plans = { for i in range(1, var.sites + 1) : "site${i}" => {
+    public   = cidrhost(var.underlay, 256 + 10 + i)
+    public_b = cidrhost(var.underlay, 2 * 256 + 10 + i)
+    subnet   = cidrsubnet(var.site_supernet, 8, i)
+    region   = "lab-${i}"
+  } }
+
+  # Per host with one gateway (up-host): its public (underlay) address, its
+  # LAN, and the LAN addresses of its gateway (host 1) and of its private
+  # instance (host 10). Every site without ha, and every server:
   # server k (0-based): public 198.18.9.(20+k), LAN 10.77.(k+1).0/24
   host_networks = merge(
-    { for i in range(1, var.sites + 1) : "site${i}" => {
-      public = cidrhost(var.underlay, 256 + 10 + i)
-      subnet = cidrsubnet(var.site_supernet, 8, i)
-      region = "lab-${i}"
-    } },
+    { for k, s in local.site_plans : k => {
+      public = s.public
+      subnet = s.subnet
+      region = s.region
+    } if !var.ha },
     { for k in range(var.servers) : "srv${k + 1}" => {
       public = cidrhost(var.underlay, 9 * 256 + 20 + k)
       subnet = cidrsubnet(var.server_supernet, 8, k + 1)
@@ -47,6 +64,23 @@ locals {
     gateway  = cidrhost(h.subnet, 1)
     instance = cidrhost(h.subnet, 10)
   }) }
+
+  # With ha, per site: its LAN (up-lan), where host 1 is the site's route
+  # table address, a virtual IP no host holds until the active gateway's
+  # failover agent adds it; the private instance is host 10, its default
+  # route is the VIP.
+  ha_lans = { for k, s in local.site_plans : k => {
+    subnet   = s.subnet
+    vip      = cidrhost(s.subnet, 1)
+    instance = cidrhost(s.subnet, 10)
+    gateways = ["${k}a", "${k}b"]
+  } if var.ha }
+  # ... and its two gateways (up-gateway): site<i>a with the site's public
+  # address and LAN host 2, site<i>b with the second plan and LAN host 3.
+  ha_gateways = merge([for k, s in local.site_plans : {
+    "${k}a" = { site = k, public = s.public, subnet = s.subnet, address = cidrhost(s.subnet, 2), region = s.region }
+    "${k}b" = { site = k, public = s.public_b, subnet = s.subnet, address = cidrhost(s.subnet, 3), region = s.region }
+  } if var.ha]...)
 
   # Network number and prefix length of the address plans, for overlap checks.
   plans = { for k, c in {
@@ -186,6 +220,105 @@ resource "terraform_data" "host" {
   }
 }
 
+# With ha: every site's LAN and private instance, then its two gateways.
+resource "terraform_data" "lan" {
+  for_each = local.ha_lans
+  # After the one-gateway hosts: a site switching to (or from) ha keeps its
+  # instance's namespace wgm-<name>-site<i>-vm, so the old shape must be gone
+  # before the new one is built (Terraform orders both ways by this).
+  depends_on = [terraform_data.host]
+
+  triggers_replace = {
+    name      = var.name
+    site      = each.key
+    subnet    = each.value.subnet
+    state_dir = local.state_dir
+    router    = terraform_data.router.id
+  }
+
+  input = {
+    name        = var.name
+    site        = each.key
+    state_dir   = local.state_dir
+    labctl      = local.labctl
+    vm_host_key = "${local.state_dir}/hosts/${each.key}-vm/ssh_host_ed25519_key.pub"
+  }
+
+  # The instance address and the VIP follow from the subnet (see host).
+  provisioner "local-exec" {
+    command = "\"$LABCTL\" up-lan \"$LAB_NAME\" \"$LAB_SITE\" \"$LAB_SUBNET\" \"$LAB_INSTANCE\" \"$LAB_VIP\" \"$LAB_STATE_DIR\""
+    environment = {
+      LABCTL        = self.input.labctl
+      LAB_NAME      = self.input.name
+      LAB_SITE      = self.input.site
+      LAB_SUBNET    = each.value.subnet
+      LAB_INSTANCE  = each.value.instance
+      LAB_VIP       = each.value.vip
+      LAB_STATE_DIR = self.input.state_dir
+    }
+  }
+
+  provisioner "local-exec" {
+    when    = destroy
+    command = "\"$LABCTL\" down-host \"$LAB_NAME\" \"$LAB_SITE\" \"$LAB_STATE_DIR\""
+    environment = {
+      LABCTL        = self.input.labctl
+      LAB_NAME      = self.input.name
+      LAB_SITE      = self.input.site
+      LAB_STATE_DIR = self.input.state_dir
+    }
+  }
+}
+
+resource "terraform_data" "gateway" {
+  for_each   = local.ha_gateways
+  depends_on = [terraform_data.rootfs]
+
+  # A new LAN (or router, which renews the LAN) rebuilds its gateways.
+  triggers_replace = merge({
+    name      = var.name
+    host      = each.key
+    public    = each.value.public
+    subnet    = each.value.subnet
+    state_dir = local.state_dir
+    lan       = terraform_data.lan[each.value.site].id
+  }, var.init == "plain" ? {} : { init = var.init })
+
+  input = {
+    name        = var.name
+    host        = each.key
+    state_dir   = local.state_dir
+    labctl      = local.labctl
+    gw_host_key = "${local.state_dir}/hosts/${each.key}/ssh_host_ed25519_key.pub"
+  }
+
+  provisioner "local-exec" {
+    command = "\"$LABCTL\" up-gateway \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_GATEWAY\" \"$LAB_SITE\" \"$LAB_STATE_DIR\" \"$LAB_INIT\""
+    environment = {
+      LABCTL        = self.input.labctl
+      LAB_NAME      = self.input.name
+      LAB_HOST      = self.input.host
+      LAB_PUBLIC    = each.value.public
+      LAB_SUBNET    = each.value.subnet
+      LAB_GATEWAY   = each.value.address
+      LAB_SITE      = each.value.site
+      LAB_STATE_DIR = self.input.state_dir
+      LAB_INIT      = var.init
+    }
+  }
+
+  provisioner "local-exec" {
+    when    = destroy
+    command = "\"$LABCTL\" down-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_STATE_DIR\""
+    environment = {
+      LABCTL        = self.input.labctl
+      LAB_NAME      = self.input.name
+      LAB_HOST      = self.input.host
+      LAB_STATE_DIR = self.input.state_dir
+    }
+  }
+}
+
 # terraform_data cannot see drift: if the lab vanished behind Terraform's back
 # (reboot, `labctl down-all`), say so instead of silently planning no changes.
 check "lab_present" {
@@ -204,6 +337,14 @@ locals {
       fileexists("/run/netns/wgm-${r.output.name}-${r.output.host}-vm") &&
       fileexists(r.output.gw_host_key) &&
       fileexists(r.output.vm_host_key)
+    )],
+    [for k, r in terraform_data.lan : k if !(
+      fileexists("/run/netns/wgm-${r.output.name}-${r.output.site}-vm") &&
+      fileexists(r.output.vm_host_key)
+    )],
+    [for k, r in terraform_data.gateway : k if !(
+      fileexists("/run/netns/wgm-${r.output.name}-${r.output.host}") &&
+      fileexists(r.output.gw_host_key)
     )],
   )
 }

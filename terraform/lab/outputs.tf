@@ -1,40 +1,73 @@
 locals {
-  # Public host keys as "type base64" (no comment). The paths come from the
-  # resources' output, which is unknown while a host is being (re)created, so
-  # file() only runs once the key exists (right after the first apply too).
-  # A missing file (lab removed behind Terraform's back) gives no key.
-  host_keys = { for k, r in terraform_data.host : k => {
-    gw = fileexists(r.output.gw_host_key) ? [regex("^\\S+ \\S+", trimspace(file(r.output.gw_host_key)))] : []
-    vm = fileexists(r.output.vm_host_key) ? [regex("^\\S+ \\S+", trimspace(file(r.output.vm_host_key)))] : []
-  } }
+  # Public host keys as "type base64" (no comment), per host (site1, site1-vm,
+  # site1a, ...). The paths come from the resources' output, which is unknown
+  # while a host is being (re)created, so file() only runs once the key exists
+  # (right after the first apply too). A missing file (lab removed behind
+  # Terraform's back) gives no key.
+  host_key_files = merge(
+    { for k, r in terraform_data.host : k => r.output.gw_host_key },
+    { for k, r in terraform_data.host : "${k}-vm" => r.output.vm_host_key },
+    { for k, r in terraform_data.gateway : k => r.output.gw_host_key },
+    { for k, r in terraform_data.lan : "${k}-vm" => r.output.vm_host_key },
+  )
+  host_keys = { for h, f in local.host_key_files : h => fileexists(f) ? [regex("^\\S+ \\S+", trimspace(file(f)))] : [] }
 
-  # Every address comes from the plan in main.tf (local.hosts).
-  peer_objects = { for k, h in local.hosts : k => {
-    endpoint         = h.public
+  # Every gateway, from the plan in main.tf: the one-gateway hosts and, with
+  # ha, both gateways of every site, which also say their site and its route
+  # table (the LAN's VIP, which the active gateway's failover agent holds on
+  # lan0); the same instance is behind both.
+  gateways = merge(
+    { for k, h in local.hosts : k => {
+      public   = h.public
+      address  = h.gateway
+      subnet   = h.subnet
+      region   = h.region
+      instance = { name = "${k}-vm", address = h.instance }
+      ha       = {}
+    } },
+    { for k, g in local.ha_gateways : k => {
+      public   = g.public
+      address  = g.address
+      subnet   = g.subnet
+      region   = g.region
+      instance = { name = "${g.site}-vm", address = local.ha_lans[g.site].instance }
+      ha = {
+        site = g.site
+        route_table = {
+          kind      = "vip"
+          address   = "${local.ha_lans[g.site].vip}/${split("/", g.subnet)[1]}"
+          interface = "lan0"
+        }
+      }
+    } },
+  )
+
+  peer_objects = { for k, g in local.gateways : k => merge({
+    endpoint         = g.public
     listen_port      = 51820
-    private_address  = h.gateway
-    subnets          = [h.subnet]
+    private_address  = g.address
+    subnets          = [g.subnet]
     ssh_user         = "root"
-    ssh_host         = h.public
+    ssh_host         = g.public
     ssh_port         = 22
     ssh_key          = local.ssh_key
-    ssh_host_keys    = local.host_keys[k].gw
+    ssh_host_keys    = local.host_keys[k]
     egress_interface = "detect"
-    region           = h.region
+    region           = g.region
     cloud            = "lab"
     instances = [{
-      name          = "${k}-vm"
-      address       = h.instance
+      name          = g.instance.name
+      address       = g.instance.address
       ssh_user      = "root"
       ssh_port      = 22
-      ssh_host_keys = local.host_keys[k].vm
+      ssh_host_keys = local.host_keys[g.instance.name]
     }]
-  } }
+  }, g.ha) }
 }
 
 output "peers" {
-  description = "The sites, in the wgmesh Terraform output contract: peer name => endpoint, addresses, subnets, SSH access (with pinned host keys), region, cloud, private instances."
-  value       = { for k in local.site_names : k => local.peer_objects[k] }
+  description = "The sites, in the wgmesh Terraform output contract: peer name => endpoint, addresses, subnets, SSH access (with pinned host keys), region, cloud, private instances; with ha, each site's two gateways, each also naming its site and the site's route table."
+  value       = { for k, p in local.peer_objects : k => p if !contains(local.server_names, k) }
 }
 
 output "servers" {
@@ -55,10 +88,16 @@ output "lab" {
     init = merge(
       { for k, h in local.hosts : k => var.init },
       { for k, h in local.hosts : "${k}-vm" => "plain" },
+      { for k, g in local.ha_gateways : k => var.init },
+      { for k, l in local.ha_lans : "${k}-vm" => "plain" },
     )
     namespaces = concat(
       [local.router_ns],
-      flatten([for k in concat(local.site_names, local.server_names) : ["wgm-${var.name}-${k}", "wgm-${var.name}-${k}-vm"]]),
+      flatten([for k in concat(local.site_names, local.server_names) : [
+        for h in concat(contains(keys(local.ha_lans), k) ? local.ha_lans[k].gateways : [k], ["${k}-vm"]) : "wgm-${var.name}-${h}"
+      ]]),
     )
+    # The sites with two gateways (ha): site => its gateways; empty without ha.
+    ha = { for k, l in local.ha_lans : k => l.gateways }
   }
 }

@@ -31,6 +31,13 @@ variable "servers" {
   }
 }
 
+variable "ha" {
+  description = "Gateway high availability: every site gets two gateways, site<i>a and site<i>b (each its own public address, sshd, init), on one LAN with the site's private instance site<i>-vm, whose default route is the site's route table address (host 1 of the LAN, a VIP the active gateway's failover agent holds). Servers keep one gateway."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "underlay" {
   description = "The simulated internet: a /16 inside 198.18.0.0/15 (RFC 2544 benchmarking space), routed from the root namespace to the lab router."
   type        = string
