@@ -8,11 +8,14 @@ Used by tests/integration (the `lab` fixture) and by bench/bench.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +131,38 @@ class Lab:
     def tf_output(self, name: str):
         return self.tf_outputs()[name]
 
+    def tf_apply(self, **variables: object) -> dict:
+        """`terraform apply` of this checkout's lab stack in the lab's Terraform directory, with the
+        lab's name and underlay and `variables`, through wgmesh's own root module and runner (as `up`
+        runs it) but nothing of wgmesh after it: no inventory, keys or push. Returns the outputs."""
+        from wgmesh import stacks
+        from wgmesh.adapters.terraform import TerraformRunner
+
+        pairs = {"name": self.name, "underlay": self.underlay, **variables}
+        values = {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in pairs.items()}
+        stack = stacks.load_stack(REPO / "terraform", "lab")
+        stacks.check_vars(stack, values)
+        runner = TerraformRunner(self.tf_dir)
+        runner.prepare(stacks.root_module(stack, self.tf_dir, values))
+        runner.init()
+        runner.plan()
+        runner.apply()
+        return runner.outputs()
+
+    def tf_destroy(self) -> None:
+        """`terraform destroy` of what tf_apply built (nothing if there is no state)."""
+        from wgmesh.adapters.terraform import TerraformRunner
+
+        runner = TerraformRunner(self.tf_dir)
+        if runner.has_state():
+            runner.destroy()
+
+    @property
+    def ha_sites(self) -> dict[str, list[str]]:
+        """The sites with two gateways (`--var ha=true`): site → its gateways, e.g.
+        {"site2": ["site2a", "site2b"]}; empty without ha."""
+        return self.tf_output("lab").get("ha") or {}
+
     def plan(self, host: str) -> dict:
         """What Terraform planned for a site or a server (its `peers` or `servers` output): endpoint,
         subnets, private_address, ssh_host, instances..."""
@@ -163,6 +198,26 @@ class Lab:
         t = time.monotonic()
         self.labctl("reboot", self.name, host, timeout=600)
         return time.monotonic() - t
+
+    def fail(self, host: str) -> None:
+        """The gateway dies as an instance does (`labctl fail`): its links go down, every process
+        of it is killed; its disk (/etc/wireguard, /etc/wgmesh; a systemd host's layer) stays."""
+        self.labctl("fail", self.name, host)
+
+    def heal(self, host: str) -> float:
+        """The failed gateway boots again (`labctl heal`): its network as built, sshd, then its boot
+        services (wg-quick up wg0, the failover agent). Returns the seconds until sshd answered."""
+        t = time.monotonic()
+        self.labctl("heal", self.name, host, timeout=600)
+        return time.monotonic() - t
+
+    def cut(self, a: str, b: str) -> None:
+        """Gateways `a` and `b` lose sight of each other (underlay, and their LAN if they share
+        one); both still reach everyone else."""
+        self.labctl("cut", self.name, a, b)
+
+    def uncut(self, a: str, b: str) -> None:
+        self.labctl("uncut", self.name, a, b)
 
     def ssh(self, host: str, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """SSH from the controller to a site or server, as wgmesh does: to its public address, with
@@ -214,27 +269,102 @@ class Lab:
 
 
 class Ping:
-    """ping -i 0.2 (5/s) from a lab host to an address, spanning the change made in the `with` block.
+    """ping -i 0.2 (5/s) from a lab host (a plain one: an instance) to an address.
 
-    A fixed count (not a Ctrl-C at an arbitrary moment, which would count the packet in
-    flight as lost): 1 s of packets before the change, the change, and at least 1 s after it
-    (with `cover`, a change that leaves less is an error). After the block: `sent`, `received`,
-    `lost`, and `took`, the seconds the change took.
+    Around a change, with a fixed count (not a Ctrl-C at an arbitrary moment, which would count
+    the packet in flight as lost): 1 s of packets before the change, the change, and at least 1 s
+    after it (with `cover`, a change that leaves less is an error)::
+
+        with Ping(lab, "site1-vm", addr) as ping:
+            change()
+        assert ping.lost == 0
+
+    Or in the background until stopped (a failover: how long was the path down?)::
+
+        ping = Ping.start(lab, "site1-vm", addr)
+        ...
+        sent, received, gap = ping.stop()
+
+    Afterwards: `sent`, `received`, `lost`, `gap` (the longest time in seconds without a reply,
+    from the start to the end: ~INTERVAL when nothing was lost) and, for the `with` form, `took`,
+    the seconds the change took.
     """
 
     COUNT = 20  # 4 s
     INTERVAL = 0.2
     LEAD = 1.0
+    STOP_WAIT = 1.0  # stop() waits up to this long for a reply, so that no packet is in flight
 
-    def __init__(self, lab: Lab, src: str, dst_addr: str, count: int = COUNT, cover: bool = True):
+    def __init__(self, lab: Lab, src: str, dst_addr: str, count: int | None = COUNT, cover: bool = True):
         self.count, self.cover = count, cover
-        self.p = subprocess.Popen(
-            [str(LABCTL), "exec", lab.name, src, "--", "ping", "-n", "-i", str(self.INTERVAL), "-c", str(count),
-             dst_addr],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        limit = ["-c", str(count)] if count else []
         self.started = time.monotonic()
+        self.wall_started = time.time()  # ping -D stamps each reply with this clock
+        # stdbuf: ping's lines arrive as they are printed (stop() waits for a reply)
+        self.p = subprocess.Popen(
+            [str(LABCTL), "exec", lab.name, src, "--", "stdbuf", "-oL", "ping", "-n", "-D", "-i", str(self.INTERVAL),
+             *limit, dst_addr],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._replied = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.sent = self.received = 0
-        self.took = 0.0
+        self.took = self.gap = 0.0
+
+    @classmethod
+    def start(cls, lab: Lab, src: str, dst_addr: str) -> Ping:
+        """A ping that runs until stop()."""
+        return cls(lab, src, dst_addr, count=None, cover=False)
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            self.lines.append(line)
+            if " bytes from " in line:
+                self._replied.set()
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.p.pid, sig)  # ping, and nsenter's child where it forks
+
+    def kill(self) -> None:
+        """Stop it without figures (a test that failed must not leave it running)."""
+        if self.p.poll() is None:
+            self._signal(signal.SIGKILL)
+        self.p.wait(timeout=30)
+        self._reader.join(timeout=5)
+
+    def _finish(self, ended: float) -> None:
+        """Wait for ping's summary and read the figures; `ended` (wall clock): where the last gap ends."""
+        try:
+            self.p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._reader.join(timeout=5)
+        out = "".join(self.lines)
+        err = self.p.stderr.read() if self.p.stderr else ""
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert m, f"ping printed no summary (exit {self.p.returncode}):\n{out[-2000:]}\n{err[-2000:]}"
+        self.sent, self.received = int(m.group(1)), int(m.group(2))
+        replies = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        marks = [self.wall_started, *replies, max(ended, replies[-1] if replies else ended)]
+        self.gap = max(b - a for a, b in zip(marks, marks[1:], strict=False))
+
+    def stop(self) -> tuple[int, int, float]:
+        """Stop a ping made by start(), right after a reply (between two packets: none is in
+        flight), or after STOP_WAIT s without one (the path is down: that packet is lost anyway).
+        Returns (sent, received, longest gap in seconds)."""
+        if self.p.poll() is None:
+            self._replied.clear()
+            self._replied.wait(self.STOP_WAIT)
+            ended = time.time()
+            self._signal(signal.SIGINT)
+        else:
+            ended = time.time()
+        self._finish(ended)
+        return self.sent, self.received, self.gap
 
     def __enter__(self) -> Ping:
         time.sleep(self.LEAD)
@@ -245,17 +375,13 @@ class Ping:
         now = time.monotonic()
         self.took = now - self.change_started
         if exc_type is not None:  # the change failed: no figures, and no ping left running
-            self.p.kill()
-            self.p.communicate()
+            self.kill()
             return
         changed_by = now - self.started
-        out, _ = self.p.communicate(timeout=60)
+        self._finish(self.wall_started + (self.count or 0) * self.INTERVAL)
         if self.cover:
-            assert changed_by < self.count * self.INTERVAL - self.LEAD, (
+            assert changed_by < (self.count or 0) * self.INTERVAL - self.LEAD, (
                 f"the change took too long to be covered: {changed_by:.1f} s")
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        assert m, out
-        self.sent, self.received = int(m.group(1)), int(m.group(2))
 
     @property
     def lost(self) -> int:
