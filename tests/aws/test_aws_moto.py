@@ -9,62 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import boto3  # installed with moto[server] from the test extra
-import pytest
-
-REGIONS = ["cn-northwest-1", "cn-north-1"]  # the seed deployment's regions: the aws-cn partition
-OPERATOR = "203.0.113.0/24"
-VENV_BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto():
-    port = _free_port()
-    exe = VENV_BIN / "moto_server"
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def ec2(url: str, region: str):
-    return boto3.client("ec2", region_name=region, endpoint_url=url, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
-
-
-def _override(url: str) -> dict:
-    """Points each aliased provider at the emulator: written by the test, no test code in the stack."""
-    return {"provider": {"aws": [
-        {"alias": r.replace("-", "_"), "region": r, "access_key": "testing", "secret_key": "testing",
-         "skip_credentials_validation": True, "skip_requesting_account_id": True,
-         "skip_metadata_api_check": True, "skip_region_validation": True,
-         "endpoints": [{"ec2": url, "sts": url, "iam": url}]}
-        for r in REGIONS
-    ]}}
+from tests.aws.emulator import OPERATOR, REGIONS, amis, provider_override
+from tests.aws.emulator import client as ec2
 
 
 def wgmesh(root: Path, *args, rc: int = 0):
@@ -77,13 +28,11 @@ def wgmesh(root: Path, *args, rc: int = 0):
 
 
 def test_aws_stack_against_the_emulator(moto, tmp_path):
-    # An AMI the emulator knows in each region (an explicit AMI per region overrides the lookup).
-    amis = {r: ec2(moto, r).describe_images()["Images"][0]["ImageId"] for r in REGIONS}
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     workdir = tmp_path / ".wgmesh" / "aws" / "terraform"
     workdir.mkdir(parents=True)
-    (workdir / "override.tf.json").write_text(json.dumps(_override(moto), indent=2))
+    (workdir / "override.tf.json").write_text(json.dumps(provider_override(moto), indent=2))
 
     t0 = time.monotonic()
     r = wgmesh(
@@ -92,7 +41,7 @@ def test_aws_stack_against_the_emulator(moto, tmp_path):
         "--var", f"operator_cidr={OPERATOR}",
         "--var", "ssh_public_key=" + key.with_suffix(".pub").read_text().strip(),
         "--var", f"ssh_private_key_file={key}",
-        "--var", "amis=" + json.dumps(amis),
+        "--var", "amis=" + json.dumps(amis(moto)),
         "--var", "test_instance=true",
     )
     apply_s = time.monotonic() - t0
