@@ -3,6 +3,13 @@
 # no NAT gateway) whose route table sends every other site's CIDR to the
 # gateway's network interface (routed mode: workloads keep their own source
 # address across the mesh).
+#
+# With ha = true: a second gateway (b) in a second availability zone (its own
+# public subnet and Elastic IP, the same security group and user data), and an
+# instance role on both gateways that may only switch the private route table's
+# routes to the other sites (the wgmesh failover agent on the gateway that
+# becomes active does it, see wgmesh/agent/ec2.py). The routes start on
+# gateway a, and Terraform leaves their target to the agent afterwards.
 
 locals {
   # VPC CIDR of every region of the mesh, by the same rule in every module
@@ -28,8 +35,9 @@ locals {
     )
   ]])
 
-  public_cidr  = try(cidrsubnet(local.vpc_cidr, 8, 0), "")
-  private_cidr = try(cidrsubnet(local.vpc_cidr, 8, 1), "")
+  public_cidr   = try(cidrsubnet(local.vpc_cidr, 8, 0), "")
+  private_cidr  = try(cidrsubnet(local.vpc_cidr, 8, 1), "")
+  public_b_cidr = try(cidrsubnet(local.vpc_cidr, 8, 2), "")
 
   prefix = "${var.name}-${var.region}"
 
@@ -50,14 +58,20 @@ locals {
   }
   ami = local.ami_given != "" ? local.ami_given : one(data.aws_ami.ubuntu[*].id)
 
-  # Availability zone: availability_zones[region], else the first available
-  # zone that offers instance_type, else the first available zone (some APIs
-  # and emulators list no offerings).
+  # Availability zones: availability_zones[region] (a zone or a list), else the
+  # first available zones that offer instance_type, else the first available
+  # zones (some APIs and emulators list no offerings). The first is gateway a's
+  # (and the private subnet's and the test instance's); with ha, the second is
+  # gateway b's.
   az_names   = data.aws_availability_zones.available.names
   az_offered = [for n in local.az_names : n if contains(data.aws_ec2_instance_type_offerings.this.locations, n)]
-  availability_zone = lookup(var.availability_zones, var.region, "") != "" ? var.availability_zones[var.region] : (
-    length(local.az_offered) > 0 ? local.az_offered[0] : local.az_names[0]
+  az_pool    = length(local.az_offered) > 0 ? local.az_offered : local.az_names
+  az_given   = compact(flatten([try(var.availability_zones[var.region], [])]))
+  zones = length(local.az_given) > 0 ? local.az_given : (
+    slice(local.az_pool, 0, min(var.ha ? 2 : 1, length(local.az_pool)))
   )
+  availability_zone   = local.zones[0]
+  availability_zone_b = try(local.zones[1], "")
 
   # Runs once, at first boot (cloud-init). wgmesh pushes wg0.conf over SSH;
   # its PostUp also turns forwarding on, this makes it survive reboots.
@@ -150,6 +164,11 @@ resource "aws_vpc" "this" {
     }
 
     precondition {
+      condition     = !var.ha || (length(var.peer_gateway_b_ips) == length(var.regions) - 1 && alltrue([for ips in var.peer_gateway_b_ips : length(ips) == 1]))
+      error_message = "with ha, peer_gateway_b_ips must hold the second gateway IP of every other region, one list of one address per region: ${length(var.regions) - 1} expected, got ${length(var.peer_gateway_b_ips)} list(s) of ${jsonencode([for ips in var.peer_gateway_b_ips : length(ips)])} address(es)."
+    }
+
+    precondition {
       condition     = (var.key_name != "") != (var.ssh_public_key != "")
       error_message = "set exactly one of key_name (an existing EC2 key pair) and ssh_public_key (an OpenSSH public key to import); key_name is ${var.key_name == "" ? "empty" : "set"}, ssh_public_key is ${var.ssh_public_key == "" ? "empty" : "set"}."
     }
@@ -168,6 +187,30 @@ resource "aws_subnet" "public" {
     precondition {
       condition     = startswith(local.availability_zone, var.region)
       error_message = "availability zone \"${local.availability_zone}\" (availability_zones) is not in region ${var.region}."
+    }
+  }
+}
+
+# ha: gateway b's subnet, in the second availability zone.
+resource "aws_subnet" "public_b" {
+  count = var.ha ? 1 : 0
+
+  vpc_id                  = aws_vpc.this.id
+  cidr_block              = local.public_b_cidr
+  availability_zone       = local.availability_zone_b
+  map_public_ip_on_launch = false
+
+  tags = merge(local.tags, { Name = "${local.prefix}-public-b" })
+
+  lifecycle {
+    precondition {
+      condition     = length(local.zones) >= 2 && local.availability_zone_b != local.availability_zone
+      error_message = "ha needs two different availability zones in region ${var.region}, got ${jsonencode(local.zones)} (${length(local.az_given) > 0 ? "availability_zones[\"${var.region}\"]" : "the zones the region offers"}): give two, e.g. availability_zones = { \"${var.region}\" = [\"${var.region}a\", \"${var.region}b\"] }, or build this mesh without ha."
+    }
+
+    precondition {
+      condition     = local.availability_zone_b == "" || startswith(local.availability_zone_b, var.region)
+      error_message = "availability zone \"${local.availability_zone_b}\" (availability_zones) is not in region ${var.region}."
     }
   }
 }
@@ -204,19 +247,39 @@ resource "aws_route_table_association" "public" {
   route_table_id = aws_route_table.public.id
 }
 
+resource "aws_route_table_association" "public_b" {
+  count = var.ha ? 1 : 0
+
+  subnet_id      = aws_subnet.public_b[0].id
+  route_table_id = aws_route_table.public.id
+}
+
 resource "aws_route_table" "private" {
   vpc_id = aws_vpc.this.id
 
   tags = merge(local.tags, { Name = "${local.prefix}-private" })
 }
 
-# Routed mode: every other site's VPC goes through the gateway's interface.
+# Routed mode: every other site's VPC goes through the gateway's interface
+# (gateway a's; with ha, the failover agent of whichever gateway is active
+# points them at its own interface with ec2:ReplaceRoute).
 resource "aws_route" "to_site" {
   for_each = local.routed_cidrs
 
   route_table_id         = aws_route_table.private.id
   destination_cidr_block = each.key
   network_interface_id   = aws_instance.gateway.primary_network_interface_id
+
+  lifecycle {
+    # The target belongs to the failover agent once the route exists: a later
+    # apply must not move the routes back to gateway a after a switch to b.
+    # (instance_id, which AWS also reports for a route to an instance's
+    # interface, is computed-only in this provider: nothing to ignore there.)
+    ignore_changes = [network_interface_id]
+    # ... but a new gateway a (terraform apply -replace, a changed subnet)
+    # gets the routes again, as it did before ha existed.
+    replace_triggered_by = [aws_instance.gateway.id]
+  }
 }
 
 resource "aws_route_table_association" "private" {
@@ -247,6 +310,35 @@ resource "aws_vpc_security_group_ingress_rule" "gateway_wireguard_peer" {
   cidr_ipv4         = "${var.peer_gateway_ips[count.index]}/32"
 
   tags = merge(local.tags, { Name = "${local.prefix}-wireguard-peer-${count.index}" })
+}
+
+# ha: the other regions' second gateways, and this region's two gateways
+# (each is a peer of the other; between Elastic IPs the source is the EIP,
+# not an address of the VPC).
+resource "aws_vpc_security_group_ingress_rule" "gateway_wireguard_peer_b" {
+  count = length(flatten(var.peer_gateway_b_ips))
+
+  security_group_id = aws_security_group.gateway.id
+  description       = "WireGuard from a peer gateway (b)"
+  ip_protocol       = "udp"
+  from_port         = var.listen_port
+  to_port           = var.listen_port
+  cidr_ipv4         = "${flatten(var.peer_gateway_b_ips)[count.index]}/32"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-wireguard-peer-b-${count.index}" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "gateway_wireguard_site" {
+  count = var.ha ? 2 : 0
+
+  security_group_id = aws_security_group.gateway.id
+  description       = "WireGuard from this site's other gateway"
+  ip_protocol       = "udp"
+  from_port         = var.listen_port
+  to_port           = var.listen_port
+  cidr_ipv4         = "${concat([aws_eip.gateway.public_ip], aws_eip.gateway_b[*].public_ip)[count.index]}/32"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-wireguard-site-${count.index}" })
 }
 
 resource "aws_vpc_security_group_ingress_rule" "gateway_wireguard_extra" {
@@ -325,6 +417,72 @@ resource "aws_vpc_security_group_egress_rule" "test_all" {
   tags = merge(local.tags, { Name = "${local.prefix}-test-egress" })
 }
 
+# ---------------------------------------------------------------- ha: the route-switch role
+
+# The role both gateways run as: the failover agent of the gateway that becomes
+# active points the private route table's routes at its own interface.
+data "aws_service_principal" "ec2" {
+  count = var.ha ? 1 : 0
+
+  service_name = "ec2"
+}
+
+resource "aws_iam_role" "gateway" {
+  count = var.ha ? 1 : 0
+
+  name        = "${local.prefix}-gateway"
+  description = "wgmesh ${var.region} gateways: switch the private route table's routes to the active gateway"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = data.aws_service_principal.ec2[0].name }
+      Action    = "sts:AssumeRole"
+    }]
+  })
+
+  tags = merge(local.tags, { Name = "${local.prefix}-gateway" })
+}
+
+resource "aws_iam_role_policy" "route_switch" {
+  count = var.ha ? 1 : 0
+
+  name   = "${local.prefix}-route-switch"
+  role   = aws_iam_role.gateway[0].id
+  policy = local.route_switch_policy
+}
+
+resource "aws_iam_instance_profile" "gateway" {
+  count = var.ha ? 1 : 0
+
+  name = "${local.prefix}-gateway"
+  role = aws_iam_role.gateway[0].name
+
+  tags = merge(local.tags, { Name = "${local.prefix}-gateway" })
+}
+
+locals {
+  route_switch_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "SwitchThePrivateRoutes"
+        Effect   = "Allow"
+        Action   = "ec2:ReplaceRoute"
+        Resource = [aws_route_table.private.arn]
+      },
+      {
+        # DescribeRouteTables supports no resource-level permission: AWS
+        # accepts only "*" as its resource (it reads, it changes nothing).
+        Sid      = "ReadTheRouteTables"
+        Effect   = "Allow"
+        Action   = "ec2:DescribeRouteTables"
+        Resource = "*"
+      },
+    ]
+  })
+}
+
 # ---------------------------------------------------------------- instances
 
 resource "aws_key_pair" "this" {
@@ -343,6 +501,8 @@ resource "aws_instance" "gateway" {
   vpc_security_group_ids = [aws_security_group.gateway.id]
   key_name               = local.key_name
   source_dest_check      = false # it forwards the other sites' traffic
+  # ha only: the route-switch role (null: none, as before ha existed).
+  iam_instance_profile = one(aws_iam_instance_profile.gateway[*].name)
   # No associate_public_ip_address: the subnets never map public IPs, the
   # gateway's address is the Elastic IP below, and setting it to false makes
   # the provider replace the gateway on every plan once the EIP is attached
@@ -385,6 +545,58 @@ resource "aws_eip" "gateway" {
 resource "aws_eip_association" "gateway" {
   allocation_id = aws_eip.gateway.allocation_id
   instance_id   = aws_instance.gateway.id
+
+  depends_on = [aws_internet_gateway.this, aws_route.public_default]
+}
+
+# ha: gateway b, in the second availability zone; everything else as gateway a.
+resource "aws_instance" "gateway_b" {
+  count = var.ha ? 1 : 0
+
+  ami                    = local.ami
+  instance_type          = var.instance_type
+  subnet_id              = aws_subnet.public_b[0].id
+  vpc_security_group_ids = [aws_security_group.gateway.id]
+  key_name               = local.key_name
+  source_dest_check      = false
+  iam_instance_profile   = aws_iam_instance_profile.gateway[0].name
+
+  user_data                   = local.gateway_user_data
+  user_data_replace_on_change = false
+
+  root_block_device {
+    volume_size           = 8
+    volume_type           = "gp3"
+    encrypted             = true
+    delete_on_termination = true
+  }
+
+  metadata_options {
+    http_endpoint = "enabled"
+    http_tokens   = "required"
+  }
+
+  tags        = merge(local.tags, { Name = "${local.prefix}-gateway-b" })
+  volume_tags = merge(local.tags, { Name = "${local.prefix}-gateway-b" })
+
+  lifecycle {
+    ignore_changes = [ami]
+  }
+}
+
+resource "aws_eip" "gateway_b" {
+  count = var.ha ? 1 : 0
+
+  domain = "vpc"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-gateway-b" })
+}
+
+resource "aws_eip_association" "gateway_b" {
+  count = var.ha ? 1 : 0
+
+  allocation_id = aws_eip.gateway_b[0].allocation_id
+  instance_id   = aws_instance.gateway_b[0].id
 
   depends_on = [aws_internet_gateway.this, aws_route.public_default]
 }

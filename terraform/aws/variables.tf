@@ -50,8 +50,20 @@ variable "peer_gateway_ips" {
   }
 }
 
+variable "peer_gateway_b_ips" {
+  description = "For every OTHER region, the Elastic IP of its second gateway (b) as a list: [] without ha, one address with ha. Also allowed to the WireGuard port."
+  type        = list(list(string))
+  default     = []
+
+  validation {
+    # Unknown during the first plan (the other regions' EIPs): checked once known.
+    condition     = alltrue([for ip in flatten(var.peer_gateway_b_ips) : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}$", ip)) && can(cidrhost("${ip}/32", 0))])
+    error_message = "peer_gateway_b_ips must hold lists of IPv4 addresses (no prefix length)."
+  }
+}
+
 variable "name" {
-  description = "Prefix of the Name tags, of the imported key pair (<name>-<region>) and of the peer name (<name>-<region>)."
+  description = "Prefix of the Name tags, of the imported key pair (<name>-<region>), of the IAM role and instance profile with ha (<name>-<region>-gateway) and of the peer name (<name>-<region>; with ha <name>-<region>-a and -b)."
   type        = string
   default     = "wgmesh"
 
@@ -101,9 +113,25 @@ variable "vpc_cidrs" {
 }
 
 variable "availability_zones" {
-  description = "Optional region => availability zone overrides. Otherwise the first available zone (by name) that offers instance_type, or the first available zone."
-  type        = map(string)
-  default     = {}
+  description = "Optional region => availability zone, or list of zones (the first for gateway a, the private subnet and the test instance; with ha, the second for gateway b). Otherwise the first available zones (by name) that offer instance_type, or the first available zones."
+  # A zone or a list of zones per region: `any`, checked below (map(string) before ha; a
+  # string still means one zone).
+  type    = any
+  default = {}
+
+  validation {
+    # (No short-circuit in Terraform: flatten([z]) reads a zone and a list alike.)
+    condition = can(keys(var.availability_zones)) && try(alltrue([for r, z in var.availability_zones :
+      alltrue([for x in flatten([z]) : can(regex("^[a-z0-9-]*$", x))])
+    ]), false)
+    error_message = "availability_zones must map a region to an availability zone or a list of zones, e.g. { \"cn-north-1\" = [\"cn-north-1a\", \"cn-north-1b\"] }."
+  }
+}
+
+variable "ha" {
+  description = "Gateway high availability: a second gateway (b) per region in a second availability zone, with its own Elastic IP, and an instance role on both gateways allowed only to switch the private route table's routes to the other sites (the wgmesh failover agent does it). false: exactly the single-gateway stack."
+  type        = bool
+  default     = false
 }
 
 variable "operator_cidr" {
