@@ -25,10 +25,9 @@ from importlib import resources
 from typing import Any
 
 from wgmesh.errors import BadInput
-from wgmesh.inventory import route_table_to_dict
+from wgmesh.inventory import AGENT_PORT, route_table_to_dict
 from wgmesh.model import AgentState, Inventory, IPNetwork, Peer
 
-AGENT_PORT = 51821  # UDP, inside the tunnel only (tunnel address to tunnel address)
 INTERVAL = 0.25  # seconds between an agent's messages
 DEAD = 1.5  # seconds without hearing a gateway (directly or from a witness) before it counts as lost
 UNIT = "wgmesh-agent.service"

@@ -29,6 +29,8 @@ from wgmesh.model import (
     Source,
 )
 
+AGENT_PORT = 51871  # the failover agent's UDP port (wgmesh/ha.py), inside the tunnel
+
 # Kept as names: tests, bench and older code say invmod.TERRAFORM / invmod.MANUAL.
 TERRAFORM = Source.TERRAFORM
 MANUAL = Source.MANUAL
@@ -371,6 +373,11 @@ def _check_sites(inv: Inventory) -> dict[str, list[Peer]]:
             raise BadInput(f"peers.{gws[0].name}.site", site, "a peer has this name: name the site differently")
         if len(gws) == 2:
             _check_pair(site, gws[0], gws[1])
+    if any(len(g) == 2 for g in sites.values()):
+        for p in inv.peers:
+            if p.listen_port == AGENT_PORT:
+                raise BadInput(f"peers.{p.name}.listen_port", p.listen_port,
+                               "is the port of the failover agent of HA sites: choose another")
     return sites
 
 

@@ -232,3 +232,22 @@ def test_a_mesh_without_ha_sites_any_more_loses_its_agents(ws, tmp_path):
     res = push(ws, Reporter(), connect=p.connector())
     assert res.ok and all(not h.agent_running and h.agent_sha is None for h in p.hosts.values())
     assert "agent removed" in res.results["s1"].detail
+
+
+def test_the_agent_rewrites_a_config_file_exactly_as_wgmesh_renders_the_new_choice(ws, tmp_path):
+    """After a switch the agents make every host's file say where the site is: byte-identical to
+    what wgmesh renders for that choice, so a reboot starts right and verify sees no drift."""
+    from wgmesh.agent.agent import parse_config, rewrite_conf
+
+    inv, keys = store.load(ws), Keystore(ws.keys_dir).load()
+    pubs = store.public_keys(keys, inv)
+    before, after = render(inv, keys, {"s2": "s2a"}), render(inv, keys, {"s2": "s2b"})
+    for host in ("s1", "s2a"):
+        path = tmp_path / f"{host}.conf"
+        path.write_text(before[host])
+        cfg = parse_config(ha.agent_config(inv, pubs, inv.peer(host)))
+        changed = rewrite_conf(cfg, {"s2": "s2b"}, str(path))
+        assert path.read_text() == after[host]
+        assert changed == (before[host] != after[host])
+        assert (path.stat().st_mode & 0o777) == (0o600 if changed else path.stat().st_mode & 0o777)
+        assert not rewrite_conf(cfg, {"s2": "s2b"}, str(path))  # nothing more to do

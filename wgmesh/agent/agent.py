@@ -339,7 +339,70 @@ def move_prefixes(cfg: Config, site: str, owner: str, running: dict[str, set[str
         else:
             running[key] = want | keep
             done.append(f"{site} → {owner}" if g == owner else f"{site} off {g}")
+            if g == owner:  # WireGuard took them from whichever peer had them
+                for k, have_k in running.items():
+                    if k != key:
+                        running[k] = have_k - set(s.prefixes)
     return done
+
+
+def conf_path(cfg: Config) -> str:
+    return f"/etc/wireguard/{cfg.interface}.conf"
+
+
+def allowed_line(cfg: Config, gateway: str, owner: bool) -> str:
+    """The AllowedIPs line wgmesh renders for an HA gateway (render.py: the tunnel address,
+    then the site's subnets in the inventory's order, for the active one only)."""
+    addr = cfg.agents[gateway]
+    nets = [f"{addr}/{128 if ':' in addr else 32}"]
+    site = cfg.site_of(gateway)
+    if owner and site is not None:
+        nets += list(cfg.sites[site].prefixes)
+    return "AllowedIPs = " + ", ".join(nets)
+
+
+def rewrite_conf(cfg: Config, owners: dict[str, str], path: str | None = None) -> bool:
+    """Make the config file say what the interface runs: the AllowedIPs lines of the other sites'
+    gateways follow `owners` (site → active gateway), so a restart (a reboot) starts with the
+    sites where they are, and the file stays byte-identical to what wgmesh renders for the same
+    choice. Under the host's wgmesh lock (a push may be writing the file): skipped when busy.
+    Returns True if the file changed."""
+    path = path or conf_path(cfg)
+    if not os.path.exists(path):
+        return False
+    with open(os.path.join(os.path.dirname(path), ".wgmesh.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a push is writing it: the next sync (1 s) tries again
+        with open(path) as f:
+            text = f.read()
+        new = _follow(cfg, owners, text)
+        if new == text:
+            return False
+        tmp = f"{path}.agent.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+        os.replace(tmp, path)
+    return True
+
+
+def _follow(cfg: Config, owners: dict[str, str], text: str) -> str:
+    """The config text with the other sites' gateways' AllowedIPs lines following `owners`."""
+    by_key = {k: g for g, k in cfg.keys.items()}
+    lines = text.split("\n")
+    gateway = None
+    for i, line in enumerate(lines):
+        if line.startswith("PublicKey = "):
+            gateway = by_key.get(line.split("=", 1)[1].strip())
+        elif line.startswith("[Peer]"):
+            gateway = None
+        elif line.startswith("AllowedIPs = ") and gateway is not None:
+            site = cfg.site_of(gateway)
+            if site is not None and site != cfg.site and site in owners:
+                lines[i] = allowed_line(cfg, gateway, owners[site] == gateway)
+    return "\n".join(lines)
 
 
 def _mac(iface: str) -> bytes:
@@ -436,7 +499,8 @@ def _ec2() -> Any:
 
 
 def log(text: str) -> None:
-    line = time.strftime("%Y-%m-%dT%H:%M:%S") + f" {text}\n"
+    now = time.time()
+    line = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d} {text}\n"
     sys.stderr.write(line)
     sys.stderr.flush()
 
@@ -577,6 +641,11 @@ class Agent:
                 log(d)
             self.applied[site] = owner
         self.last_sync = now
+        try:
+            if rewrite_conf(self.cfg, dict(b.owners)):
+                log(f"{conf_path(self.cfg)}: AllowedIPs now follow {dict(sorted(b.owners.items()))}")
+        except OSError as exc:
+            log(f"cannot update {conf_path(self.cfg)}: {exc}")
 
     def write_state(self, now: float) -> None:
         b = self.brain
