@@ -10,6 +10,9 @@ Cases (see README "Benchmarks"):
   change      ping at 5/s between two private instances during addpeer + push, an endpoint
               change, and a restart-style change
   verify      wgmesh verify on N sites
+  failover    an HA lab (2 sites, two gateways each): ping at 5/s between the private instances
+              while the active gateway of site2 is killed (labctl fail), healed, and switched back
+              by hand (wgmesh failover); the longest gap, detection and switch times, packets lost
 
 Every command is run as a separate process; wall time is measured around it and peak RSS is
 taken from wait4() (the process and the children it waited for). Each case runs a warm-up,
@@ -438,6 +441,64 @@ def case_change(t: Table, lab: BenchLab) -> None:
         t.add("change", n, what, [ping.took], f"ping 5/s site1-vm→site2-vm: {ping.sent} sent, **{ping.lost} lost**")
 
 
+def _agent_log_times(lab: BenchLab, host: str, words: str) -> list[float]:
+    """Wall-clock times of the lines of a host's agent log that contain `words`."""
+    out = lab.host(host, "cat", "/run/wgmesh/agent.log", check=False).stdout
+    times = []
+    for line in out.splitlines():
+        stamp, _, text = line.partition(" ")
+        if words in text:
+            times.append(datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").timestamp())
+    return times
+
+
+def case_failover(t: Table, s: Settings) -> None:
+    """Kill the active gateway of site2 under a 5/s ping, heal it, switch back by hand: per run."""
+    lab = BenchLab(2, 0, s.work)
+    lab.name = "bnha"
+    gaps, detect, switch, lost_fail, lost_heal, lost_back, back = [], [], [], [], [], [], []
+    try:
+        r = lab.wg("up", "--json", *lab.up_vars(sites=2, servers=0, ha="true"))
+        assert json.loads(r.out)["ok"]
+        dst = lab.instance_address("site2a")
+        for _ in range(max(s.reps, 2)):
+            active = json.loads(lab.wg("status", "--json").out)["ha"]["site2"]["active"]
+            standby = next(g for g in ("site2a", "site2b") if g != active)
+            ping = Ping.start(lab, "site1-vm", dst)
+            try:
+                time.sleep(2)
+                killed = time.time()
+                lab.fail(active)
+                time.sleep(6)
+            finally:
+                sent, received, gap = ping.stop()
+            claims = [x for x in _agent_log_times(lab, standby, "→ active") if x > killed]
+            moves = [x for x in _agent_log_times(lab, "site1a", f"site2 → {standby}") if x > killed]
+            gaps.append(gap)
+            lost_fail.append(sent - received)
+            detect.append(claims[0] - killed)
+            switch.append(moves[0] - claims[0])
+            with Ping(lab, "site1-vm", dst, count=25, cover=False) as p:
+                lab.heal(active)
+                time.sleep(2)
+            lost_heal.append(p.lost)
+            with Ping(lab, "site1-vm", dst, count=25, cover=False) as p:
+                doc = json.loads(lab.wg("failover", "site2", "--json").out)
+            assert doc["ok"], doc
+            lost_back.append(p.lost)
+            back.append(doc["seconds"])
+    finally:
+        lab.destroy()
+    ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} ms"  # noqa: E731
+    t.add("failover", "2 sites", "active gateway killed: longest ping gap", gaps,
+          f"detection (kill → standby claims) {ms(detect)}, switch (claim → other site moved) {ms(switch)}; "
+          f"lost {sum(lost_fail)} of {len(gaps)} runs x ~40 sent; VyOS/Serf design: 12 s detect + 1 s switch")
+    t.add("failover", "2 sites", "healed gateway returns as standby", [0.0] * len(lost_heal),
+          f"ping 5/s: **{sum(lost_heal)} lost** in {len(lost_heal)} heals")
+    t.add("failover", "2 sites", "wgmesh failover (planned, until every host follows)", back,
+          f"ping 5/s: **{sum(lost_back)} lost** in {len(back)} switches")
+
+
 def _set_mtu(lab: BenchLab, mtu: int) -> None:
     p = lab.root / "inventories" / f"{lab.name}.json"
     doc = json.loads(p.read_text())
@@ -465,7 +526,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wg-meshconf", required=True)
     ap.add_argument("--smoke", action="store_true", help="smallest sizes, once each")
-    ap.add_argument("--cases", default="genconfig,inventory,push,verify,change")
+    ap.add_argument("--cases", default="genconfig,inventory,push,verify,change,failover")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--work", default=str(HERE / "work"))
@@ -489,6 +550,8 @@ def main() -> int:
             case_inventory(t, 10 if a.smoke else 1000, 3 if a.smoke else 100, s)
         if cases & {"push", "verify", "change"}:
             case_push_verify(t, [10] if a.smoke else [10, 30], s, 10 if "change" in cases else None)
+        if "failover" in cases:
+            case_failover(t, s)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mode = "smoke run (smallest sizes, one run each)" if a.smoke else f"full run ({reps} runs after a warm-up)"

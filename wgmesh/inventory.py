@@ -233,12 +233,18 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
 
 def known_part(planned: dict[str, Any]) -> dict[str, Any]:
     """The planned `peers` output, with what Terraform cannot know before apply left out (a
-    plan shows unknown values as missing): instances whose address is not known yet."""
+    plan shows unknown values as missing): instances whose address is not known yet, and an AWS
+    route table's ids (placeholders of the right form stand in for them)."""
     out: dict[str, Any] = {}
     for name, d in planned.items():
         if isinstance(d, dict):
             known = [i for i in d.get("instances") or [] if isinstance(i, dict) and i.get("address")]
             out[name] = {**d, "instances": known}
+            rt = d.get("route_table")
+            if isinstance(rt, dict) and rt.get("kind") == "aws":
+                ids = [i for i in rt.get("route_table_ids") or [] if i] or ["rtb-0"]
+                out[name]["route_table"] = {**rt, "route_table_ids": ids,
+                                            "network_interface_id": rt.get("network_interface_id") or "eni-0"}
         else:
             out[name] = d
     return out

@@ -251,3 +251,46 @@ def test_the_agent_rewrites_a_config_file_exactly_as_wgmesh_renders_the_new_choi
         assert changed == (before[host] != after[host])
         assert (path.stat().st_mode & 0o777) == (0o600 if changed else path.stat().st_mode & 0o777)
         assert not rewrite_conf(cfg, {"s2": "s2b"}, str(path))  # nothing more to do
+
+
+def test_delpeer_of_an_ha_gateway_is_refused_before_any_host(ws):
+    from wgmesh.commands.delpeer import delpeer
+
+    p = pool()
+    with pytest.raises(BadInput) as e:
+        delpeer(ws, "s2b", Reporter(), connect=p.connector())
+    assert "s2b" in e.value.message and "HA site 's2'" in e.value.message
+    assert not any(h.ran for h in p.hosts.values()) and "s2b" in store.load(ws).names
+
+
+@pytest.mark.parametrize(("value", "words"), [("maybe", "ha is true or false")])
+def test_ha_var_must_be_a_boolean(value, words):
+    from wgmesh import stacks
+
+    with pytest.raises(BadInput) as e:
+        stacks.check_vars(stacks.load_stack(default_stacks_dir(), "lab"), {"ha": value})
+    assert words in e.value.message and f"ha={value}" in e.value.message
+
+
+def test_a_stack_without_ha_cannot_give_two_gateways(tmp_path):
+    from wgmesh import stacks
+
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "main.tf").write_text('variable "sites" {}\noutput "peers" { value = {} }\n')
+    with pytest.raises(BadInput) as e:
+        stacks.check_vars(stacks.load_stack(tmp_path, "single"), {"ha": "true"})
+    assert "cannot provide two gateways" in e.value.message and "ha=true" in e.value.message
+
+
+def test_a_plan_of_an_aws_ha_site_is_checked_before_its_ids_are_known():
+    """Before apply, Terraform shows the route table's and the interface's ids as unknown: the
+    plan check stands placeholders of the right form in for them (and checks the rest)."""
+    rt = {"kind": "aws", "region": "eu-west-1", "route_table_ids": [None], "network_interface_id": None}
+    o = {
+        "x-a": gateway(2, "10.2.0.2", subnets=["10.2.0.0/16"], site="x", route_table=rt),
+        "x-b": gateway(3, "10.2.1.2", subnets=["10.2.0.0/16"], site="x", route_table=rt),
+    }
+    peers = invmod.peers_from_outputs(invmod.known_part(o))
+    assert [p.route_table.route_table_ids for p in peers] == [("rtb-0",), ("rtb-0",)]
+    with pytest.raises(BadInput, match="route_table_ids"):
+        invmod.peers_from_outputs(o)

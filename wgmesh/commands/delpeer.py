@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wgmesh import ha, store
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
-from wgmesh import store
 from wgmesh.commands.destroy import stop_hosts
 from wgmesh.commands.push import PushResult, push_configs
-from wgmesh.errors import ExitStatus
+from wgmesh.errors import BadInput, ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL
 from wgmesh.model import HostResult
 from wgmesh.progress import Reporter
@@ -41,6 +41,11 @@ def delpeer(
 ) -> DelResult:
     inv = store.load(ws)
     removed = invmod.require_peer(inv, name)
+    if (site := ha.site_of(inv, name)) is not None:
+        raise BadInput(
+            "NAME", name, f"is one of the two gateways of HA site {site.name!r}: the site would be left without "
+            "its route table", hint="a site's gateways come and go with its stack (e.g. up --var ha=false)",
+        )
     remaining = invmod.remove_peer(inv, name)
     with connect(ws, inv, 0.0) as pool:
         stop = None
