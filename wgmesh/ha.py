@@ -82,10 +82,16 @@ def allowed_ips(inv: Inventory, peer: Peer, viewer: str, active: Active | None =
     site = sites(inv).get(peer.site)
     if site is None:
         return peer.allowed_ips
+    bare = peer.allowed_ips[:tunnel_count(peer)]
     if viewer in site.names():
-        return peer.allowed_ips[:1]
+        return bare
     chosen = (active or {}).get(site.name) or site.gateways[0].name
-    return peer.allowed_ips if chosen == peer.name else peer.allowed_ips[:1]
+    return peer.allowed_ips if chosen == peer.name else bare
+
+
+def tunnel_count(peer: Peer) -> int:
+    """How many of the peer's AllowedIPs are its own tunnel addresses (the rest: its subnets)."""
+    return len(peer.allowed_ips) - len(peer.subnets)
 
 
 def has_ha(inv: Inventory) -> bool:
@@ -111,6 +117,8 @@ def agent_config(inv: Inventory, public_keys: Mapping[str, str], peer: Peer) -> 
         "dead": DEAD,
         "agents": {p.name: str(p.address) for p in inv.peers if p.ssh is not None},
         "keys": {n: public_keys[n] for n in sorted(gateways) if n in public_keys},
+        "tunnels": {g.name: [str(n) for n in g.allowed_ips[:tunnel_count(g)]] for g in
+                    sorted((g for s in all_sites.values() for g in s.gateways), key=lambda p: p.name)},
         "sites": {
             s.name: {"gateways": list(s.names()), "prefixes": [str(n) for n in s.subnets]}
             for s in all_sites.values()

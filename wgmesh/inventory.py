@@ -416,7 +416,7 @@ def _check_overlaps(inv: Inventory) -> None:
     seconds = {gws[1].name for gws in _check_sites(inv).values() if len(gws) == 2}
     owners = [
         (net, p.name) for p in inv.peers
-        for net in (p.allowed_ips[:1] if p.name in seconds else p.allowed_ips)
+        for net in (p.allowed_ips[:len(p.allowed_ips) - len(p.subnets)] if p.name in seconds else p.allowed_ips)
     ]
     for version in (4, 6):
         nets = sorted(

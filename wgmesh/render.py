@@ -99,7 +99,7 @@ class Renderer:
             self.partner[a], self.partner[b] = b, a
             for i in (a, b):
                 p = inv.peers[i]
-                block = peer_block(p, keys.public(p.name), p.allowed_ips[:1])
+                block = peer_block(p, keys.public(p.name), p.allowed_ips[:ha.tunnel_count(p)])
                 self.bare[i] = "".join(line + "\n" for line in block[4:])
 
     def _joined(self, keepalive: str) -> tuple[str, list[int]]:

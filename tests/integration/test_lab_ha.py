@@ -131,6 +131,23 @@ def test_split_brain_exactly_one_stays_active_and_traffic_flows(lab):
     _verify_ok(lab)
 
 
+def test_rotating_a_gateways_keys_updates_every_agent_in_place(lab):
+    """A new key of site2b changes every agent's config: each re-executes itself in place (same
+    pid, same role), and the traffic does not notice."""
+    pids = {h: lab.host(h, "cat", "/run/wgmesh/agent.pid").stdout.strip() for h in ("site1a", "site2a", "site2b")}
+    with Ping(lab, "site1-vm", _dst(lab), count=30) as ping:
+        doc = lab.json("rotate-keys", "site2b")
+    FIGURES["rotate-keys of the standby: lost / sent"] = f"{ping.lost} / {ping.sent}"
+    assert ping.lost == 0, (ping.sent, ping.lost)
+    details = {n: h["detail"] for n, h in doc["push"]["hosts"].items()}
+    assert all("agent updated" in d for d in details.values()), details
+    for h, pid in pids.items():
+        assert lab.host(h, "cat", "/run/wgmesh/agent.pid").stdout.strip() == pid, h
+    ha = _ha(lab)["site2"]
+    assert (ha["active"], ha["standby"], ha["problems"]) == ("site2a", "site2b", []), ha
+    _verify_ok(lab)
+
+
 def test_failover_of_no_ha_site_is_refused_and_changes_nothing(lab):
     for site, words in (("site9", "no such site"), ("site2b", "is a gateway of site 'site2'")):
         r = lab.wgmesh("failover", site, check_rc=2)

@@ -83,7 +83,8 @@ class Config:
     port: int
     interval: float
     dead: float
-    agents: dict[str, str]  # name → tunnel address
+    agents: dict[str, str]  # name → tunnel address (the one the agents talk on)
+    tunnels: dict[str, tuple[str, ...]]  # HA gateway → its tunnel prefixes, as its AllowedIPs start
     keys: dict[str, str]  # name → WireGuard public key (the gateways of HA sites)
     sites: dict[str, Site]
     site: str | None  # the HA site this host is a gateway of
@@ -100,6 +101,13 @@ class Config:
             return None
         return next(g for g in self.sites[self.site].gateways if g != self.name)
 
+    def tunnel(self, gateway: str) -> tuple[str, ...]:
+        """Its tunnel prefixes (what its AllowedIPs start with in every other peer's file)."""
+        if gateway in self.tunnels:
+            return self.tunnels[gateway]
+        addr = self.agents[gateway]
+        return (f"{addr}/{128 if ':' in addr else 32}",)
+
     def site_of(self, gateway: str) -> str | None:
         for s in self.sites.values():
             if gateway in s.gateways:
@@ -114,6 +122,7 @@ def parse_config(d: dict[str, Any]) -> Config:
     return Config(
         name=d["name"], interface=d["interface"], port=int(d["port"]), interval=float(d["interval"]),
         dead=float(d["dead"]), agents=dict(d["agents"]), keys=dict(d["keys"]), sites=sites,
+        tunnels={g: tuple(t) for g, t in (d.get("tunnels") or {}).items()},
         site=d.get("site"), route_table=d.get("route_table"), destinations=tuple(d.get("destinations", ())),
     )
 
@@ -327,7 +336,7 @@ def move_prefixes(cfg: Config, site: str, owner: str, running: dict[str, set[str
         key = cfg.keys.get(g)
         if key is None or key not in running:
             continue  # not (yet) a peer of this interface: never create one
-        tunnel = {f"{cfg.agents[g]}/{32 if ':' not in cfg.agents[g] else 128}"}
+        tunnel = set(cfg.tunnel(g))
         want = tunnel | (set(s.prefixes) if g == owner else set())
         have = running[key]
         keep = {p for p in have if p not in s.prefixes and p not in tunnel}  # anything else it runs
@@ -353,8 +362,7 @@ def conf_path(cfg: Config) -> str:
 def allowed_line(cfg: Config, gateway: str, owner: bool) -> str:
     """The AllowedIPs line wgmesh renders for an HA gateway (render.py: the tunnel address,
     then the site's subnets in the inventory's order, for the active one only)."""
-    addr = cfg.agents[gateway]
-    nets = [f"{addr}/{128 if ':' in addr else 32}"]
+    nets = list(cfg.tunnel(gateway))
     site = cfg.site_of(gateway)
     if owner and site is not None:
         nets += list(cfg.sites[site].prefixes)
