@@ -52,7 +52,7 @@ def to_dot(inv: Inventory, links: list[statmod.Link], unreachable: Set[str] = fr
     for p in inv.peers:
         where = "/".join(x for x in (p.cloud, p.region) if x) or "-"
         subnets = [str(s) for s in p.subnets] or ["(no subnets)"]
-        label = _label(p.name, f"{p.address}  {where}", *subnets)
+        label = _label(p.name, f"{'  '.join(map(str, p.tunnel_addresses))}  {where}", *subnets)
         color = ', color="#d62728", fillcolor="#fdecec"' if p.name in unreachable else ""
         lines.append(f"  {_q(p.name)} [label={label}{color}];")
     names = inv.names

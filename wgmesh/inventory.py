@@ -5,6 +5,7 @@ allocation, changes, and the mesh-wide checks. Pure: `store` reads and writes th
 from __future__ import annotations
 
 import bisect
+import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable
@@ -53,6 +54,7 @@ def mesh_to_dict(m: MeshSettings) -> dict[str, Any]:
         "listen_port": m.listen_port,
         "mtu": m.mtu,
         "pool": str(m.pool),
+        **({"pool6": str(m.pool6)} if m.pool6 is not None else {}),  # only when set: files stay as they were
         "preshared_keys": m.psk,
     }
 
@@ -64,12 +66,53 @@ def mesh_from_dict(d: dict[str, Any]) -> MeshSettings:
     psk = d.get("preshared_keys", True)
     if not isinstance(psk, bool):
         raise BadInput("mesh.preshared_keys", psk, "true or false")
+    pool6 = d.get("pool6")
     return MeshSettings(
         pool=v.network("mesh.pool", d.get("pool", DEFAULT_POOL)),
+        pool6=None if pool6 is None else pool6_network("mesh.pool6", pool6),
         interface=v.interface_name("mesh.interface", d.get("interface", DEFAULT_INTERFACE)),
         mtu=mtu,
         listen_port=v.port("mesh.listen_port", d.get("listen_port", DEFAULT_PORT)),
         psk=psk,
+    )
+
+
+def pool6_network(field: str, value: object) -> IPNetwork:
+    """An IPv6 pool: an IPv6 network of at least 4 addresses."""
+    net = v.network(field, value)
+    if net.version != 6:
+        raise BadInput(field, value, "the second pool of a mesh is IPv6 (e.g. fd00:1234:5678::/64)")
+    return net
+
+
+def ula_pool(name: str) -> IPNetwork:
+    """The IPv6 pool an inventory gets when none is given: a unique local /64 (RFC 4193) whose
+    40-bit global ID comes from a stable hash of the inventory's name."""
+    gid = hashlib.sha256(f"wgmesh:{name}".encode()).digest()[:5]
+    return ipaddress.ip_network((b"\xfd" + gid + b"\x00\x00" + bytes(8), 64))
+
+
+def dual_stack(inv: Inventory, pool6: IPNetwork | None = None) -> Inventory:
+    """An IPv4 mesh becomes dual stack when an IPv6 pool is given or a peer has an IPv6 subnet
+    (else those subnets would get routes but no IPv6 source could use them): the pool (given, or
+    ula_pool), and an IPv6 tunnel address for every peer that has none. Unchanged otherwise."""
+    mesh = inv.mesh
+    if mesh.pool.version == 6:
+        return inv
+    if pool6 is not None and mesh.pool6 is not None and pool6 != mesh.pool6 and any(p.address6 for p in inv.peers):
+        raise BadInput("--pool6", str(pool6), f"the inventory's peers already have addresses in {mesh.pool6}",
+                       hint="a pool is chosen when it is first needed")
+    wanted = pool6 or mesh.pool6 or (ula_pool(inv.name) if any(s.version == 6 for p in inv.peers for s in p.subnets)
+                                      else None)
+    if wanted is None:
+        return inv
+    need = [p for p in inv.peers if p.address6 is None]
+    fresh = iter(allocate(wanted, {p.address6 for p in inv.peers if p.address6 is not None}, len(need),
+                          field="mesh.pool6"))
+    addr6 = {p.name: next(fresh) for p in need}
+    return replace(
+        inv, mesh=replace(mesh, pool6=wanted),
+        peers=tuple(replace(p, address6=addr6[p.name]) if p.name in addr6 else p for p in inv.peers),
     )
 
 
@@ -81,6 +124,8 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
         "listen_port": p.listen_port,
         "subnets": [str(s) for s in p.subnets],
         "private_address": str(p.private_address) if p.private_address else None,
+        **({"address6": str(p.address6)} if p.address6 else {}),
+        **({"private_address6": str(p.private_address6)} if p.private_address6 else {}),
         "keepalive": p.keepalive,
         "egress_interface": p.egress_interface,
         "ssh": None
@@ -99,6 +144,7 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
                 "ssh_user": i.ssh_user,
                 "ssh_port": i.ssh_port,
                 "ssh_host_keys": list(i.host_keys),
+                **({"address6": str(i.address6)} if i.address6 else {}),
             }
             for i in p.instances
         ],
@@ -201,7 +247,7 @@ def peers_from_outputs(outputs: Any) -> list[Peer]:
         if not isinstance(d, dict):
             v.name(f, name)
             raise BadInput(f, d, "must be an object")
-        opts = replace(peers.document_options(d, nested_ssh=False), address=None)
+        opts = replace(peers.document_options(d, nested_ssh=False), address=None, address6=None)
         result.append(peers.parse_peer(name, opts, peers.doc_label(f), Source.TERRAFORM, name_field=f))
     return result
 
@@ -225,8 +271,8 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
     merged = list(kept)
     for p in tf_peers:
         addr = old[p.name].address if p.name in old else next(new_addrs)
-        merged.append(replace(p, address=addr))
-    out = replace(inv, peers=tuple(sorted(merged, key=lambda p: p.name)))
+        merged.append(replace(p, address=addr, address6=old[p.name].address6 if p.name in old else None))
+    out = dual_stack(replace(inv, peers=tuple(sorted(merged, key=lambda p: p.name))))
     check(out)
     return out
 
@@ -257,7 +303,7 @@ def forget_terraform(inv: Inventory) -> Inventory:
 # --------------------------------------------------------------------------- allocation
 
 
-def allocate(pool: IPNetwork, used: set[IPAddress], count: int) -> list[IPAddress]:
+def allocate(pool: IPNetwork, used: set[IPAddress], count: int, field: str = "mesh.pool") -> list[IPAddress]:
     """The `count` lowest free host addresses of `pool`, in order."""
     if count <= 0:
         return []
@@ -269,10 +315,10 @@ def allocate(pool: IPNetwork, used: set[IPAddress], count: int) -> list[IPAddres
                 return out
     capacity = pool.num_addresses - 2 if pool.prefixlen < pool.max_prefixlen - 1 else pool.num_addresses
     raise BadInput(
-        "mesh.pool",
+        field,
         str(pool),
         f"too small: {len(used) + count} peers need addresses, the pool holds {capacity}",
-        hint="choose a larger pool with --pool",
+        hint=f"choose a larger pool with --{field.removeprefix('mesh.')}",
     )
 
 
@@ -299,13 +345,13 @@ def add_peer(inv: Inventory, peer: Peer) -> Inventory:
     """Add a peer made by `peers.parse_peer`; allocate its address unless one was given."""
     if peer.address == peers.UNALLOCATED:
         peer = replace(peer, address=allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0])
-    out = replace(inv, peers=tuple(sorted((*inv.peers, peer), key=lambda p: p.name)))
+    out = dual_stack(replace(inv, peers=tuple(sorted((*inv.peers, peer), key=lambda p: p.name))))
     check(out)
     return out
 
 
 def update_peer(inv: Inventory, peer: Peer) -> Inventory:
-    out = replace(inv, peers=tuple(peer if p.name == peer.name else p for p in inv.peers))
+    out = dual_stack(replace(inv, peers=tuple(peer if p.name == peer.name else p for p in inv.peers)))
     check(out)
     return out
 
@@ -327,11 +373,18 @@ def _ip_or_none(text: str | None) -> IPAddress | None:
         return None  # a DNS name: cannot be checked here
 
 
-def _check_peer(p: Peer, pool: IPNetwork) -> None:
-    """One peer's own rules: its address is a host of the pool, its subnets are no default
-    route and stay out of the pool, its instances sit in its subnets."""
+def _check_peer(p: Peer, pool: IPNetwork, pool6: IPNetwork | None = None) -> None:
+    """One peer's own rules: its addresses are hosts of the pools, its subnets are no default
+    route and stay out of the pools, its instances sit in its subnets."""
     if p.address not in pool:
         raise BadInput(f"peers.{p.name}.address", str(p.address), f"outside the mesh pool {pool}")
+    if p.address6 is not None and (pool6 is None or p.address6 not in pool6):
+        raise BadInput(f"peers.{p.name}.address6", str(p.address6), f"outside the mesh's IPv6 pool {pool6 or '(none)'}")
+    if pool6 is not None and p.address6 is None:
+        raise BadInput(f"peers.{p.name}.address6", None, f"a dual-stack mesh gives every peer an address of {pool6}")
+    for s in p.subnets:
+        if pool6 is not None and s.version == 6 and s.overlaps(pool6):
+            raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh's IPv6 pool {pool6}")
     if p.address in (pool.network_address, pool.broadcast_address) and pool.prefixlen < pool.max_prefixlen - 1:
         raise BadInput(f"peers.{p.name}.address", str(p.address), f"is not a host address of {pool}")
     for s in p.subnets:
@@ -340,11 +393,11 @@ def _check_peer(p: Peer, pool: IPNetwork) -> None:
         if s.version == pool.version and s.overlaps(pool):
             raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh pool {pool}")
     for inst in p.instances:
-        if not any(inst.address in s for s in p.subnets):
-            raise BadInput(
-                f"peers.{p.name}.instances.{inst.name}.address", str(inst.address),
-                "is not inside any subnet of the peer",
-            )
+        for what, addr in (("address", inst.address), ("address6", inst.address6)):
+            if addr is not None and not any(addr in s for s in p.subnets):
+                raise BadInput(
+                    f"peers.{p.name}.instances.{inst.name}.{what}", str(addr), "is not inside any subnet of the peer",
+                )
 
 
 def _check_unique(inv: Inventory) -> None:
@@ -356,9 +409,12 @@ def _check_unique(inv: Inventory) -> None:
         if key in seen_names:
             raise BadInput(f"peers.{p.name}", p.name, f"a peer named {seen_names[key]!r} already exists")
         seen_names[key] = p.name
-        if p.address in seen_addr:
-            raise BadInput(f"peers.{p.name}.address", str(p.address), f"already used by peer {seen_addr[p.address]!r}")
-        seen_addr[p.address] = p.name
+        for what, addr in (("address", p.address), ("address6", p.address6)):
+            if addr is None:
+                continue
+            if addr in seen_addr:
+                raise BadInput(f"peers.{p.name}.{what}", str(addr), f"already used by peer {seen_addr[addr]!r}")
+            seen_addr[addr] = p.name
 
 
 def _check_sites(inv: Inventory) -> dict[str, list[Peer]]:
@@ -461,7 +517,9 @@ def _check_management_paths(inv: Inventory) -> None:
 def check(inv: Inventory) -> None:
     """Mesh-wide rules. Raises BadInput naming the peer, the field and the value."""
     _check_unique(inv)
+    if inv.mesh.pool6 is not None and inv.mesh.pool.version == 6:
+        raise BadInput("mesh.pool6", str(inv.mesh.pool6), "an IPv6 mesh has one pool: mesh.pool")
     for p in inv.peers:
-        _check_peer(p, inv.mesh.pool)
+        _check_peer(p, inv.mesh.pool, inv.mesh.pool6)
     _check_overlaps(inv)
     _check_management_paths(inv)

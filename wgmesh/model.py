@@ -64,6 +64,7 @@ class Instance:
     ssh_user: str = "root"
     ssh_port: int = 22
     host_keys: tuple[str, ...] = ()
+    address6: IPAddress | None = None  # its IPv6 address (dual-stack sites), probed by verify too
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Peer:
     source: Source = Source.MANUAL
     instances: tuple[Instance, ...] = ()
     mtu: int | None = None  # this peer's wg0 MTU; None: the mesh's (e.g. 1380 behind PPPoE)
+    address6: IPAddress | None = None  # second tunnel address, from the mesh's IPv6 pool (dual stack)
+    private_address6: IPAddress | None = None  # an IPv6 address of the gateway inside its subnets
     site: str = ""  # the HA site this peer is one of the two gateways of ("": none)
     route_table: RouteTable | None = None  # an HA gateway's: how it takes its site's traffic
 
@@ -109,17 +112,23 @@ class Peer:
         host = f"[{self.endpoint_host}]" if ":" in self.endpoint_host else self.endpoint_host
         return f"{host}:{self.endpoint_port or self.listen_port}"
 
+    @property
+    def tunnel_addresses(self) -> tuple[IPAddress, ...]:
+        """Its tunnel addresses: one per family of the mesh's pools."""
+        return (self.address,) if self.address6 is None else (self.address, self.address6)
+
     @functools.cached_property
     def allowed_ips(self) -> tuple[IPNetwork, ...]:
-        """What every other peer routes to this one: its tunnel /32 (/128) plus its subnets."""
+        """What every other peer routes to this one: its tunnel /32 (and /128) plus its subnets."""
         from ipaddress import ip_network
 
-        return (ip_network(self.address), *self.subnets)
+        return (*(ip_network(a) for a in self.tunnel_addresses), *self.subnets)
 
 
 @dataclass(frozen=True)
 class MeshSettings:
     pool: IPNetwork
+    pool6: IPNetwork | None = None  # an IPv4 mesh's IPv6 pool (dual stack): every peer gets an address of each
     interface: str = DEFAULT_INTERFACE
     mtu: int = DEFAULT_MTU
     listen_port: int = DEFAULT_PORT

@@ -29,6 +29,7 @@ class PeerOptions:
 
     endpoint: object = None  # HOST[:PORT], [V6]:PORT
     address: object = None  # tunnel address (a host /32 or /128 is accepted)
+    address6: object = None  # the IPv6 tunnel address of a dual-stack mesh
     subnets: Iterable[object] | None = None
     listen_port: object = None
     keepalive: object = None
@@ -40,6 +41,7 @@ class PeerOptions:
     host_keys: Iterable[object] | None = None
     egress_interface: object = None
     private_address: object = None  # "" clears it
+    private_address6: object = None  # "" clears it
     region: object = None
     cloud: object = None
     instances: Iterable[object] | None = None
@@ -58,6 +60,7 @@ CLI_LABELS = {
     "endpoint": "--endpoint", "address": "--address", "subnets": "--allowedips", "listen_port": "--listen-port",
     "keepalive": "--keepalive", "ssh_target": "--ssh", "ssh_key": "--ssh-key", "host_keys": "--host-key",
     "egress_interface": "--egress-interface", "private_address": "--private-address", "mtu": "--mtu",
+    "address6": "--address6", "private_address6": "--private-address6",
 }
 
 # How the documents (inventory file, Terraform outputs) name each field, under peers.NAME.
@@ -90,6 +93,7 @@ def _instance(field: str, d: object) -> Instance:
         ssh_user=v.ssh_user(f"{field}.ssh_user", d.get("ssh_user", "root")),
         ssh_port=v.port(f"{field}.ssh_port", d.get("ssh_port", 22)),
         host_keys=tuple(v.host_key(f"{field}.ssh_host_keys", k) for k in d.get("ssh_host_keys") or ()),
+        address6=_family(f"{field}.address6", d["address6"], 6) if d.get("address6") else None,
     )
 
 
@@ -120,6 +124,21 @@ def _optional_address(field: str, value: object) -> IPAddress | None:
     return None if value == "" else v.address(field, value)
 
 
+def _family(field: str, value: object, version: int) -> IPAddress:
+    addr = v.address(field, value)
+    if addr.version != version:
+        raise BadInput(field, value, f"must be an IPv{version} address")
+    return addr
+
+
+def _optional_address6(field: str, value: object) -> IPAddress | None:
+    if value == "":
+        return None
+    if isinstance(value, str) and value.endswith("/128"):
+        value = value[:-4]
+    return _family(field, value, 6)
+
+
 def _optional_mtu(field: str, value: object) -> int | None:
     return None if value in ("", 0) else v.mtu(field, value)
 
@@ -132,6 +151,8 @@ _PLAIN: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "host_keys": ("host_keys", lambda f, x: tuple(v.host_key(f, k) for k in x)),
     "egress_interface": ("egress_interface", v.egress),
     "private_address": ("private_address", _optional_address),
+    "address6": ("address6", _optional_address6),
+    "private_address6": ("private_address6", _optional_address6),
     "region": ("region", v.text_label),
     "cloud": ("cloud", v.text_label),
     "instances": ("instances", lambda f, x: tuple(_instance(f, i) for i in x)),
@@ -234,6 +255,8 @@ def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
         host_keys=d.get("ssh_host_keys") or (),
         egress_interface=d.get("egress_interface") or "detect",
         private_address=d.get("private_address") or "",
+        address6=d.get("address6") or None,
+        private_address6=d.get("private_address6") or "",
         region=d.get("region") or "",
         cloud=d.get("cloud") or "",
         instances=d.get("instances") or (),

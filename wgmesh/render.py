@@ -26,7 +26,8 @@ HEADER = "# rendered by wgmesh: changes made here are replaced by the next push"
 
 
 def _host_prefix(peer: Peer) -> str:
-    return f"{peer.address}/{peer.address.max_prefixlen}"
+    """Its tunnel address (both, in a dual-stack mesh) as wg-quick's Address line wants them."""
+    return ", ".join(f"{a}/{a.max_prefixlen}" for a in peer.tunnel_addresses)
 
 
 @functools.lru_cache(maxsize=16)

@@ -56,12 +56,16 @@ def test_parses_back_with_wgconfig(lab_inventory, tmp_path):
     cfg = WGConfig(str(f))
     cfg.read_file()
     iface = cfg.get_interface()
-    assert iface["Address"] == "10.200.0.1/32" and iface["MTU"] == 1420 and iface["ListenPort"] == 51820
+    # a peer has an IPv6 subnet: the mesh is dual stack, every peer has a tunnel address of each family
+    site1, pub6 = inv.peer("site1").address6, inv.peer("pub").address6
+    assert inv.mesh.pool6 is not None and site1 in inv.mesh.pool6
+    assert iface["Address"] == ["10.200.0.1/32", f"{site1}/128"] and iface["MTU"] == 1420
+    assert iface["ListenPort"] == 51820
     peers = cfg.get_peers(keys_only=False)
     assert set(peers) == {keys.public(n) for n in ("site2", "site3", "pub")}
     pub = peers[keys.public("pub")]
     assert pub["Endpoint"] == "[2001:db8::9]:51000"
-    assert pub["AllowedIPs"] == ["10.200.0.4/32", "10.77.1.0/24", "fd00:77::/64"]
+    assert pub["AllowedIPs"] == ["10.200.0.4/32", f"{pub6}/128", "10.77.1.0/24", "fd00:77::/64"]
     assert pub["PresharedKey"] == keys.psk("site1", "pub")
     assert "PersistentKeepalive" not in pub  # keepalive is set for pub's own side only
     pub_text = render(inv, keys)["pub"]
@@ -80,7 +84,12 @@ def test_hooks_are_generated_from_parsed_values(lab_inventory):
     pub = out["pub"]
     assert "-o %s -j MASQUERADE" in pub and 'e="ens5"' in pub  # explicit egress, passed as a value
     assert "ip6tables -w" in pub and "net.ipv6.conf.all.forwarding=1" in pub  # v6 subnet → v6 rules
-    assert "ip6tables" not in out["site1"]
+    assert "accept_ra=2" in pub  # forwarding on: router advertisements still taken on the egress
+    # site1 has an IPv6 tunnel address but no IPv6 subnet: it forwards no IPv6 (no v6 forwarding,
+    # no chains, its router advertisements untouched)
+    assert "fd88:" in out["site1"] and "ip6tables" not in out["site1"] and "ipv6" not in out["site1"]
+    v4only = render(lab_inventory, fixed_keys(lab_inventory.names))
+    assert "ip6tables" not in v4only["site1"] and "accept_ra" not in v4only["site1"]
     for text in out.values():
         for line in text.splitlines():
             if line.startswith(("PostUp", "PostDown")):
@@ -118,8 +127,8 @@ esac
 def test_hooks_are_idempotent_in_a_shell(lab_inventory, tmp_path):
     """Run the PostUp lines twice against a model of iptables(-restore): no rule is added twice,
     and the routes come from the running interface in one `ip -batch`."""
-    inv, keys = _mesh(lab_inventory)
-    text = render(inv, keys)["site1"]
+    keys = fixed_keys(lab_inventory.names)
+    text = render(lab_inventory, keys)["site1"]  # an IPv4 mesh (dual stack: test_dual_stack_hooks)
     ups = [ln.split(" = ", 1)[1] for ln in text.splitlines() if ln.startswith("PostUp = ")]
     fake = tmp_path / "bin"
     fake.mkdir()

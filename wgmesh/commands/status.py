@@ -112,7 +112,8 @@ class StatusResult:
         names = [p.name for p in self.peers]
         return {
             "peers": [
-                {"name": p.name, "endpoint": p.endpoint, "address": str(p.address), "region": p.region,
+                {"name": p.name, "endpoint": p.endpoint, "address": str(p.address),
+                 "address6": str(p.address6) if p.address6 else None, "region": p.region,
                  "cloud": p.cloud, "managed": p.name not in self.unmanaged,
                  "reached": p.name not in self.unreachable and p.name not in self.unmanaged,
                  "rx_bytes": sum(lk.rx for lk in self.links if lk.src == p.name),

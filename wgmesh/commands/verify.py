@@ -77,11 +77,11 @@ class VerifyResult(HostsOutcome):
         }
 
 
-def full_size(inv: Inventory, a: Peer, b: Peer) -> int:
+def full_size(inv: Inventory, a: Peer, b: Peer, version: int | None = None) -> int:
     """ICMP data bytes that fill the smaller of the two tunnels' MTU exactly (IP + ICMP headers:
-    28 bytes for IPv4, 48 for IPv6)."""
+    28 bytes for IPv4, 48 for IPv6), for a packet of that family (default: b's first address's)."""
     mtu = min(a.mtu or inv.mesh.mtu, b.mtu or inv.mesh.mtu)
-    return mtu - (28 if b.address.version == 4 else 48)
+    return mtu - (28 if (version or b.address.version) == 4 else 48)
 
 
 def ping_from(host: Host, iface: str, targets: list[str], size: int = 0) -> dict[str, float | None]:
@@ -129,16 +129,17 @@ def full_size_probes(inv: Inventory, host: Host, peer: Peer) -> list[Probe]:
     """A full-size packet with DF set through every tunnel: small pings pass where bulk TCP
     would need ICMP "fragmentation needed" to cross every firewall."""
     out = []
-    by_size: dict[int, list[Peer]] = {}
+    by_size: dict[int, list[tuple[Peer, str]]] = {}
     for o in inv.peers:
         if o.name != peer.name:
-            by_size.setdefault(full_size(inv, peer, o), []).append(o)
+            for addr in o.tunnel_addresses:  # both families of a dual-stack mesh
+                by_size.setdefault(full_size(inv, peer, o, addr.version), []).append((o, str(addr)))
     for size, others in sorted(by_size.items()):
-        got = ping_from(host, inv.mesh.interface, sorted(str(o.address) for o in others), size=size)
-        for o in others:
-            rtt = got.get(str(o.address))
+        got = ping_from(host, inv.mesh.interface, sorted(t for _, t in others), size=size)
+        for o, target in others:
+            rtt = got.get(target)
             detail = "" if rtt is not None else f"no reply to {size} bytes with DF set (path MTU below the tunnel's?)"
-            out.append(Probe(peer.name, o.name, "full-size", str(o.address), rtt is not None, rtt, detail))
+            out.append(Probe(peer.name, o.name, "full-size", target, rtt is not None, rtt, detail))
     return out
 
 
@@ -182,9 +183,9 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
         for o in inv.peers:
             if o.name == peer.name:
                 continue
-            targets.append((o.name, "tunnel", str(o.address)))
-            if o.private_address is not None and _private_reachable(inv, peer, o, standby):
-                targets.append((o.name, "private", str(o.private_address)))
+            targets += [(o.name, "tunnel", str(a)) for a in o.tunnel_addresses]
+            if _private_reachable(inv, peer, o, standby):
+                targets += [(o.name, "private", str(a)) for a in (o.private_address, o.private_address6) if a]
         host = pool.get(peer)
         got = ping_from(host, iface, sorted({t[2] for t in targets}))
         for dst, kind, addr in targets:
@@ -201,14 +202,12 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
 
     def from_instance(item: tuple[Peer, Instance]) -> HostResult:
         peer, inst = item
-        targets = [(o, oi) for o, oi in all_instances if o.name != peer.name]
-        got = ping_from(pool.get_instance(peer, inst), iface, sorted({str(oi.address) for _, oi in targets}))
-        for o, oi in targets:
-            rtt = got.get(str(oi.address))
-            probes.append(
-                Probe(f"{peer.name}/{inst.name}", f"{o.name}/{oi.name}", "instance", str(oi.address),
-                      rtt is not None, rtt)
-            )
+        targets = [(o, oi, str(a)) for o, oi in all_instances if o.name != peer.name
+                   for a in (oi.address, oi.address6) if a is not None]  # both families where it has both
+        got = ping_from(pool.get_instance(peer, inst), iface, sorted({a for _, _, a in targets}))
+        for o, oi, a in targets:
+            rtt = got.get(a)
+            probes.append(Probe(f"{peer.name}/{inst.name}", f"{o.name}/{oi.name}", "instance", a, rtt is not None, rtt))
         return HostResult(f"{peer.name}/{inst.name}", True, Action.PROBED)
 
     with_instances = [(p, i) for p, i in all_instances if p.ssh is not None and p.name not in unreachable]

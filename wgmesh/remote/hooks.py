@@ -5,6 +5,8 @@ routes. Pure. wg-quick runs each line with bash; every value in them is a parsed
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
+
 from wgmesh.model import Inventory, IPNetwork, Peer
 from wgmesh.remote.compiler import q
 
@@ -17,12 +19,12 @@ def mss_chain(iface: str) -> str:
     return f"WGM-{iface}-MSS"
 
 
-def _egress_expr(peer: Peer) -> str:
+def _egress_expr(peer: Peer, version: int = 4) -> str:
     if peer.egress_interface != "detect":
         return peer.egress_interface
-    # The interface of the default route, read on the host when the tunnel comes up.
+    # The interface of the family's default route, read on the host when the tunnel comes up.
     # (wg-quick cuts a line at '#', so none may appear here.)
-    return "$(ip -o -4 route show default | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p' | head -n 1)"
+    return f"$(ip -o -{version} route show default | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p' | head -n 1)"
 
 
 def route_sync_command(iface: str) -> str:
@@ -41,12 +43,24 @@ def route_sync_command(iface: str) -> str:
 
 
 def families(inv: Inventory, peer: Peer) -> list[tuple[int, list[IPNetwork]]]:
-    """Per address family the peer has (the mesh pool's, its subnets'): its own subnets of
-    that family — the only networks it forwards to and from the mesh, and masquerades."""
+    """Per address family the peer forwards (the mesh pool's, its subnets'; not the IPv6 pool of
+    a dual-stack mesh alone: a peer with no IPv6 subnet forwards no IPv6 and keeps its IPv6
+    host settings): its own subnets of that family — the only networks it forwards to and from
+    the mesh, and masquerades."""
     return [
         (version, [s for s in peer.subnets if s.version == version])
         for version in sorted({inv.mesh.pool.version} | {s.version for s in peer.subnets})
     ]
+
+
+def masqueraded(own: list[IPNetwork]) -> list[IPNetwork]:
+    """The own subnets masqueraded out of the egress interface: every IPv4 one; of IPv6 only
+    the unique local ones (fc00::/7, unroutable on the internet) — global IPv6 subnets are routed
+    as they are (IPv6 NAT only where needed)."""
+    return [n for n in own if isinstance(n, IPv4Network) or n.subnet_of(ULA)]
+
+
+ULA = IPv6Network("fc00::/7")
 
 
 def _fixed_rules(iface: str, own: list[IPNetwork]) -> dict[str, list[str]]:
@@ -75,8 +89,8 @@ def expected_rules(inv: Inventory, peer: Peer) -> dict[tuple[int, str], int]:
     for version, own in families(inv, peer):
         for kind, rules in _fixed_rules(inv.mesh.interface, own).items():
             out[(version, kind)] = len(rules)
-        if own:
-            out[(version, "nat")] = len(own)
+        if masqueraded(own):
+            out[(version, "nat")] = len(masqueraded(own))
     return out
 
 
@@ -136,22 +150,30 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
     for version, own in families(inv, peer):
         ipt = "iptables" if version == 4 else "ip6tables"
         sysctl = "net.ipv4.ip_forward" if version == 4 else "net.ipv6.conf.all.forwarding"
+        if version == 6:
+            # Forwarding makes the kernel ignore router advertisements: a host that gets its IPv6
+            # default route by SLAAC would lose it. accept_ra=2 on the egress keeps taking them.
+            # (The slash form: an interface name may hold dots, e.g. a VLAN's eth0.100.)
+            up.append(f'e6="{_egress_expr(peer, 6)}"; '
+                      'if [ -n "$e6" ]; then sysctl -q -w "net/ipv6/conf/$e6/accept_ra=2"; fi')
         up.append(f"sysctl -q -w {sysctl}=1")
         fixed = _fixed_rules(iface, own)
+        nat_own = masqueraded(own)
         rules = (
             f"printf '*filter\\n:{fwd} - [0:0]\\n{_lines(fixed['fwd'])}COMMIT\\n'; "
             f"printf '*mangle\\n:{mss} - [0:0]\\n{_lines(fixed['mss'])}COMMIT\\n'"
         )
-        if own:
-            srcs = " ".join(q(str(s)) for s in own)  # parsed values; quoted all the same
+        if nat_own:
+            srcs = " ".join(q(str(s)) for s in nat_own)  # parsed values; quoted all the same
             rules += (
                 f"; printf '*nat\\n:{nat} - [0:0]\\n'; if [ -n \"$e\" ]; then for s in {srcs}; do "
                 f"printf -- '-A {nat} -s %s -o %s -j MASQUERADE\\n' \"$s\" \"$e\"; done; fi; printf 'COMMIT\\n'"
             )
-        line = (f'e="{_egress_expr(peer)}"; ' if own else "") + f"{{ {rules}; }} | {ipt}-restore -w --noflush"
+        line = (f'e="{_egress_expr(peer, version)}"; ' if nat_own else "")
+        line += f"{{ {rules}; }} | {ipt}-restore -w --noflush"
         line += " && " + _jump(ipt, "filter", "FORWARD", fwd, first=True)
         line += " && " + _jump(ipt, "mangle", "FORWARD", mss)
-        if own:
+        if nat_own:
             line += " && " + _jump(ipt, "nat", "POSTROUTING", nat)
             down.append(_unjump(ipt, "nat", "POSTROUTING", nat) + "; true")
         up.append(line)
