@@ -14,6 +14,10 @@
 #
 # With init = "systemd" every gateway boots Debian 12 with systemd as PID 1
 # in its namespace (labctl: systemd-nspawn on a cached root file system).
+#
+# With ipv6 = true every LAN (sites and servers) is dual stack: an IPv6 /64 as
+# well, the gateway host 1, the instance host 10 with its IPv6 default route
+# via the gateway. The underlay stays IPv4.
 
 locals {
   state_dir = abspath(var.state_dir != "" ? var.state_dir : "${path.root}/lab-state")
@@ -61,9 +65,30 @@ locals {
     } },
   )
   hosts = { for k, h in local.host_networks : k => merge(h, {
-    gateway  = cidrhost(h.subnet, 1)
-    instance = cidrhost(h.subnet, 10)
+    gateway   = cidrhost(h.subnet, 1)
+    instance  = cidrhost(h.subnet, 10)
+    subnet6   = try(local.subnets6[k], null)
+    gateway6  = try(cidrhost(local.subnets6[k], 1), null)
+    instance6 = try(cidrhost(local.subnets6[k], 10), null)
   }) }
+
+  # With ipv6, every one-gateway host's IPv6 LAN, a /64 (host 1 its gateway,
+  # host 10 its instance, as in IPv4): site i fd10:10:0:i::/64 =
+  # cidrsubnet(site_supernet6, 64 - len, i), server k (0-based)
+  # fd10:77:0:(k+1)::/64; empty without ipv6 (the hosts' IPv6 fields are null).
+  subnets6 = var.ipv6 ? merge(
+    { for i in range(1, var.sites + 1) : "site${i}" => cidrsubnet(var.site_supernet6, 64 - local.supernet6_len.site, i) },
+    { for k in range(var.servers) : "srv${k + 1}" => cidrsubnet(var.server_supernet6, 64 - local.supernet6_len.server, k + 1) },
+  ) : {}
+  supernet6_len = {
+    site   = tonumber(split("/", var.site_supernet6)[1])
+    server = tonumber(split("/", var.server_supernet6)[1])
+  }
+  # Two IPv6 prefixes overlap when they agree on the shorter one's bits.
+  overlapping6 = var.ipv6 && (
+    cidrsubnet("${split("/", var.site_supernet6)[0]}/${min(values(local.supernet6_len)...)}", 0, 0) ==
+    cidrsubnet("${split("/", var.server_supernet6)[0]}/${min(values(local.supernet6_len)...)}", 0, 0)
+  ) ? ["site_supernet6 and server_supernet6"] : []
 
   # With ha, per site: its LAN (up-lan), where host 1 is the site's route
   # table address, a virtual IP no host holds until the active gateway's
@@ -149,6 +174,14 @@ resource "terraform_data" "router" {
       condition     = length(local.overlapping) == 0
       error_message = "The address plans must not overlap: ${join(", ", local.overlapping)} do."
     }
+    precondition {
+      condition     = length(local.overlapping6) == 0
+      error_message = "The address plans must not overlap: ${join(", ", local.overlapping6)} do."
+    }
+    precondition {
+      condition     = !(var.ha && var.ipv6)
+      error_message = "ha = true and ipv6 = true cannot be combined yet: an HA site's route table address (the VIP its active gateway's failover agent holds) is IPv4 only. Build the HA lab without ipv6, or the dual-stack lab without ha."
+    }
   }
 }
 
@@ -178,7 +211,7 @@ resource "terraform_data" "host" {
     subnet    = each.value.subnet
     state_dir = local.state_dir
     router    = terraform_data.router.id
-  }, var.init == "plain" ? {} : { init = var.init })
+  }, var.init == "plain" ? {} : { init = var.init }, var.ipv6 ? { subnet6 = each.value.subnet6 } : {})
 
   input = {
     name        = var.name
@@ -191,11 +224,12 @@ resource "terraform_data" "host" {
     vm_host_key = "${local.state_dir}/hosts/${each.key}-vm/ssh_host_ed25519_key.pub"
   }
 
-  # Gateway and instance addresses follow from the subnet, which replaces
-  # the host when it changes; like the router's, they need not be in input.
+  # Gateway and instance addresses follow from the subnets, which replace
+  # the host when they change; like the router's, they need not be in input.
+  # With ipv6 also the IPv6 LAN and its gateway and instance addresses.
   provisioner "local-exec" {
-    command = "\"$LABCTL\" up-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_GATEWAY\" \"$LAB_INSTANCE\" \"$LAB_STATE_DIR\" \"$LAB_INIT\""
-    environment = {
+    command = "\"$LABCTL\" up-host \"$LAB_NAME\" \"$LAB_HOST\" \"$LAB_PUBLIC\" \"$LAB_SUBNET\" \"$LAB_GATEWAY\" \"$LAB_INSTANCE\" \"$LAB_STATE_DIR\" \"$LAB_INIT\"${var.ipv6 ? " \"$LAB_SUBNET6\" \"$LAB_GATEWAY6\" \"$LAB_INSTANCE6\"" : ""}"
+    environment = merge({
       LABCTL        = self.input.labctl
       LAB_NAME      = self.input.name
       LAB_HOST      = self.input.host
@@ -205,7 +239,11 @@ resource "terraform_data" "host" {
       LAB_INSTANCE  = each.value.instance
       LAB_STATE_DIR = self.input.state_dir
       LAB_INIT      = var.init
-    }
+      }, var.ipv6 ? {
+      LAB_SUBNET6   = each.value.subnet6
+      LAB_GATEWAY6  = each.value.gateway6
+      LAB_INSTANCE6 = each.value.instance6
+    } : {})
   }
 
   provisioner "local-exec" {

@@ -24,6 +24,8 @@ locals {
       region   = h.region
       instance = { name = "${k}-vm", address = h.instance }
       ha       = {}
+      # with ipv6: the IPv6 LAN, the gateway's and the instance's address in it
+      ipv6 = var.ipv6 ? { subnet = h.subnet6, address = h.gateway6, instance = h.instance6 } : null
     } },
     { for k, g in local.ha_gateways : k => {
       public   = g.public
@@ -31,6 +33,7 @@ locals {
       subnet   = g.subnet
       region   = g.region
       instance = { name = "${g.site}-vm", address = local.ha_lans[g.site].instance }
+      ipv6     = null # ha with ipv6 is refused (main.tf)
       ha = {
         site = g.site
         route_table = {
@@ -42,11 +45,13 @@ locals {
     } },
   )
 
+  # With ipv6 a peer also has its IPv6 subnet, private_address6 (the gateway's
+  # IPv6 address in it) and its instance's address6; without, none of them.
   peer_objects = { for k, g in local.gateways : k => merge({
     endpoint         = g.public
     listen_port      = 51820
     private_address  = g.address
-    subnets          = [g.subnet]
+    subnets          = [for s in [g.subnet, try(g.ipv6.subnet, null)] : s if s != null] # a tuple, as before ipv6
     ssh_user         = "root"
     ssh_host         = g.public
     ssh_port         = 22
@@ -55,14 +60,14 @@ locals {
     egress_interface = "detect"
     region           = g.region
     cloud            = "lab"
-    instances = [{
+    instances = [merge({
       name          = g.instance.name
       address       = g.instance.address
       ssh_user      = "root"
       ssh_port      = 22
       ssh_host_keys = local.host_keys[g.instance.name]
-    }]
-  }, g.ha) }
+    }, g.ipv6 == null ? {} : { address6 = g.ipv6.instance })]
+  }, g.ha, g.ipv6 == null ? {} : { private_address6 = g.ipv6.address }) }
 }
 
 output "peers" {

@@ -38,6 +38,13 @@ variable "ha" {
   nullable    = false
 }
 
+variable "ipv6" {
+  description = "Dual stack: every site and server LAN also gets an IPv6 /64 (from site_supernet6 / server_supernet6; gateway host 1, private instance host 10, the instance's IPv6 default route via the gateway). The underlay stays IPv4. Not with ha (an HA site's route table address is IPv4 only)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "underlay" {
   description = "The simulated internet: a /16 inside 198.18.0.0/15 (RFC 2544 benchmarking space), routed from the root namespace to the lab router."
   type        = string
@@ -100,5 +107,37 @@ variable "server_supernet" {
       try(tonumber(split("/", var.server_supernet)[1]) >= 8 && tonumber(split("/", var.server_supernet)[1]) <= 20, false)
     )
     error_message = "server_supernet must be an IPv4 network address in CIDR form with a prefix length from /8 to /20, e.g. \"10.77.0.0/16\"."
+  }
+}
+
+variable "site_supernet6" {
+  description = "With ipv6: site i gets the IPv6 subnet cidrsubnet(site_supernet6, 64 - prefix length, i) (a /64); its gateway is host 1, its private instance host 10. A unique local (fc00::/7) prefix is masqueraded by wgmesh where it leaves a gateway; a global one is routed."
+  type        = string
+  default     = "fd10:10::/48"
+
+  validation {
+    condition = (
+      can(cidrsubnet(var.site_supernet6, 0, 0)) &&
+      can(regex("^[0-9A-Fa-f:]+/[0-9]+$", var.site_supernet6)) &&
+      try(cidrhost("${split("/", var.site_supernet6)[0]}/128", 0) == cidrhost(var.site_supernet6, 0), false) &&
+      try(tonumber(split("/", var.site_supernet6)[1]) >= 32 && tonumber(split("/", var.site_supernet6)[1]) <= 56, false)
+    )
+    error_message = "site_supernet6 must be an IPv6 network address in CIDR form with a prefix length from /32 to /56, e.g. \"fd10:10::/48\"."
+  }
+}
+
+variable "server_supernet6" {
+  description = "With ipv6: server k (0-based) gets the IPv6 subnet cidrsubnet(server_supernet6, 64 - prefix length, k + 1) (a /64); its gateway is host 1, its private instance host 10. A unique local (fc00::/7) prefix is masqueraded by wgmesh where it leaves a gateway; a global one is routed."
+  type        = string
+  default     = "fd10:77::/48"
+
+  validation {
+    condition = (
+      can(cidrsubnet(var.server_supernet6, 0, 0)) &&
+      can(regex("^[0-9A-Fa-f:]+/[0-9]+$", var.server_supernet6)) &&
+      try(cidrhost("${split("/", var.server_supernet6)[0]}/128", 0) == cidrhost(var.server_supernet6, 0), false) &&
+      try(tonumber(split("/", var.server_supernet6)[1]) >= 32 && tonumber(split("/", var.server_supernet6)[1]) <= 56, false)
+    )
+    error_message = "server_supernet6 must be an IPv6 network address in CIDR form with a prefix length from /32 to /56, e.g. \"fd10:77::/48\"."
   }
 }
