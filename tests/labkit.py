@@ -173,6 +173,11 @@ class Lab:
         """The private instance of a site or server (e.g. site2 → site2-vm's address)."""
         return self.plan(host)["instances"][0]["address"]
 
+    def instance_address6(self, host: str) -> str:
+        """The IPv6 address of a site's or server's private instance (a lab built with
+        `--var ipv6=true`; KeyError without)."""
+        return self.plan(host)["instances"][0]["address6"]
+
     # ------------------------------------------------------------ the hosts
 
     def labctl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
