@@ -1,6 +1,7 @@
-"""The Typer app, its global options, and the one error ladder: options → command → output → exit."""
+"""The Typer app, its global options, and the one error ladder: options → command → output → exit.
 
-from __future__ import annotations
+No `from __future__ import annotations` (as in commands.py): Typer reads the signatures at each start.
+"""
 
 import errno
 import os
@@ -10,16 +11,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
 from wgmesh import __version__
-from wgmesh.commands import Result
+from wgmesh.cli.params import Typer
 from wgmesh.errors import ExitStatus, Interrupted, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL
-from wgmesh.workspace import Workspace
 
-app = typer.Typer(
+if TYPE_CHECKING:  # what runs a command is imported by the command (start-up: see bench/, "startup")
+    from wgmesh.commands import Result
+    from wgmesh.workspace import Workspace
+
+# typer.Typer, with a parameter coercion that does not cost 0.09 s per run (params.py)
+app = Typer(
     name="wgmesh",
     help="Build, run and verify a WireGuard full mesh: Terraform → inventory → keys → configs → push → verify.",
     no_args_is_help=True,
@@ -50,9 +56,9 @@ def main_options(
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    def make() -> Workspace:
+    def make() -> "Workspace":
         from wgmesh import validate
-        from wgmesh.workspace import default_stacks_dir
+        from wgmesh.workspace import Workspace, default_stacks_dir
 
         validate.name("--inventory", inventory)
         return Workspace(root=(directory or Path.cwd()).resolve(), name=inventory, stacks_dir=default_stacks_dir())
@@ -60,7 +66,7 @@ def main_options(
     ctx.obj = make
 
 
-Body = Callable[[Workspace], Result | None]
+Body = Callable[["Workspace"], "Result | None"]
 HANGUPS = (signal.SIGTERM, signal.SIGHUP)  # a cancelled CI job, a dropped SSH session
 
 
@@ -90,7 +96,7 @@ def hangups_interrupt() -> Iterator[None]:
 
 def run(
     ctx: typer.Context, command: str, body: Body, as_json: bool = False, lock: bool = True,
-    pre: Callable[[Workspace], None] | None = None,
+    pre: Callable[["Workspace"], None] | None = None,
 ) -> None:
     """Run `pre(ws)` (checks that must pass before anything is written, even the lock file),
     then `body(ws)` under the lock; show its result (or its JSON form); exit with its status.
@@ -151,7 +157,7 @@ def _terminal_gone() -> None:
     os.close(devnull)
 
 
-def need_inventory(ws: Workspace) -> None:
+def need_inventory(ws: "Workspace") -> None:
     """Refuse a missing inventory before the lock file is made (the command loads and checks it)."""
     from wgmesh import store
 

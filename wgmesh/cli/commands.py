@@ -1,10 +1,10 @@
 """Typer commands: each is options → command (wgmesh.commands) → output → exit status.
 
 Imports of the command modules happen inside each command: `wgmesh addpeer` must not pay for
-Rich tables, paramiko or python-terraform.
+Rich tables, paramiko or python-terraform. No `from __future__ import annotations`: Typer reads
+every command's signature at each start, and string annotations would be compiled and evaluated
+twice per parameter; the names only the type checker knows are quoted.
 """
-
-from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,19 +13,18 @@ from typing import TYPE_CHECKING
 import typer
 
 from wgmesh.cli.app import JSON_OPT, PARALLEL_OPT, app, need_inventory, run, start
-from wgmesh.workspace import Workspace
 
 if TYPE_CHECKING:
     from wgmesh.cli.output import RichReporter
     from wgmesh.commands import Result
-    from wgmesh.peers import PeerOptions
     from wgmesh.remote.host import Connector
+    from wgmesh.workspace import Workspace
 
 __all__ = ["app", "main"]
 
 
 @contextmanager
-def reporter(quiet: bool = False) -> Iterator[RichReporter]:
+def reporter(quiet: bool = False) -> Iterator["RichReporter"]:
     from wgmesh.cli.output import RichReporter
 
     rep = RichReporter(quiet=quiet)
@@ -42,7 +41,7 @@ STRICT_OPT = typer.Option(
 )
 
 
-def hosts(strict: bool) -> Connector:
+def hosts(strict: bool) -> "Connector":
     """The SSH pool with the host-key policy: strict, or trust on first use said on stderr (also with --json)."""
     from functools import partial
 
@@ -84,7 +83,7 @@ def up(
     opts = cmd.UpOptions(stack=stack, var_pairs=tuple(var), pool_cidr=pool, mtu=mtu, parallel=parallel,
                          verify=not no_verify, push=not no_push, wait_ssh=wait_ssh)
 
-    def body(ws: Workspace) -> Result:
+    def body(ws: "Workspace") -> "Result":
         with reporter() as rep:
             return cmd.up(ws, opts, rep, hosts(strict_host_keys))
 
@@ -158,7 +157,7 @@ def import_(
     """Read Terraform peers from a saved outputs document instead of running Terraform."""
     from wgmesh.commands import import_outputs as cmd
 
-    def pre(ws: Workspace) -> None:
+    def pre(ws: "Workspace") -> None:
         cmd.read_outputs(file)  # an unreadable or invalid document is refused before the lock
 
     run(ctx, "import", lambda ws: cmd.import_outputs(ws, file), as_json, pre=pre)
@@ -175,7 +174,7 @@ def delpeer(
     """Remove a peer: stop WireGuard on it, purge its keys, push the change to every other peer."""
     from wgmesh.commands import delpeer as cmd
 
-    def body(ws: Workspace) -> Result:
+    def body(ws: "Workspace") -> "Result":
         with reporter(quiet=as_json) as rep:
             return cmd.delpeer(ws, name, rep, parallel, hosts(strict_host_keys))
 
@@ -211,7 +210,7 @@ def push(
     """Render and apply the configs on every peer: start, syncconf (hitless), restart, repair or nothing."""
     from wgmesh.commands import push as cmd
 
-    def body(ws: Workspace) -> Result:
+    def body(ws: "Workspace") -> "Result":
         with reporter(quiet=as_json) as rep:
             return cmd.push(ws, rep, parallel, hosts(strict_host_keys), dry_run=dry_run)
 
@@ -232,7 +231,7 @@ def status(
     """The mesh at a glance: handshake age for every pair, endpoints, transfer, pending revocations."""
     from wgmesh.commands import status as cmd
 
-    def body(ws: Workspace) -> Result | None:
+    def body(ws: "Workspace") -> "Result | None":
         if watch is not None and not as_json:
             from wgmesh.cli import output
 
@@ -303,14 +302,14 @@ def rotate_keys(
     """New key pairs (and PSKs) for some or all peers, pushed everywhere at once."""
     from wgmesh.commands import rotate_keys as cmd
 
-    def pre(ws: Workspace) -> None:
+    def pre(ws: "Workspace") -> None:
         from wgmesh.errors import BadInput
 
         need_inventory(ws)
         if bool(names) == all_:
             raise BadInput("NAME", " ".join(names or []), "give peer names or --all (not both, not neither)")
 
-    def body(ws: Workspace) -> Result:
+    def body(ws: "Workspace") -> "Result":
         with reporter(quiet=as_json) as rep:
             return cmd.rotate_keys(ws, None if all_ else list(names or []), rep, parallel, hosts(strict_host_keys))
 
@@ -354,7 +353,7 @@ def destroy(
     """Stop WireGuard on the peers, terraform destroy, remove configs and pins, forget Terraform peers."""
     from wgmesh.commands import destroy as cmd
 
-    def body(ws: Workspace) -> Result:
+    def body(ws: "Workspace") -> "Result":
         with reporter(quiet=as_json) as rep:
             return cmd.destroy(ws, rep, parallel, stop=not no_stop, connect=hosts(strict_host_keys))
 
