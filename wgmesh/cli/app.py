@@ -4,6 +4,7 @@ No `from __future__ import annotations` (as in commands.py): Typer reads the sig
 """
 
 import errno
+import gc
 import os
 import signal
 import threading
@@ -104,6 +105,7 @@ def run(
     from wgmesh.cli import output
     from wgmesh.workspace import RunLock
 
+    gc.enable()  # the entry point (wgmesh/__main__.py) starts with it off: the work runs as ever
     code = ExitStatus.OK
     try:
         ws: Workspace = ctx.obj()
