@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from wgmesh.model import Action, HostResult
+if TYPE_CHECKING:
+    from wgmesh.model import HostResult
 
-DEFAULT_PARALLEL = 16
+DEFAULT_PARALLEL = 16  # the CLI's --parallel default: importing this module costs nothing more
 
 T = TypeVar("T")
 
@@ -24,6 +24,10 @@ def fan_out(
     on_done: Callable[[HostResult], None] | None = None,
 ) -> dict[str, HostResult]:
     """`work(item)` for every item, at most `parallel` at a time. Every item ends with a result."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from wgmesh.model import Action, HostResult
+
     items = list(items)
     results: dict[str, HostResult] = {}
     if not items:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from wgmesh.model import HostResult
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wgmesh.model import HostResult
 
 
 class Reporter:

@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import site
-import socket
 import sys
 import sysconfig
 import time
@@ -28,8 +27,10 @@ def default_stacks_dir() -> Path:
     if env:
         return Path(env)
     checkout = PACKAGE_DIR.parent / "terraform"
+    if any(checkout.glob("*/*.tf")):  # every command asks: the checkout answers without sysconfig's work
+        return checkout
     installed = [Path(base) / INSTALLED_STACKS for base in (sysconfig.get_path("data"), sys.prefix, site.getuserbase())]
-    for cand in (checkout, *installed):
+    for cand in installed:
         if any(cand.glob("*/*.tf")):
             return cand
     return installed[0]
@@ -112,7 +113,8 @@ class RunLock:
                 f"'{info.get('command', '?')}' since {since}",
                 hint="wait for it to finish; the lock is released when that process ends",
             ) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": int(time.time()), "command": self.command}
+        # os.uname().nodename: what socket.gethostname() returns, without importing socket
+        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": int(time.time()), "command": self.command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self.fd = fd

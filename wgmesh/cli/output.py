@@ -1,65 +1,108 @@
 """The only module that prints: Rich tables and progress on the terminal, or JSON on stdout.
 
 Progress and Terraform's output go to stderr, so `--json` on stdout stays parseable.
+
+Start-up: every command imports this module, so it imports neither Rich nor a command module.
+The consoles (`out`, `err`) are made on first use; tables, progress bars and the result types
+come with the view that needs them (views are found by the result's class name); a plain line
+(genconfig's summary) is written as Rich would write it, without loading Rich.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import sys
 from collections.abc import Callable
-from functools import singledispatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
-
-from wgmesh import status as statmod
-from wgmesh.commands.addpeer import AddResult
-from wgmesh.commands.delpeer import DelResult
-from wgmesh.commands.destroy import DestroyResult
-from wgmesh.commands.failover import FailoverResult
-from wgmesh.commands.genconfig import GenResult
-from wgmesh.commands.graph import GraphResult
-from wgmesh.commands.import_outputs import ImportResult
-from wgmesh.commands.push import PushResult
-from wgmesh.commands.rotate_keys import RotateResult
-from wgmesh.commands.setpeer import SetResult
-from wgmesh.commands.showpeers import ShowResult
-from wgmesh.commands.status import StatusResult
-from wgmesh.commands.up import UpResult
-from wgmesh.commands.verify import VerifyResult
-from wgmesh.errors import WgmeshError
-from wgmesh.model import HostResult, Inventory
 from wgmesh.progress import Reporter
 
-out = Console(highlight=False, soft_wrap=True, markup=False)  # nothing from hosts or users is markup
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+    from rich.text import Text
 
-STATE_STYLE = {
-    statmod.FRESH: "green",
-    statmod.STALE: "yellow",
-    statmod.NEVER: "red",
-    statmod.MISSING: "red",
-    statmod.DOWN: "bold red",
-    statmod.UNKNOWN: "dim",
-}
+    from wgmesh import status as statmod
+    from wgmesh.commands.addpeer import AddResult
+    from wgmesh.commands.delpeer import DelResult
+    from wgmesh.commands.destroy import DestroyResult
+    from wgmesh.commands.failover import FailoverResult
+    from wgmesh.commands.genconfig import GenResult
+    from wgmesh.commands.graph import GraphResult
+    from wgmesh.commands.import_outputs import ImportResult
+    from wgmesh.commands.push import PushResult
+    from wgmesh.commands.rotate_keys import RotateResult
+    from wgmesh.commands.setpeer import SetResult
+    from wgmesh.commands.showpeers import ShowResult
+    from wgmesh.commands.status import StatusResult
+    from wgmesh.commands.up import UpResult
+    from wgmesh.commands.verify import VerifyResult
+    from wgmesh.errors import WgmeshError
+    from wgmesh.model import HostResult, Inventory
+
+class LazyConsole:
+    """A Rich console of stdout (or stderr), made on first use. Nothing from hosts or users is
+    markup, or an emoji code (and so the emoji table is never loaded)."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stderr = stderr
+
+    @functools.cached_property
+    def rich(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self.stderr, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+    def print(self, *objects: Any) -> None:
+        self.rich.print(*objects)
+
+
+out = LazyConsole()
+err = LazyConsole(stderr=True)
+
+
+def plain(text: str) -> None:
+    """One line on stdout, without loading Rich when it would change nothing: printable ASCII
+    has no style, and soft wrap never breaks it."""
+    if text.isascii() and text.isprintable():
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    else:
+        out.print(text)
+
+
+def _state_style(state: statmod.LinkState) -> str:
+    from wgmesh import status as statmod
+
+    return {
+        statmod.FRESH: "green",
+        statmod.STALE: "yellow",
+        statmod.NEVER: "red",
+        statmod.MISSING: "red",
+        statmod.DOWN: "bold red",
+        statmod.UNKNOWN: "dim",
+    }.get(state, "")
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
 
 def error(exc: WgmeshError) -> None:
+    from rich.text import Text
+
     err.print(Text("error: ", style="bold red") + Text(exc.message))
     if exc.hint:
         err.print(Text("hint: ", style="yellow") + Text(exc.hint))
 
 
 def info(text: str) -> None:
+    from rich.text import Text
+
     err.print(Text(text))
 
 
@@ -71,11 +114,15 @@ class RichReporter(Reporter):
         self.total = 0
 
     def phase(self, text: str) -> None:
+        from rich.text import Text
+
         self._stop()
         if not self.quiet:
             err.print(Text("▶ ", style="bold cyan") + Text(text, style="bold"))
 
     def line(self, text: str) -> None:
+        from rich.text import Text
+
         if not self.quiet:
             err.print(Text("  │ " + text, style="dim"))
 
@@ -84,9 +131,11 @@ class RichReporter(Reporter):
         self.total = total
         if self.quiet or not total:
             return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.progress = Progress(
             TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, transient=True,
+            console=err.rich, transient=True,
         )
         self.progress.start()
         self.task = self.progress.add_task(what, total=total)
@@ -95,6 +144,8 @@ class RichReporter(Reporter):
         pass
 
     def host_done(self, result: HostResult) -> None:
+        from rich.text import Text
+
         if self.progress is not None and self.task is not None:
             self.progress.advance(self.task)
         if not result.ok and not self.quiet:
@@ -113,6 +164,8 @@ class RichReporter(Reporter):
 
 
 def peers_table(inv: Inventory, only: list[str] | None = None) -> None:
+    from rich.table import Table
+
     t = Table(title=f"inventory {inv.name}: {len(inv.peers)} peers, pool {inv.mesh.pool}")
     for col in ("peer", "address", "endpoint", "subnets", "ssh", "region", "source"):
         t.add_column(col)
@@ -127,6 +180,9 @@ def peers_table(inv: Inventory, only: list[str] | None = None) -> None:
 
 
 def host_table(title: str, results: dict[str, HostResult]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=title)
     for col in ("host", "result", "action", "seconds", "detail"):
         t.add_column(col)
@@ -139,6 +195,8 @@ def host_table(title: str, results: dict[str, HostResult]) -> None:
 
 
 def pending_lines(res: PushResult) -> None:
+    from rich.text import Text
+
     for name, endpoint in sorted(res.unresolved.items()):
         out.print(Text(f"endpoint of {name} ({endpoint}) does not resolve: left out of the configs, the others "
                        f"wait for {name} to connect; the next push puts it back once it resolves", style="yellow"))
@@ -167,12 +225,22 @@ def _bytes(count: int) -> str:
 
 
 def _cell(link: statmod.Link) -> Text:
+    from rich.text import Text
+
+    from wgmesh import status as statmod
+
     shown = {statmod.FRESH: _age(link.age), statmod.STALE: _age(link.age)}.get(link.state, link.state)
-    return Text(shown, style=STATE_STYLE.get(link.state, ""))
+    return Text(shown, style=_state_style(link.state))
 
 
 def status_view(res: StatusResult) -> Group:
     """The mesh at a glance: a matrix of handshake ages, then one row per peer."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from wgmesh import status as statmod
+
     names = [p.name for p in res.peers]
     by_pair = {(lk.src, lk.dst): lk for lk in res.links}
     fresh = sum(1 for lk in res.links if lk.state == statmod.FRESH)
@@ -217,6 +285,9 @@ def ha_table(res: StatusResult) -> Table:
     """One row per HA site: the active gateway, since when and why, the standby, problems."""
     import time
 
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title="HA sites")
     for col in ("site", "active", "since", "epoch", "cause", "standby", "problems"):
         t.add_column(col)
@@ -237,7 +308,7 @@ def watch(fetch: Callable[[], StatusResult], interval: float) -> None:
 
     from rich.live import Live
 
-    with Live(status_view(fetch()), console=out, refresh_per_second=4, screen=False) as live:
+    with Live(status_view(fetch()), console=out.rich, refresh_per_second=4, screen=False) as live:
         try:
             while True:
                 time.sleep(interval)
@@ -247,6 +318,11 @@ def watch(fetch: Callable[[], StatusResult], interval: float) -> None:
 
 
 def verify_table(res: VerifyResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from wgmesh import status as statmod
+
     t = Table(title=f"verify: {len(res.probes)} probes, {len(res.handshakes)} handshakes, {res.seconds:.1f} s")
     for col in ("from", "to", "path", "address", "result", "rtt ms"):
         t.add_column(col)
@@ -269,9 +345,7 @@ def verify_table(res: VerifyResult) -> None:
 
 
 def gen_summary(res: GenResult) -> None:
-    out.print(
-        f"{len(res.written)} written, {len(res.unchanged)} unchanged, {len(res.removed)} removed in {res.directory}"
-    )
+    plain(f"{len(res.written)} written, {len(res.unchanged)} unchanged, {len(res.removed)} removed in {res.directory}")
 
 
 def destroy_summary(res: DestroyResult) -> None:
@@ -288,17 +362,36 @@ def destroy_summary(res: DestroyResult) -> None:
 # ---------------------------------------------------------------- one view per result
 
 
-@singledispatch
+VIEWS: dict[str, Callable[[Any], None]] = {}  # "module.Class" of a result → its view
+
+
+def view(result_class: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """Register the view of the result class named "wgmesh.commands.<module>.<Class>": by name, so
+    that this module imports no command to show its result (tests/unit/test_cli_startup.py checks
+    that every result has a view and every view a result)."""
+
+    def register(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        VIEWS[result_class] = fn
+        return fn
+
+    return register
+
+
 def show(result: object) -> None:
+    for cls in type(result).__mro__:
+        fn = VIEWS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if fn is not None:
+            fn(result)
+            return
     raise TypeError(f"no view for {type(result).__name__}")  # a new command without a view: a bug
 
 
-show.register(GenResult, gen_summary)
-show.register(DestroyResult, destroy_summary)
-show.register(VerifyResult, verify_table)
+view("wgmesh.commands.genconfig.GenResult")(gen_summary)
+view("wgmesh.commands.destroy.DestroyResult")(destroy_summary)
+view("wgmesh.commands.verify.VerifyResult")(verify_table)
 
 
-@show.register
+@view("wgmesh.commands.up.UpResult")
 def _(res: UpResult) -> None:
     if not res.pushed:
         peers_table(res.inventory)
@@ -310,18 +403,18 @@ def _(res: UpResult) -> None:
     info("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
 
 
-@show.register
+@view("wgmesh.commands.addpeer.AddResult")
 def _(res: AddResult) -> None:
     peers_table(res.inventory, only=[res.peer.name])
     info(f"added {res.peer.name} ({res.peer.address}); run 'wgmesh -i {res.workspace} push' to apply it")
 
 
-@show.register
+@view("wgmesh.commands.import_outputs.ImportResult")
 def _(res: ImportResult) -> None:
     info(f"{len(res.inventory.peers)} peers in inventory {res.inventory.name}; {len(res.new_keys)} new key pairs")
 
 
-@show.register
+@view("wgmesh.commands.delpeer.DelResult")
 def _(res: DelResult) -> None:
     host_table(f"after removing {res.name}", res.push.results)
     pending_lines(res.push)
@@ -329,12 +422,12 @@ def _(res: DelResult) -> None:
         info(f"{res.name} was not reached: {res.stop.detail}")
 
 
-@show.register
+@view("wgmesh.commands.showpeers.ShowResult")
 def _(res: ShowResult) -> None:
     peers_table(res.inventory)
 
 
-@show.register
+@view("wgmesh.commands.push.PushResult")
 def _(res: PushResult) -> None:
     if res.dry_run:
         host_table("push --dry-run: what would be done (nothing was changed)", res.results)
@@ -344,8 +437,10 @@ def _(res: PushResult) -> None:
     pending_lines(res)
 
 
-@show.register
+@view("wgmesh.commands.failover.FailoverResult")
 def _(res: FailoverResult) -> None:
+    from rich.text import Text
+
     if res.unchanged:
         out.print(Text(f"{res.site}: {res.after} is active already (epoch {res.epoch}): nothing to do", style="green"))
         return
@@ -357,24 +452,26 @@ def _(res: FailoverResult) -> None:
         out.print(Text(f"  {p}", style="yellow"))
 
 
-@show.register
+@view("wgmesh.commands.status.StatusResult")
 def _(res: StatusResult) -> None:
     out.print(status_view(res))
 
 
-@show.register
+@view("wgmesh.commands.graph.GraphResult")
 def _(res: GraphResult) -> None:
     for f in res.files:
         out.print(f)
 
 
-@show.register
+@view("wgmesh.commands.setpeer.SetResult")
 def _(res: SetResult) -> None:
     info(f"updated {res.peer.name}; run 'wgmesh -i {res.workspace} push' to apply it")
 
 
-@show.register
+@view("wgmesh.commands.rotate_keys.RotateResult")
 def _(res: RotateResult) -> None:
+    from rich.text import Text
+
     host_table(f"rotated {', '.join(res.rotated) or 'nothing'}", res.push.results)
     pending_lines(res.push)
     for name, why in sorted(res.skipped.items()):
