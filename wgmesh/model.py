@@ -204,6 +204,7 @@ class HostState:
     routes: frozenset[str] | None = None  # routes via the interface (None: not reported)
     rules: Mapping[tuple[int, str], tuple[int, bool]] = field(default_factory=dict)  # (family, chain) → (rules, jump)
     unit: str | None = None  # `systemctl is-enabled wg-quick@IFACE` where systemd runs
+    no_egress: frozenset[int] = frozenset()  # families without a default route (no masquerade is made)
     agent: AgentState = field(default_factory=AgentState)
 
 

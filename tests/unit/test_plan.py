@@ -351,6 +351,17 @@ def test_the_probe_script_reports_what_parse_probe_reads(tmp_path, text):
     # a chain of the same name in another table does not count; no ip6tables rules: none at all
     assert s.rules[(4, "fwd")] == (2, True) and s.rules[(4, "nat")] == (-1, False)
     assert s.rules[(4, "mss")] == (-1, False) and s.rules[(6, "fwd")] == (-1, False)
+    assert s.no_egress == {4, 6}  # the stand-in ip shows no default route
+
+
+def test_an_empty_nat_chain_is_no_drift_where_there_is_no_egress_of_that_family():
+    """A gateway with an IPv6 subnet but an IPv4-only uplink: PostUp finds no IPv6 egress and
+    writes no masquerade; that is what it should run, not drift (push could never repair it)."""
+    desired = P.Desired("", {}, 51820, frozenset(), {(6, "nat"): 1})
+    rules = {(6, "nat"): (0, True)}
+    assert P.drift(desired, HostState(True, True, routes=frozenset(), rules=rules, no_egress=frozenset({6}))) == []
+    found = P.drift(desired, HostState(True, True, routes=frozenset(), rules=rules))
+    assert found == [(P.FIREWALL, "chain WGM-wg0-NAT (IPv6) has 0 rules, not 1")]
 
 
 def test_a_lab_host_never_takes_the_machines_systemd_for_its_own(tmp_path):

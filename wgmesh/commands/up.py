@@ -30,6 +30,7 @@ class UpOptions:
     stack: str | None = None  # default: the inventory's, else lab
     var_pairs: tuple[str, ...] = ()  # KEY=VALUE, remembered in the inventory
     pool_cidr: str | None = None  # only when the inventory is created
+    pool6_cidr: str | None = None  # the IPv6 pool of a dual-stack mesh: a CIDR, "auto" (a ULA /64), or None
     mtu: int | None = None  # every peer's wg0 MTU (remembered in the inventory)
     parallel: int = DEFAULT_PARALLEL
     verify: bool = True
@@ -106,6 +107,16 @@ def _inventory(ws: Workspace, opts: UpOptions) -> Inventory:
                 hint="a pool is chosen when an inventory is created",
             )
         inv = replace(inv, mesh=replace(inv.mesh, pool=new_pool))
+    if opts.pool6_cidr is not None:
+        if inv.mesh.pool.version == 6:
+            raise BadInput("--pool6", opts.pool6_cidr, f"the mesh pool {inv.mesh.pool} is IPv6 already: one pool")
+        pool6 = invmod.ula_pool(inv.name) if opts.pool6_cidr == "auto" else invmod.pool6_network(
+            "--pool6", opts.pool6_cidr)
+        if inv.mesh.pool6 is not None and pool6 != inv.mesh.pool6 and any(p.address6 for p in inv.peers):
+            raise BadInput("--pool6", opts.pool6_cidr,
+                           f"the inventory's peers already have addresses in {inv.mesh.pool6}",
+                           hint="a pool is chosen when it is first needed")
+        inv = replace(inv, mesh=replace(inv.mesh, pool6=pool6))
     if opts.mtu is not None:
         inv = replace(inv, mesh=replace(inv.mesh, mtu=v.mtu("--mtu", opts.mtu)))
     stack = opts.stack or inv.stack or "lab"

@@ -104,10 +104,13 @@ def _rule_drift(desired: Desired, state: HostState, iface: str) -> list[str]:
     for (family, kind), expected in sorted(desired.rules.items()):
         chain = chains[kind]
         count, jump = state.rules.get((family, kind), (-1, False))
+        # PostUp masquerades out of the family's egress: a host with no default route of that
+        # family (an IPv4-only uplink) rightly has an empty NAT chain.
+        want = 0 if kind == "nat" and count == 0 and family in state.no_egress else expected
         if count == -1:
             out.append(f"chain {chain} (IPv{family}) is missing")
-        elif count != expected:
-            out.append(f"chain {chain} (IPv{family}) has {count} rules, not {expected}")
+        elif count != want:
+            out.append(f"chain {chain} (IPv{family}) has {count} rules, not {want}")
         if not jump:
             out.append(f"no jump into {chain} (IPv{family})")
     return out
@@ -307,6 +310,7 @@ def parse_probe(text: str) -> HostState:  # noqa: PLR0912, PLR0915 - one branch 
     routes: set[str] | None = None
     rules: dict[tuple[int, str], tuple[int, bool]] = {}
     agent_lines: list[str] = []
+    no_egress: set[int] = set()
     ended = False
     try:
         for line in text.splitlines():
@@ -326,6 +330,8 @@ def parse_probe(text: str) -> HostState:  # noqa: PLR0912, PLR0915 - one branch 
                 routes.add(fields[0])
             elif word == "rules" and len(fields) == 4:
                 rules[(int(fields[0]), fields[1])] = (int(fields[2]), fields[3] == "1")
+            elif word == "noegress" and fields:
+                no_egress.add(int(fields[0]))
             elif word == "systemd":
                 systemd = True
             elif word == "unit":
@@ -347,4 +353,5 @@ def parse_probe(text: str) -> HostState:  # noqa: PLR0912, PLR0915 - one branch 
         reachable=True, interface_up=up, file_sha=file_sha, iface_sha=iface_sha, systemd=systemd,
         running_peers=frozenset(peers), listen_port=port, peers=peers,
         routes=frozenset(routes) if routes is not None else None, rules=rules, unit=unit, agent=agent,
+        no_egress=frozenset(no_egress),
     )

@@ -7,6 +7,7 @@
 #   peer KEY ALLOWED ENDPOINT KEEPALIVE   each running peer (ALLOWED comma-separated or (none))
 #   route PREFIX       each route via the interface (kernel routes left out)
 #   rules FAMILY fwd|mss|nat COUNT JUMP   rules in the wgmesh chain (-1: no chain), jump present 1/0
+#   noegress FAMILY    the host has no default route of that family (nothing to masquerade out of)
 #   systemd            when systemd runs the host; then 'unit STATE' (systemctl is-enabled)
 #   wg missing         when wireguard-tools is not installed
 #   agent SHA / agent_running / agent_state NOW JSON   the failover agent (scripts/agent.sh)
@@ -76,6 +77,9 @@ wgm_probe() {
             done
         done
         wgm_rules
+        for version in 4 6; do
+            [ -n "$(ip -o "-$version" route show default 2>/dev/null)" ] || echo "noegress $version"
+        done
     else
         echo down
     fi
