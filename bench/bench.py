@@ -1,6 +1,9 @@
 """wgmesh benchmarks, side by side with the alternatives, in one run on one machine.
 
 Cases (see README "Benchmarks"):
+  startup     what every command pays before its work: `wgmesh genconfig --help` (the console
+              script users run) against `wg-meshconf genconfig --help`, and `python -c pass`;
+              interleaved runs, medians and their ratio
   genconfig   wgmesh genconfig vs wg-meshconf genconfig on the same peers, plus the floor:
               writing the same bytes; wall time and peak RSS
   inventory   1000 peers from a Terraform-outputs document; one addpeer on a 1000-peer
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import csv
 import datetime
 import ipaddress
@@ -214,13 +218,32 @@ print(time.perf_counter() - t, sum(len(b) for _, b in data))
 # ---------------------------------------------------------------- cases
 
 
+def case_startup(t: Table, s: Settings) -> None:
+    """What every command pays before any work: interpreter, imports, building the CLI, parsing.
+    The same question to both tools: the help of their genconfig (wg-meshconf's argparse builds
+    all its subcommands first, as Typer builds all of wgmesh's). The runs are interleaved, one of
+    each in turn, so that a change of load on the machine weighs on all alike."""
+    # Bytecode as an installed package has it: with PYTHONDONTWRITEBYTECODE set, a module changed
+    # since its last compile would be compiled again at every run (pip compiled wg-meshconf's).
+    compileall.compile_dir(ROOT / "wgmesh", quiet=1)
+    tools = {"python -c pass (the interpreter alone)": [PY, "-c", "pass"],
+             "wgmesh genconfig --help": [str(ROOT / ".venv" / "bin" / "wgmesh"), "genconfig", "--help"],
+             "wg-meshconf genconfig --help": [s.meshconf, "genconfig", "--help"]}
+    runs = 10 * s.reps if s.warm else s.reps
+    if s.warm:
+        for cmd in tools.values():
+            measure(cmd)
+    got: dict[str, list[Run]] = {what: [] for what in tools}
+    for _ in range(runs):
+        for what, cmd in tools.items():
+            got[what].append(measure(cmd))
+    rows = {what: t.add("startup", "-", what, got[what], "runs interleaved, one of each in turn") for what in tools}
+    t.ratio("startup", "-", rows["wg-meshconf genconfig --help"], rows["wgmesh genconfig --help"],
+            "wgmesh / wg-meshconf start-up (target: at most 1.2x)")
+
+
 def case_genconfig(t: Table, sizes: list[int], big: list[int], s: Settings):
     reps, warm, meshconf, work = s.reps, s.warm, s.meshconf, s.work
-    # What every command pays before any work: interpreter, imports, argument parsing.
-    for what, cmd in [("python -c pass", [PY, "-c", "pass"]),
-                      ("wgmesh genconfig --help", [*WGMESH, "genconfig", "--help"]),
-                      ("wg-meshconf genconfig --help", [meshconf, "genconfig", "--help"])]:
-        t.add("start-up", "-", what, repeat(lambda cmd=cmd: measure(cmd), reps, warm))
     for n in sizes + big:
         peers = make_peers(n)
         keys = gen_keys([p["name"] for p in peers])
@@ -527,7 +550,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wg-meshconf", required=True)
     ap.add_argument("--smoke", action="store_true", help="smallest sizes, once each")
-    ap.add_argument("--cases", default="genconfig,inventory,push,verify,change,failover")
+    ap.add_argument("--cases", default="startup,genconfig,inventory,push,verify,change,failover")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--work", default=str(HERE / "work"))
@@ -545,6 +568,8 @@ def main() -> int:
     t = Table()
     t0 = time.perf_counter()
     try:
+        if "startup" in cases:
+            case_startup(t, s)
         if "genconfig" in cases:
             case_genconfig(t, [10] if a.smoke else [10, 100, 300, 1000], [] if a.smoke else [5000], s)
         if "inventory" in cases:

@@ -19,7 +19,9 @@ def test_bench_smoke(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     text = out.read_text()
     assert "Machine:" in text and "wg-meshconf 2.5.1" in text
-    for row in ("wgmesh genconfig", "wg-meshconf 2.5.1 genconfig", "floor: write the same",
+    for row in ("python -c pass (the interpreter alone)", "wgmesh genconfig --help", "wg-meshconf genconfig --help",
+                "ratio: wgmesh / wg-meshconf start-up", "wgmesh genconfig", "wg-meshconf 2.5.1 genconfig",
+                "floor: write the same",
                 "wgmesh import", "wgmesh addpeer (one)", "wg-meshconf addpeer (one)",
                 "wgmesh up (fresh lab", "wgmesh push (all hosts", "serial scp + ssh wg-quick up loop",
                 "wgmesh verify", "addpeer + push (syncconf)", "endpoint change + push (syncconf)",
