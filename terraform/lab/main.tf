@@ -18,6 +18,9 @@
 # With ipv6 = true every LAN (sites and servers) is dual stack: an IPv6 /64 as
 # well, the gateway host 1, the instance host 10 with its IPv6 default route
 # via the gateway. The underlay stays IPv4.
+#
+# With wan_delay_ms > 0 the router holds every packet it forwards that long
+# (controller <-> host and host <-> host: a round trip pays it twice).
 
 locals {
   state_dir = abspath(var.state_dir != "" ? var.state_dir : "${path.root}/lab-state")
@@ -181,6 +184,45 @@ resource "terraform_data" "router" {
     precondition {
       condition     = !(var.ha && var.ipv6)
       error_message = "ha = true and ipv6 = true cannot be combined yet: an HA site's route table address (the VIP its active gateway's failover agent holds) is IPv4 only. Build the HA lab without ipv6, or the dual-stack lab without ha."
+    }
+  }
+}
+
+# With wan_delay_ms > 0, distance: the router holds every packet it forwards that long (a
+# supervised relay process and a TUN device in its namespace, labctl wan-delay). Its own
+# resource: a change of the delay re-times the relay and rebuilds no host; with 0 (the default)
+# it does not exist, so a lab built before the variable plans no change.
+resource "terraform_data" "wan_delay" {
+  count = var.wan_delay_ms > 0 ? 1 : 0
+
+  triggers_replace = {
+    router       = terraform_data.router.id
+    wan_delay_ms = var.wan_delay_ms
+  }
+
+  input = {
+    name      = var.name
+    state_dir = local.state_dir
+    labctl    = local.labctl
+  }
+
+  provisioner "local-exec" {
+    command = "\"$LABCTL\" wan-delay \"$LAB_NAME\" \"$LAB_DELAY\" \"$LAB_STATE_DIR\""
+    environment = {
+      LABCTL        = self.input.labctl
+      LAB_NAME      = self.input.name
+      LAB_DELAY     = var.wan_delay_ms
+      LAB_STATE_DIR = self.input.state_dir
+    }
+  }
+
+  # No delay any more (when the router goes too, down-router removes the relay as well).
+  provisioner "local-exec" {
+    when    = destroy
+    command = "\"$LABCTL\" wan-delay \"$LAB_NAME\" 0"
+    environment = {
+      LABCTL   = self.input.labctl
+      LAB_NAME = self.input.name
     }
   }
 }

@@ -81,8 +81,8 @@ output "servers" {
 }
 
 output "lab" {
-  description = "The lab itself: name, underlay, the controller's and the router's addresses, state dir, the labctl helper, the namespaces and what each host runs (init)."
-  value = {
+  description = "The lab itself: name, underlay, the controller's and the router's addresses, state dir, the labctl helper, the namespaces and what each host runs (init); with wan_delay_ms > 0 also that delay."
+  value = merge({
     name               = var.name
     underlay           = var.underlay
     controller_address = local.controller_address
@@ -104,5 +104,7 @@ output "lab" {
     )
     # The sites with two gateways (ha): site => its gateways; empty without ha.
     ha = { for k, l in local.ha_lans : k => l.gateways }
-  }
+    # With wan_delay_ms > 0, the router's one-way delay (ms); without, no such field: the
+    # output of a lab built before the variable.
+  }, var.wan_delay_ms > 0 ? { wan_delay_ms = var.wan_delay_ms } : {})
 }

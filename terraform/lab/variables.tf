@@ -45,6 +45,18 @@ variable "ipv6" {
   nullable    = false
 }
 
+variable "wan_delay_ms" {
+  description = "Distance: the lab router holds every packet it forwards this many milliseconds, controller <-> host and host <-> host alike (a round trip pays it twice), by a relay process in its namespace (labctl wan-delay; no netem). 0 = no delay and no relay. A change re-times the relay; the hosts stay."
+  type        = number
+  default     = 0
+  nullable    = false
+
+  validation {
+    condition     = var.wan_delay_ms >= 0 && var.wan_delay_ms <= 1000 && floor(var.wan_delay_ms) == var.wan_delay_ms
+    error_message = "wan_delay_ms must be a whole number of milliseconds from 0 to 1000."
+  }
+}
+
 variable "underlay" {
   description = "The simulated internet: a /16 inside 198.18.0.0/15 (RFC 2544 benchmarking space), routed from the root namespace to the lab router."
   type        = string
