@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import select
 import shlex
 import socket
 import threading
@@ -32,6 +31,7 @@ CONNECT_TIMEOUT = 5.0
 AUTH_TIMEOUT = 10.0
 BANNER_TIMEOUT = AUTH_TIMEOUT  # a port that accepts but never says "SSH-2.0-..." fails after this
 COMMAND_TIMEOUT = 60.0
+WAKE_AT_LEAST = 1.0  # a running command's output is looked at this often even if no wake-up came
 
 # paramiko's transport thread logs every failed handshake with a traceback; the reason reaches the
 # caller as an SshError, so without a handler of their own those lines must not reach stderr.
@@ -74,6 +74,9 @@ class Pins:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        # The file as last read, by (inode, mtime, size): a run connects to every host (some of
+        # them again), and must not parse a file of every host's pin for each connection.
+        self._seen: tuple[tuple[int, int, int], dict[str, set[str]]] | None = None
 
     def _read(self) -> dict[str, set[str]]:
         pins: dict[str, set[str]] = {}
@@ -90,7 +93,14 @@ class Pins:
 
     def get(self, host: str, port: int) -> set[str]:
         with self._lock:
-            return self._read().get(entry(host, port), set())
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                return set()
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._seen is None or self._seen[0] != stamp:
+                self._seen = (stamp, self._read())
+            return set(self._seen[1].get(entry(host, port), ()))
 
     def pin(self, host: str, port: int, key: str) -> None:
         with self._lock, self._file_lock():  # other wgmesh processes may pin at the same time
@@ -174,6 +184,15 @@ def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> l
     ~/.ssh/id_*, then the fallback keys. sshd counts every key offered against its MaxAuthTries
     (6 by default), so no key is offered twice."""
     agent = _agent_keys()
+    chosen: list[paramiko.PKey] = []
+    try:
+        chosen = _choose_keys(agent, key_file, fallback)
+        return chosen
+    finally:
+        _close_agents(agent, keep=chosen)  # an agent none of whose keys is offered
+
+
+def _choose_keys(agent: list[paramiko.PKey], key_file: str | None, fallback: tuple[str, ...]) -> list[paramiko.PKey]:
     keys: list[paramiko.PKey] = []
     if key_file:
         try:
@@ -212,8 +231,21 @@ def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> l
     return list(unique.values())
 
 
+class _Wake(threading.Event):
+    """Set by paramiko's transport thread when a channel's stdout or stderr gets data or ends
+    (BufferedPipe.set_event: where Channel.fileno() would hook a pipe). Only the reader resets
+    it: paramiko clears it when one buffer is read empty, while the other may still hold data."""
+
+    def clear(self) -> None:
+        pass  # paramiko's
+
+    def reset(self) -> None:
+        super().clear()
+
+
 class Connection:
-    """One authenticated SSH transport to one host."""
+    """One authenticated SSH transport to one host (one socket and one paramiko thread; a jump
+    connection rides on a channel of its gateway's transport: a thread, no socket)."""
 
     def __init__(self, transport: paramiko.Transport, target: Target, first_use: str | None = None) -> None:
         self.transport = transport
@@ -221,12 +253,18 @@ class Connection:
         self.first_use = first_use  # the fingerprint pinned on first use (trusted unverified), else None
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str, str]:
-        """Run `command`; send `stdin`; drain stdout and stderr, then read the exit status."""
+        """Run `command`; send `stdin`; drain stdout and stderr, then read the exit status.
+
+        It waits on an event that paramiko's transport thread sets (no select() on a file
+        descriptor, no pipe per channel): any number of connections, any fd number."""
         try:
             chan = self.transport.open_session(timeout=AUTH_TIMEOUT)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise SshError(f"session refused: {exc or type(exc).__name__}") from None
         try:
+            wake = _Wake()
+            chan.in_buffer.set_event(wake)
+            chan.in_stderr_buffer.set_event(wake)
             chan.settimeout(timeout)
             chan.exec_command(command)
             try:
@@ -238,26 +276,24 @@ class Connection:
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
             while True:
-                progressed = False
+                wake.reset()  # before reading: whatever arrives from now on sets it again
                 while chan.recv_ready():
                     out += chan.recv(65536)
-                    progressed = True
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                    progressed = True
-                # In this order: once EOF has come, the buffers can only drain, not fill again.
-                if (
-                    chan.exit_status_ready()
-                    and chan.eof_received
-                    and not chan.recv_ready()
-                    and not chan.recv_stderr_ready()
-                ):
+                # EOF (or the channel's end) closes both buffers at once: after it they only drain.
+                if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
-                if time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise SshError(f"command timed out after {timeout:.0f} s")
-                if not progressed:
-                    select.select([chan], [], [], 0.02)
+                wake.wait(min(left, WAKE_AT_LEAST))
+            # The exit status may come after EOF; a channel closed without one says -1.
+            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise SshError(f"command timed out after {timeout:.0f} s")
             rc = chan.recv_exit_status()
+            if rc == -1 and not self.transport.is_active():
+                raise SshError("connection lost while the command ran")
             return rc, out.decode(errors="replace"), err.decode(errors="replace")
         except TimeoutError:
             raise SshError(f"command timed out after {timeout:.0f} s") from None
@@ -331,24 +367,40 @@ def _check_host_key(target: Target, pins: Pins, pinned: set[str], shown: str, st
     )
 
 
+def _close_agents(keys: list[paramiko.PKey], keep: list[paramiko.PKey] | None = None) -> None:
+    """Close the ssh-agent connections behind `keys`, but one a key of `keep` still signs with: an
+    agent and its keys refer to each other, so without this its socket stays open until the
+    cyclic GC runs (one per host connected meanwhile)."""
+    needed = {id(k.agent) for k in keep or () if isinstance(k, paramiko.AgentKey)}
+    agents = {id(k.agent): k.agent for k in keys if isinstance(k, paramiko.AgentKey)}
+    for ident, agent in agents.items():
+        if ident not in needed and isinstance(agent, paramiko.Agent):
+            agent.close()
+
+
 def _authenticate(transport: paramiko.Transport, target: Target) -> None:
     last: Exception | None = None
     tried = 0
-    for key in _load_client_keys(target.key_file, target.fallback_keys):
-        try:
-            tried += 1
-            transport.auth_publickey(target.user, key)
-            return
-        except paramiko.AuthenticationException as exc:
-            last = exc
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if tried > 1 and not transport.is_active():
-                raise SshError(
-                    f"authentication as {target.user!r} failed: the host hung up after {tried - 1} refused keys "
-                    "(sshd's MaxAuthTries): give the host's own key as the peer's SSH key, or hold fewer in ssh-agent"
-                ) from None
-            raise SshError(f"authentication failed: {exc or type(exc).__name__}") from None
-    raise SshError(f"authentication as {target.user!r} refused ({type(last).__name__}, {tried} keys tried)")
+    keys = _load_client_keys(target.key_file, target.fallback_keys)
+    try:
+        for key in keys:
+            try:
+                tried += 1
+                transport.auth_publickey(target.user, key)
+                return
+            except paramiko.AuthenticationException as exc:
+                last = exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if tried > 1 and not transport.is_active():
+                    raise SshError(
+                        f"authentication as {target.user!r} failed: the host hung up after {tried - 1} refused keys "
+                        "(sshd's MaxAuthTries): give the host's own key as the peer's SSH key, or hold fewer in "
+                        "ssh-agent"
+                    ) from None
+                raise SshError(f"authentication failed: {exc or type(exc).__name__}") from None
+        raise SshError(f"authentication as {target.user!r} refused ({type(last).__name__}, {tried} keys tried)")
+    finally:
+        _close_agents(keys)
 
 
 def _handshake(
