@@ -34,13 +34,19 @@ class Host(Protocol):
 
 
 class Pool(Protocol):
-    """One host handle per peer (and per private instance behind it) for a whole run."""
+    """A host handle per peer (and per private instance behind it), good for a whole run; the
+    connections behind them are the pool's business (the SSH pool keeps a bounded number open)."""
 
     wait_ssh: float  # keep retrying hosts that do not answer yet this long (new machines)
 
     def get(self, peer: Peer) -> Host: ...
 
     def get_instance(self, peer: Peer, inst: Instance) -> Host: ...
+
+    def release(self, peer: Peer) -> None:
+        """The command is done with this peer (and its instances) for now: a hint. The SSH pool
+        closes their idle connections at once where the inventory has more hosts than it keeps
+        open; otherwise they stay for the command's next pass. Their handles stay usable."""
 
     def close(self) -> None: ...
 
