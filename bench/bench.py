@@ -16,6 +16,9 @@ Cases (see README "Benchmarks"):
   failover    an HA lab (2 sites, two gateways each): ping at 5/s between the private instances
               while the active gateway of site2 is killed (labctl fail), healed, and switched back
               by hand (wgmesh failover); the longest gap, detection and switch times, packets lost
+  scale       (only when named: long) a lab of 200 plain sites: wgmesh push after a reset (first
+              start everywhere) and a no-op push; the controller's wall time, peak RSS and its peak
+              open fds and threads (sampled from /proc every 50 ms), fds per host
 
 Every command is run as a separate process; wall time is measured around it and peak RSS is
 taken from wait4() (the process and the children it waited for). Each case runs a warm-up,
@@ -38,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,12 +64,18 @@ class Run:
         self.seconds, self.rss_mb, self.rc, self.out, self.err = seconds, rss_mb, rc, out, err
 
 
-def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None, check: bool = True) -> Run:
-    """Wall time of one process, and its peak RSS (with the children it waited for) from wait4()."""
+def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None, check: bool = True,
+            watch: Peaks | None = None) -> Run:
+    """Wall time of one process, and its peak RSS (with the children it waited for) from wait4();
+    `watch` samples the process while it runs."""
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+        if watch is not None:
+            watch.start(p.pid)
         _, status, ru = os.wait4(p.pid, 0)
+        if watch is not None:
+            watch.stop()
         seconds = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
         fo.seek(0)
@@ -74,6 +84,37 @@ def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None, ch
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {p.returncode}:\n{err[-2000:]}\n{out[-1000:]}")
     return Run(seconds, ru.ru_maxrss / 1024, p.returncode, out, err)
+
+
+class Peaks:
+    """A process's open file descriptors and threads, read from /proc every `every` s while it
+    runs (from a thread of the bench): the highest counts seen."""
+
+    def __init__(self, every: float = 0.05):
+        self.every, self.fds, self.threads = every, 0, 0
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, pid: int) -> None:
+        self._done.clear()
+        self._thread = threading.Thread(target=self._sample, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, pid: int) -> None:
+        while not self._done.is_set():
+            try:
+                fds = len(os.listdir(f"/proc/{pid}/fd"))
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return  # gone
+            threads = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:")), 0)
+            self.fds, self.threads = max(self.fds, fds), max(self.threads, threads)
+            self._done.wait(self.every)
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class Table:
@@ -523,6 +564,49 @@ def case_failover(t: Table, s: Settings) -> None:
           f"ping 5/s: **{sum(lost_back)} lost** in {len(back)} switches")
 
 
+INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def case_scale(t: Table, n: int, s: Settings) -> None:
+    """The controller's cost per host: a lab of n plain sites (no servers, no verify at build),
+    then `wgmesh push` after a reset (first start on every host) and a no-op push, each watched
+    from /proc: peak open fds and threads of the wgmesh process, and fds per host.
+
+    Every wireguard-go holds an inotify instance (on its UAPI socket), and the kernel allows 128
+    per user by default: past ~120 sites the rest fail at `wg setconf`. The limit is raised for
+    the case and put back."""
+    lab = BenchLab(n, 0, s.work)
+    lab.name = f"bs{n}"
+    inotify = int(INOTIFY.read_text())
+    try:
+        INOTIFY.write_text(str(max(inotify, 4 * n)))
+        r = lab.wg("up", "--no-verify", "--json", *lab.up_vars(sites=n, servers=0))
+        doc = json.loads(r.out)
+        assert doc["ok"], doc["push"]["failed"]
+        tm = doc["timings"]
+        t.add("scale", str(n), "wgmesh up --no-verify (build the lab, push)", [r],
+              f"terraform {tm['terraform']:.2f} s, push {tm['push']:.2f} s")
+        scale_pushes(t, lab, s.reps)
+    finally:
+        lab.destroy()
+        INOTIFY.write_text(str(inotify))
+
+
+def scale_pushes(t: Table, lab: BenchLab, reps: int) -> None:
+    for what, first in [("first start everywhere", True), ("no-op", False)]:
+        peaks = Peaks()
+
+        def one(first=first, peaks=peaks) -> Run:
+            if first:
+                lab.reset()
+            res = measure([*WGMESH, "-i", lab.name, "push"], env=wenv(lab.root), watch=peaks)
+            assert not first or lab.all_up()
+            return res
+
+        t.add("scale", str(lab.n), f"wgmesh push ({what})", repeat(one, reps, False),
+              f"peak {peaks.fds} open fds ({peaks.fds / lab.n:.2f} per host), peak {peaks.threads} threads")
+
+
 def _set_mtu(lab: BenchLab, mtu: int) -> None:
     p = lab.root / "inventories" / f"{lab.name}.json"
     doc = json.loads(p.read_text())
@@ -578,6 +662,8 @@ def main() -> int:
             case_push_verify(t, [10] if a.smoke else [10, 30], s, 10 if "change" in cases else None)
         if "failover" in cases:
             case_failover(t, s)
+        if "scale" in cases:  # never in the default list nor --smoke: a 200-site lab takes minutes
+            case_scale(t, 200, s)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mode = "smoke run (smallest sizes, one run each)" if a.smoke else f"full run ({reps} runs after a warm-up)"
