@@ -377,6 +377,7 @@ class FakePool:
     def __init__(self, hosts: dict[str, FakeHost]):
         self.hosts = hosts
         self.active: dict[str, tuple[str, int]] = {}  # HA site → (active gateway, epoch): the agents' view
+        self.released: dict[str, int] = {}  # peer → how often a command released it
         self.wait_ssh = 0.0
         self.lock = threading.RLock()
         self.opened = 0
@@ -420,6 +421,10 @@ class FakePool:
         run each other's public keys."""
         mine = host.public_key
         return any(o is not host and o.public_key == key and mine in o.peers for o in self.hosts.values())
+
+    def release(self, peer: Peer) -> None:
+        """A command is done with the host for now: counted (a fake keeps no connection)."""
+        self.released[peer.name] = self.released.get(peer.name, 0) + 1
 
     def close(self) -> None:
         self.closed += 1

@@ -210,3 +210,13 @@ def test_a_transfer_cut_midway_is_refused_on_the_host(pushed):
     assert res.failed == ["a"] and res.exit_status == ExitStatus.HOSTS_FAILED
     assert res.results["a"].detail.startswith("the config did not arrive whole (exit 45)")
     assert a.conf == before and res.results["b"].action == "syncconf"
+
+
+def test_every_host_is_released_when_its_push_is_done(tmp_path):
+    """A pool that cannot keep every host open may close a host's connections as soon as the
+    command is done with it (HostPool.release): push says so for each host."""
+    from tests.fakes import fake_mesh
+
+    ws, pool = fake_mesh(tmp_path)
+    assert push(ws, Reporter(), connect=pool.connector()).ok
+    assert pool.released == {"a": 1, "b": 1, "c": 1}

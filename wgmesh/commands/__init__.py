@@ -5,9 +5,30 @@ are WgmeshError subclasses carrying their exit status."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from wgmesh.errors import ExitStatus
+
+if TYPE_CHECKING:
+    from wgmesh.model import Peer
+    from wgmesh.remote.host import Pool
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def releasing(pool: Pool, work: Callable[[T], R], peer_of: Callable[[T], Peer] | None = None) -> Callable[[T], R]:
+    """`work` for one host, then the pool may let go of that host's connections (it keeps them
+    where it can hold every host of the run: see HostPool.release)."""
+
+    def run(item: T) -> R:
+        try:
+            return work(item)
+        finally:
+            pool.release(peer_of(item) if peer_of is not None else item)  # type: ignore[arg-type]
+
+    return run
 
 
 class Result(Protocol):

@@ -9,6 +9,7 @@ from typing import Any
 
 from wgmesh import inventory as invmod
 from wgmesh import store
+from wgmesh.commands import releasing
 from wgmesh.commands.up import terraform_for
 from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
@@ -58,7 +59,7 @@ def stop_hosts(
 
     chosen = None if names is None else set(names)
     peers = [p for p in inv.peers if chosen is None or p.name in chosen]
-    return fan_out(peers, key=lambda p: p.name, work=one, parallel=parallel,
+    return fan_out(peers, key=lambda p: p.name, work=releasing(pool, one), parallel=parallel,
                    on_start=reporter.host_start, on_done=reporter.host_done)
 
 

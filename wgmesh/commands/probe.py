@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from wgmesh import ha, store
 from wgmesh import keys as keymod
+from wgmesh.commands import releasing
 from wgmesh.executor import fan_out
 from wgmesh.model import Action, AgentState, HostResult, HostState, Inventory, Peer
 from wgmesh.remote import plan as planmod
@@ -38,7 +39,7 @@ def probe_hosts(inv: Inventory, pool: Pool, peers: list[Peer], parallel: int) ->
         states[peer.name] = probe_host(pool, inv, peer)
         return HostResult(peer.name, True, Action.PROBED)
 
-    fan_out(peers, key=lambda p: p.name, work=one, parallel=parallel)
+    fan_out(peers, key=lambda p: p.name, work=releasing(pool, one), parallel=parallel)
     return states
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from wgmesh import ha, peers, store
 from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
-from wgmesh.commands import HostsOutcome
+from wgmesh.commands import HostsOutcome, releasing
 from wgmesh.commands.genconfig import write_configs
 from wgmesh.commands.probe import agent_bundle, agents, probe_host, probe_hosts
 from wgmesh.errors import ExitStatus
@@ -131,7 +131,7 @@ def push_configs(
         return push_host(pool, inv, p, desired, dry_run, known.get(p.name))
 
     results = fan_out(
-        inv.peers, key=lambda p: p.name, work=one, parallel=parallel,
+        inv.peers, key=lambda p: p.name, work=releasing(pool, one), parallel=parallel,
         on_start=reporter.host_start, on_done=reporter.host_done,
     )
     if dry_run:

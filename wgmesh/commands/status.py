@@ -12,6 +12,7 @@ from wgmesh import ha, store
 from wgmesh import keys as keymod
 from wgmesh import revocations as revmod
 from wgmesh import status as statmod
+from wgmesh.commands import releasing
 from wgmesh.commands.probe import host_drift
 from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
@@ -160,7 +161,7 @@ def collect_status(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int)
         dumps[peer.name] = statmod.parse_dump(out)
         return HostResult(peer.name, True, Action.OK)
 
-    results = fan_out(inv.peers, key=lambda p: p.name, work=one, parallel=parallel)
+    results = fan_out(inv.peers, key=lambda p: p.name, work=releasing(pool, one), parallel=parallel)
     reasons: dict[str, str] = {}
     for name, r in results.items():
         if not r.ok:

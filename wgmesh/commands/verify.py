@@ -12,7 +12,7 @@ from typing import Any
 from wgmesh import ha, store
 from wgmesh import keys as keymod
 from wgmesh import status as statmod
-from wgmesh.commands import HostsOutcome
+from wgmesh.commands import HostsOutcome, releasing
 from wgmesh.commands.probe import host_drift
 from wgmesh.commands.status import SiteView, collect_status, ha_view
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
@@ -108,7 +108,7 @@ def agent_states(inv: Inventory, pool: Pool, peers: list[Peer], parallel: int) -
         states[peer.name] = HostState(reachable=True, agent=planmod.parse_agent_report(out))
         return HostResult(peer.name, True, Action.PROBED)
 
-    fan_out(peers, key=lambda p: p.name, work=one, parallel=parallel)
+    fan_out(peers, key=lambda p: p.name, work=releasing(pool, one), parallel=parallel)
     return states
 
 
@@ -175,7 +175,7 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
         ping_from(pool.get(peer), iface, later)
         return HostResult(peer.name, True, Action.PRIMED)
 
-    note(fan_out(managed, key=lambda p: p.name, work=prime, parallel=parallel))
+    note(fan_out(managed, key=lambda p: p.name, work=releasing(pool, prime), parallel=parallel))
 
     # 2. Every gateway → every other peer's tunnel and private address.
     def full(peer: Peer) -> HostResult:
@@ -195,7 +195,7 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
         return HostResult(peer.name, True, Action.PROBED)
 
     reachable = [p for p in managed if p.name not in unreachable]
-    note(fan_out(reachable, key=lambda p: p.name, work=full, parallel=parallel))
+    note(fan_out(reachable, key=lambda p: p.name, work=releasing(pool, full), parallel=parallel))
 
     # 3. Private instance → every other peer's private instances, through the gateway as a jump host.
     all_instances = [(p, i) for p in inv.peers if p.name not in standby for i in p.instances]
@@ -211,7 +211,8 @@ def run_verify(inv: Inventory, keys: keymod.Keys, pool: Pool, parallel: int) -> 
         return HostResult(f"{peer.name}/{inst.name}", True, Action.PROBED)
 
     with_instances = [(p, i) for p, i in all_instances if p.ssh is not None and p.name not in unreachable]
-    note(fan_out(with_instances, key=lambda x: f"{x[0].name}/{x[1].name}", work=from_instance, parallel=parallel))
+    note(fan_out(with_instances, key=lambda x: f"{x[0].name}/{x[1].name}",
+                 work=releasing(pool, from_instance, lambda x: x[0]), parallel=parallel))
 
     # 4. Handshakes: every reachable peer has a fresh one with every other peer.
     st = collect_status(inv, keys, pool, parallel)

@@ -13,10 +13,16 @@ wgm_stop_all() {
     if wg show "$IFACE" >/dev/null 2>&1; then
         wg-quick down "$IFACE" >/dev/null 2>&1 || ip link del "$IFACE"
     fi
-    if wg show "$IFACE" >/dev/null 2>&1; then
-        echo "$IFACE is still up" >&2
-        exit 1
-    fi
+    # wireguard-go leaves a moment after its link is gone (longer on a busy host): wait for it
+    i=0
+    while wg show "$IFACE" >/dev/null 2>&1; do
+        if [ "$i" -ge 50 ]; then
+            echo "$IFACE is still up" >&2
+            exit 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
     rm -f "$CONF" "$PREV"
     exit 0
 }
