@@ -380,3 +380,19 @@ def test_a_wheel_carries_the_terraform_stacks(tmp_path):
                        env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(venv / "share/wgmesh/terraform"), str(venv / "share/wgmesh/terraform/lab")]
+
+
+def test_dual_stack_from_the_command_line(tmp_path):
+    """An IPv6 subnet makes the mesh dual stack (an IPv6 pool, an IPv6 tunnel address for every
+    peer); --address6 must be IPv6; --pool6 must be an IPv6 network; both named when refused."""
+    assert run(tmp_path, "addpeer", "a", "--endpoint", "198.51.100.1", "--allowedips", "10.1.0.0/24",
+               "--allowedips", "fd00:1::/64", "--private-address6", "fd00:1::1").exit_code == 0
+    doc = json.loads(run(tmp_path, "showpeers", "--json").stdout)
+    pool6 = doc["mesh"]["pool6"]
+    assert pool6.endswith("::/64") and doc["peers"]["a"]["address6"].startswith(pool6[:8])
+    before = snapshot(tmp_path)
+    r = run(tmp_path, "addpeer", "b", "--endpoint", "198.51.100.2", "--address6", "10.9.9.9")
+    assert r.exit_code == 2 and "--address6" in r.stderr and "10.9.9.9" in r.stderr
+    r = run(tmp_path, "up", "--pool6", "10.99.0.0/16")
+    assert r.exit_code == 2 and "--pool6" in r.stderr and "10.99.0.0/16" in r.stderr
+    assert snapshot(tmp_path) == before

@@ -64,6 +64,10 @@ def up(
         [], "--var", help="Terraform variable KEY=VALUE (repeatable; remembered in the inventory)."
     ),
     pool: str | None = typer.Option(None, "--pool", help="Mesh pool for tunnel addresses [default: 10.200.0.0/16]."),
+    pool6: str | None = typer.Option(
+        None, "--pool6", help="IPv6 pool of a dual-stack mesh: a CIDR, or 'auto' (a unique local /64 from the "
+        "inventory's name) [default: auto as soon as a peer has an IPv6 subnet]."
+    ),
     mtu: int | None = typer.Option(None, "--mtu", help="wg0 MTU of every peer (remembered) [default: 1420]."),
     parallel: int = PARALLEL_OPT,
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification at the end."),
@@ -80,7 +84,8 @@ def up(
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
     from wgmesh.commands import up as cmd
 
-    opts = cmd.UpOptions(stack=stack, var_pairs=tuple(var), pool_cidr=pool, mtu=mtu, parallel=parallel,
+    opts = cmd.UpOptions(stack=stack, var_pairs=tuple(var), pool_cidr=pool, pool6_cidr=pool6, mtu=mtu,
+                         parallel=parallel,
                          verify=not no_verify, push=not no_push, wait_ssh=wait_ssh)
 
     def body(ws: "Workspace") -> "Result":
@@ -100,6 +105,9 @@ def addpeer(
     address: str | None = typer.Option(
         None, "--address", help="Tunnel address [default: next free in the mesh pool]."
     ),
+    address6: str | None = typer.Option(
+        None, "--address6", help="IPv6 tunnel address of a dual-stack mesh [default: next free in its IPv6 pool]."
+    ),
     allowedips: list[str] = typer.Option([], "--allowedips", help="A subnet behind this peer, CIDR (repeatable)."),
     listen_port: int | None = typer.Option(
         None, "--listen-port", help="UDP port WireGuard listens on [default: 51820]."
@@ -116,6 +124,9 @@ def addpeer(
     ),
     private_address: str | None = typer.Option(
         None, "--private-address", help="An address of the peer inside its subnet, probed by verify."
+    ),
+    private_address6: str | None = typer.Option(
+        None, "--private-address6", help="Its IPv6 address inside its subnet, probed by verify too."
     ),
     host_key: list[str] = typer.Option(
         [], "--host-key", help="Expected SSH host key 'TYPE BASE64' (repeatable); else pinned at first contact."
@@ -141,7 +152,7 @@ def addpeer(
     options = PeerOptions(
         endpoint=endpoint, address=address, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
         ssh_target=ssh, ssh_key=ssh_key, host_keys=host_key, egress_interface=egress_interface,
-        private_address=private_address, mtu=mtu,
+        private_address=private_address, mtu=mtu, address6=address6, private_address6=private_address6,
     )
     extra = cmd.KeyImport(private_key_file, public_key, allow_unresolved)
     run(ctx, "addpeer", lambda ws: cmd.addpeer(ws, name, options, extra), as_json,
@@ -264,6 +275,9 @@ def setpeer(
     listen_port: int | None = typer.Option(None, "--listen-port", help="New UDP listen port."),
     keepalive: int | None = typer.Option(None, "--keepalive", help="New PersistentKeepalive (0 = off)."),
     private_address: str | None = typer.Option(None, "--private-address", help="New probe address in its subnet."),
+    private_address6: str | None = typer.Option(
+        None, "--private-address6", help="New IPv6 probe address in its subnet ('' removes it)."
+    ),
     mtu: int | None = typer.Option(None, "--mtu", help="New wg0 MTU of this peer (0: the mesh's)."),
     allow_unresolved: bool = typer.Option(
         False, "--allow-unresolved", help="Keep a DNS --endpoint that does not resolve now (refused otherwise)."
@@ -284,7 +298,7 @@ def setpeer(
 
     changes: PeerOptions = PeerOptions(
         endpoint=endpoint, subnets=allowedips, listen_port=listen_port, keepalive=keepalive,
-        private_address=private_address, mtu=mtu,
+        private_address=private_address, private_address6=private_address6, mtu=mtu,
         host_keys=host_key or None, ssh_target=ssh, ssh_key=ssh_key, egress_interface=egress_interface,
     )
     run(ctx, "setpeer", lambda ws: cmd.setpeer(ws, name, changes, allow_unresolved), as_json, pre=need_inventory)

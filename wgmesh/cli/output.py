@@ -166,14 +166,15 @@ class RichReporter(Reporter):
 def peers_table(inv: Inventory, only: list[str] | None = None) -> None:
     from rich.table import Table
 
-    t = Table(title=f"inventory {inv.name}: {len(inv.peers)} peers, pool {inv.mesh.pool}")
+    pools = str(inv.mesh.pool) + (f" and {inv.mesh.pool6}" if inv.mesh.pool6 else "")
+    t = Table(title=f"inventory {inv.name}: {len(inv.peers)} peers, pool {pools}")
     for col in ("peer", "address", "endpoint", "subnets", "ssh", "region", "source"):
         t.add_column(col)
     for p in inv.peers:
         if only is not None and p.name not in only:
             continue
         t.add_row(
-            p.name, str(p.address), p.endpoint or "-", ", ".join(map(str, p.subnets)) or "-",
+            p.name, ", ".join(map(str, p.tunnel_addresses)), p.endpoint or "-", ", ".join(map(str, p.subnets)) or "-",
             str(p.ssh) if p.ssh else "-", "/".join(x for x in (p.cloud, p.region) if x) or "-", p.source,
         )
     out.print(t)
