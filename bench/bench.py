@@ -634,7 +634,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wg-meshconf", required=True)
     ap.add_argument("--smoke", action="store_true", help="smallest sizes, once each")
-    ap.add_argument("--cases", default="startup,genconfig,inventory,push,verify,change,failover")
+    ap.add_argument("--cases", default="startup,genconfig,inventory,push,verify,change,failover,wan,sites50")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--work", default=str(HERE / "work"))
@@ -662,6 +662,8 @@ def main() -> int:
             case_push_verify(t, [10] if a.smoke else [10, 30], s, 10 if "change" in cases else None)
         if "failover" in cases:
             case_failover(t, s)
+        if cases & {"wan", "sites50"}:  # bench/wan.py: distance (wan_delay_ms), 50 sites end to end
+            __import__("wan").run_cases(t, s, cases, a.smoke)
         if "scale" in cases:  # never in the default list nor --smoke: a 200-site lab takes minutes
             case_scale(t, 200, s)
     finally:
