@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,6 @@ from wgmesh.adapters.terraform import TerraformRunner
 
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "terraform"
-VENV_BIN = Path(sys.executable).parent
 REGIONS = ["cn-northwest-1", "cn-north-1"]  # the seed deployment's regions: the aws-cn partition
 OPERATOR = "203.0.113.0/24"
 ACCESS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # the emulator's, not a secret
@@ -39,9 +39,10 @@ def _free_port() -> int:
 def moto_server() -> Iterator[str]:
     """A moto server on a free loopback port, for the duration of the block: its URL."""
     port = _free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    # moto's own server, started through this module (main below) so that its fixes apply.
+    proc = subprocess.Popen([sys.executable, "-m", "tests.aws.emulator", "-H", "127.0.0.1", "-p", str(port)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90  # a second or two, but far more on a loaded machine
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -56,8 +57,70 @@ def moto_server() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def fix_moto() -> None:
+    """What the emulator gets wrong that the AWS provider depends on, put right in its process.
+
+    - Its server answers each request in a thread of its own, but its models are not made for
+      that: Terraform deletes a security group's rules in parallel, and two revokes at once
+      (each writes back the list of rules it read) leave a rule behind or fail one with
+      InvalidPermission.NotFound (the destroy of the ha stack did, three runs out of three).
+      One request at a time.
+    - A subnet's IPv6 CIDR association: moto answers <ipv6CidrBlockState><state>{'State':
+      'associated'}</state>, the whole dict as text, where EC2 answers <state>associated</state>;
+      the provider waits for "associated" until it times out (3 min) and fails the subnet. Only
+      that state is rewritten; a moto that answers it right is left as it is.
+    """
+    from moto.ec2.models.subnets import Subnet
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    one_at_a_time = threading.Lock()
+    dispatch = DomainDispatcherApplication.__call__
+
+    def serial(self, environ, start_response):
+        with one_at_a_time:
+            return dispatch(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = serial
+
+    wrong = Subnet.ipv6_cidr_block_association_set.fget
+
+    def state(a: dict) -> str:
+        st = a["ipv6CidrBlockState"]["state"]
+        return st["State"] if isinstance(st, dict) else st
+
+    def association_set(self):
+        return [{**a, "ipv6CidrBlockState": {"state": state(a)}} for a in wrong(self)]
+
+    Subnet.ipv6_cidr_block_association_set = property(association_set)
+
+
 def client(url: str, region: str, service: str = "ec2"):
     return boto3.client(service, region_name=region, endpoint_url=url, **ACCESS)
+
+
+def wgmesh(root: Path, *args, rc: int = 0) -> subprocess.CompletedProcess:
+    """The wgmesh CLI in `root` (WGMESH_DIR), with no AWS_* of this environment: its exit code must be rc."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(WGMESH_DIR=str(root), COLUMNS="200", AWS_EC2_METADATA_DISABLED="true")
+    r = subprocess.run([sys.executable, "-m", "wgmesh", "-i", "aws", *args], capture_output=True, text=True,
+                       env=env, timeout=900, check=False)  # the exit code is asserted below
+    assert r.returncode == rc, f"wgmesh {' '.join(args)} → {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r
+
+
+def up(url: str, root: Path, *variables: str) -> subprocess.CompletedProcess:
+    """`wgmesh up --stack aws --no-push --json` in `root` against the emulator at `url`: a new SSH
+    key (root/id_ed25519), the override beside the root module wgmesh writes, the two regions, the
+    operator, AMIs the emulator knows, and `variables` (NAME=VALUE, one --var each)."""
+    key = root / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    workdir = root / ".wgmesh" / "aws" / "terraform"
+    workdir.mkdir(parents=True)
+    (workdir / "override.tf.json").write_text(json.dumps(provider_override(url), indent=2))
+    given = ["regions=" + json.dumps(REGIONS), f"operator_cidr={OPERATOR}",
+             "ssh_public_key=" + key.with_suffix(".pub").read_text().strip(), f"ssh_private_key_file={key}",
+             "amis=" + json.dumps(amis(url)), *variables]
+    return wgmesh(root, "up", "--stack", "aws", "--no-push", "--json", *(a for v in given for a in ("--var", v)))
 
 
 def provider_override(url: str, regions: list[str] = REGIONS) -> dict:
@@ -76,6 +139,14 @@ def amis(url: str, regions: list[str] = REGIONS) -> dict[str, str]:
     return {r: client(url, r).describe_images()["Images"][0]["ImageId"] for r in regions}
 
 
+def terraform(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Terraform itself in a root module's workdir that wgmesh prepared (its CLI config: the mirror)."""
+    env = dict(os.environ, TF_CLI_CONFIG_FILE=str(workdir / "terraform.rc"), TF_IN_AUTOMATION="1",
+               TF_INPUT="0", CHECKPOINT_DISABLE="1")
+    return subprocess.run(["terraform", *args, "-no-color"], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
 class Root:
     """The root module wgmesh writes for an inventory of a stack (by default terraform/aws), in
     `workdir`, with the emulator override; Terraform runs through wgmesh's adapter, and directly
@@ -92,10 +163,7 @@ class Root:
         self.runner.init()
 
     def terraform(self, *args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, TF_CLI_CONFIG_FILE=str(self.workdir / "terraform.rc"), TF_IN_AUTOMATION="1",
-                   TF_INPUT="0", CHECKPOINT_DISABLE="1")
-        return subprocess.run(["terraform", *args, "-no-color"], cwd=self.workdir, env=env, capture_output=True,
-                              text=True, timeout=900)
+        return terraform(self.workdir, *args)
 
     def plan_document(self) -> dict:
         """`terraform show -json` of a fresh plan (the adapter's plan file)."""
@@ -103,3 +171,10 @@ class Root:
         r = self.terraform("show", "-json", TerraformRunner.PLAN_FILE)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
+
+
+if __name__ == "__main__":  # moto_server with fix_moto(): python -m tests.aws.emulator -H HOST -p PORT
+    from moto.server import main
+
+    fix_moto()
+    main(sys.argv[1:])

@@ -7,11 +7,9 @@ table at the other gateway."""
 from __future__ import annotations
 
 import json
-import subprocess
 
-from tests.aws.emulator import ACCESS, OPERATOR, REGIONS, amis, provider_override
+from tests.aws.emulator import ACCESS, REGIONS, up, wgmesh
 from tests.aws.emulator import client as ec2
-from tests.aws.test_aws_moto import wgmesh
 from wgmesh import ha, store
 from wgmesh.agent.agent import RouteTable, parse_config
 from wgmesh.keys import Keystore
@@ -19,19 +17,7 @@ from wgmesh.workspace import Workspace, default_stacks_dir
 
 
 def test_up_with_ha_then_the_agent_switches_the_route_table(moto, tmp_path, monkeypatch):
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    workdir = tmp_path / ".wgmesh" / "aws" / "terraform"
-    workdir.mkdir(parents=True)
-    (workdir / "override.tf.json").write_text(json.dumps(provider_override(moto), indent=2))
-    r = wgmesh(
-        tmp_path, "up", "--stack", "aws", "--no-push", "--json",
-        "--var", "regions=" + json.dumps(REGIONS), "--var", f"operator_cidr={OPERATOR}",
-        "--var", "ssh_public_key=" + key.with_suffix(".pub").read_text().strip(),
-        "--var", f"ssh_private_key_file={key}", "--var", "amis=" + json.dumps(amis(moto)),
-        "--var", "ha=true",
-    )
-    doc = json.loads(r.stdout)
+    doc = json.loads(up(moto, tmp_path, "ha=true").stdout)
     sites = {f"wgmesh-{x}": [f"wgmesh-{x}-a", f"wgmesh-{x}-b"] for x in REGIONS}
     assert sorted(doc["peers"]) == sorted(g for gws in sites.values() for g in gws)
 

@@ -8,42 +8,15 @@ path is proven by the lab. No traffic leaves loopback.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-from tests.aws.emulator import OPERATOR, REGIONS, amis, provider_override
+from tests.aws.emulator import OPERATOR, REGIONS, up, wgmesh
 from tests.aws.emulator import client as ec2
 
 
-def wgmesh(root: Path, *args, rc: int = 0):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(WGMESH_DIR=str(root), COLUMNS="200", AWS_EC2_METADATA_DISABLED="true")
-    r = subprocess.run([sys.executable, "-m", "wgmesh", "-i", "aws", *args], capture_output=True, text=True,
-                       env=env, timeout=900, check=False)  # the exit code is asserted below
-    assert r.returncode == rc, f"wgmesh {' '.join(args)} → {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r
-
-
 def test_aws_stack_against_the_emulator(moto, tmp_path):
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    workdir = tmp_path / ".wgmesh" / "aws" / "terraform"
-    workdir.mkdir(parents=True)
-    (workdir / "override.tf.json").write_text(json.dumps(provider_override(moto), indent=2))
-
     t0 = time.monotonic()
-    r = wgmesh(
-        tmp_path, "up", "--stack", "aws", "--no-push", "--json",
-        "--var", "regions=" + json.dumps(REGIONS),
-        "--var", f"operator_cidr={OPERATOR}",
-        "--var", "ssh_public_key=" + key.with_suffix(".pub").read_text().strip(),
-        "--var", f"ssh_private_key_file={key}",
-        "--var", "amis=" + json.dumps(amis(moto)),
-        "--var", "test_instance=true",
-    )
+    r = up(moto, tmp_path, "test_instance=true")
     apply_s = time.monotonic() - t0
     doc = json.loads(r.stdout)
     names = [f"wgmesh-{r_}" for r_ in REGIONS]
