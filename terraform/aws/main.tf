@@ -10,6 +10,15 @@
 # routes to the other sites (the wgmesh failover agent on the gateway that
 # becomes active does it, see wgmesh/agent/ec2.py). The routes start on
 # gateway a, and Terraform leaves their target to the agent afterwards.
+#
+# With ipv6 = true: dual stack. The VPC gets an Amazon-provided IPv6 /56 and
+# every subnet a /64 of it (assigned to new interfaces); the gateways and the
+# test instance get an IPv6 address each; the private route table sends the
+# other sites' IPv6 VPC CIDRs to the gateway's interface as it does their IPv4
+# ones, and the rest of ::/0 to an egress-only internet gateway; the security
+# groups admit IPv6 as they admit IPv4, and ICMPv6. The WireGuard underlay stays
+# IPv4 (the Elastic IPs). Amazon's addresses are global: wgmesh routes them
+# (no IPv6 NAT).
 
 locals {
   # VPC CIDR of every region of the mesh, by the same rule in every module
@@ -38,6 +47,14 @@ locals {
   public_cidr   = try(cidrsubnet(local.vpc_cidr, 8, 0), "")
   private_cidr  = try(cidrsubnet(local.vpc_cidr, 8, 1), "")
   public_b_cidr = try(cidrsubnet(local.vpc_cidr, 8, 2), "")
+
+  # ipv6: the VPC's Amazon-provided /56 (known once the VPC exists), a /64 of it
+  # per subnet in the order of the IPv4 ones, and the other sites' /56s (from
+  # their modules: peer_vpc_ipv6_cidrs, filled in by wgmesh). cidrsubnet(c, 0, 0)
+  # is c in canonical form (an emulator may write 2400:6500:0f1c:...).
+  vpc_ipv6_cidr = var.ipv6 ? cidrsubnet(aws_vpc.this.ipv6_cidr_block, 0, 0) : ""
+  # The subnets' /64s, public, private, public_b (null without ipv6).
+  ipv6_subnet_cidrs = [for n in range(3) : var.ipv6 ? cidrsubnet(aws_vpc.this.ipv6_cidr_block, 8, n) : null]
 
   prefix = "${var.name}-${var.region}"
 
@@ -139,6 +156,8 @@ resource "aws_vpc" "this" {
   cidr_block           = local.vpc_cidr
   enable_dns_support   = true
   enable_dns_hostnames = true
+  # ipv6: an Amazon-provided IPv6 /56 (null: none, as before ipv6 existed).
+  assign_generated_ipv6_cidr_block = var.ipv6 ? true : null
 
   tags = merge(local.tags, { Name = local.prefix })
 
@@ -180,6 +199,9 @@ resource "aws_subnet" "public" {
   cidr_block              = local.public_cidr
   availability_zone       = local.availability_zone
   map_public_ip_on_launch = false
+  # ipv6: a /64 of the VPC's /56, an address of it for every new interface.
+  ipv6_cidr_block                 = local.ipv6_subnet_cidrs[0]
+  assign_ipv6_address_on_creation = var.ipv6
 
   tags = merge(local.tags, { Name = "${local.prefix}-public" })
 
@@ -199,6 +221,9 @@ resource "aws_subnet" "public_b" {
   cidr_block              = local.public_b_cidr
   availability_zone       = local.availability_zone_b
   map_public_ip_on_launch = false
+  # ipv6: a /64 of the VPC's /56, an address of it for every new interface.
+  ipv6_cidr_block                 = local.ipv6_subnet_cidrs[2]
+  assign_ipv6_address_on_creation = var.ipv6
 
   tags = merge(local.tags, { Name = "${local.prefix}-public-b" })
 
@@ -220,6 +245,9 @@ resource "aws_subnet" "private" {
   cidr_block              = local.private_cidr
   availability_zone       = local.availability_zone
   map_public_ip_on_launch = false
+  # ipv6: a /64 of the VPC's /56, an address of it for every new interface.
+  ipv6_cidr_block                 = local.ipv6_subnet_cidrs[1]
+  assign_ipv6_address_on_creation = var.ipv6
 
   tags = merge(local.tags, { Name = "${local.prefix}-private" })
 }
@@ -242,6 +270,15 @@ resource "aws_route" "public_default" {
   gateway_id             = aws_internet_gateway.this.id
 }
 
+# ipv6: the gateways reach the IPv6 internet through the internet gateway.
+resource "aws_route" "public_default6" {
+  count = var.ipv6 ? 1 : 0
+
+  route_table_id              = aws_route_table.public.id
+  destination_ipv6_cidr_block = "::/0"
+  gateway_id                  = aws_internet_gateway.this.id
+}
+
 resource "aws_route_table_association" "public" {
   subnet_id      = aws_subnet.public.id
   route_table_id = aws_route_table.public.id
@@ -258,6 +295,15 @@ resource "aws_route_table" "private" {
   vpc_id = aws_vpc.this.id
 
   tags = merge(local.tags, { Name = "${local.prefix}-private" })
+
+  lifecycle {
+    # Here, not on the VPC: the other regions' IPv6 CIDRs depend on their VPCs,
+    # which would depend on this one's.
+    precondition {
+      condition     = !var.ipv6 || length(var.peer_vpc_ipv6_cidrs) == length(var.regions) - 1
+      error_message = "with ipv6, peer_vpc_ipv6_cidrs must hold the IPv6 VPC CIDR of every other region: ${length(var.regions) - 1} expected, ${length(var.peer_vpc_ipv6_cidrs)} given."
+    }
+  }
 }
 
 # Routed mode: every other site's VPC goes through the gateway's interface
@@ -280,6 +326,40 @@ resource "aws_route" "to_site" {
     # gets the routes again, as it did before ha existed.
     replace_triggered_by = [aws_instance.gateway.id]
   }
+}
+
+# ipv6: the same for the other sites' IPv6 VPC CIDRs. count, not for_each: they
+# are unknown until the other regions' VPCs exist, but their number is known.
+resource "aws_route" "to_site6" {
+  count = var.ipv6 ? length(var.peer_vpc_ipv6_cidrs) : 0
+
+  route_table_id              = aws_route_table.private.id
+  destination_ipv6_cidr_block = var.peer_vpc_ipv6_cidrs[count.index]
+  network_interface_id        = aws_instance.gateway.primary_network_interface_id
+
+  lifecycle {
+    # As for to_site: the target belongs to the failover agent (ha).
+    ignore_changes       = [network_interface_id]
+    replace_triggered_by = [aws_instance.gateway.id]
+  }
+}
+
+# ipv6: the private subnet's own IPv6 egress to the internet (outbound only:
+# nothing from the internet can open a connection to it), free per hour.
+resource "aws_egress_only_internet_gateway" "this" {
+  count = var.ipv6 ? 1 : 0
+
+  vpc_id = aws_vpc.this.id
+
+  tags = merge(local.tags, { Name = local.prefix })
+}
+
+resource "aws_route" "private_default6" {
+  count = var.ipv6 ? 1 : 0
+
+  route_table_id              = aws_route_table.private.id
+  destination_ipv6_cidr_block = "::/0"
+  egress_only_gateway_id      = aws_egress_only_internet_gateway.this[0].id
 }
 
 resource "aws_route_table_association" "private" {
@@ -385,6 +465,20 @@ resource "aws_vpc_security_group_egress_rule" "gateway_all" {
   tags = merge(local.tags, { Name = "${local.prefix}-egress" })
 }
 
+# ipv6: the same for IPv6. The other sites' traffic reaches the gateway inside
+# WireGuard (UDP from their Elastic IPs, above), in either family; what enters
+# through its interface in the clear is the own VPC's (replies of workloads).
+resource "aws_vpc_security_group_ingress_rule" "gateway_vpc6" {
+  count = var.ipv6 ? 1 : 0
+
+  security_group_id = aws_security_group.gateway.id
+  description       = "All traffic from the own VPC (IPv6)"
+  ip_protocol       = "-1"
+  cidr_ipv6         = local.vpc_ipv6_cidr
+
+  tags = merge(local.tags, { Name = "${local.prefix}-vpc6" })
+}
+
 resource "aws_security_group" "test" {
   count = var.test_instance ? 1 : 0
 
@@ -406,6 +500,19 @@ resource "aws_vpc_security_group_ingress_rule" "test_sites" {
   tags = merge(local.tags, { Name = "${local.prefix}-test-from-site" })
 }
 
+# ipv6: the own VPC's and the other sites' IPv6 CIDRs, as the IPv4 ones above
+# (count: the other sites' are unknown until their VPCs exist).
+resource "aws_vpc_security_group_ingress_rule" "test_sites6" {
+  count = var.test_instance && var.ipv6 ? 1 + length(var.peer_vpc_ipv6_cidrs) : 0
+
+  security_group_id = aws_security_group.test[0].id
+  description       = count.index == 0 ? "All traffic from the own VPC (IPv6)" : "All traffic from another site (IPv6)"
+  ip_protocol       = "-1"
+  cidr_ipv6         = concat([local.vpc_ipv6_cidr], var.peer_vpc_ipv6_cidrs)[count.index]
+
+  tags = merge(local.tags, { Name = "${local.prefix}-test-from-site6" })
+}
+
 resource "aws_vpc_security_group_egress_rule" "test_all" {
   count = var.test_instance ? 1 : 0
 
@@ -415,6 +522,41 @@ resource "aws_vpc_security_group_egress_rule" "test_all" {
   cidr_ipv4         = "0.0.0.0/0"
 
   tags = merge(local.tags, { Name = "${local.prefix}-test-egress" })
+}
+
+# ipv6, on both security groups (the gateway's and the test instance's): IPv6
+# needs ICMPv6 from wherever a path leads (routers do not fragment, so Packet
+# Too Big must reach the sender: path MTU discovery), and everything may go
+# out in both families. ICMPv4 stays as it was (from the own VPC only).
+locals {
+  ipv6_groups = var.ipv6 ? merge(
+    { gateway = aws_security_group.gateway.id },
+    var.test_instance ? { test = aws_security_group.test[0].id } : {},
+  ) : {}
+}
+
+resource "aws_vpc_security_group_ingress_rule" "icmpv6" {
+  for_each = local.ipv6_groups
+
+  security_group_id = each.value
+  description       = "ICMPv6 (path MTU discovery, errors, echo)"
+  ip_protocol       = "icmpv6"
+  from_port         = -1
+  to_port           = -1
+  cidr_ipv6         = "::/0"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-${each.key}-icmpv6" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "all6" {
+  for_each = local.ipv6_groups
+
+  security_group_id = each.value
+  description       = "All outbound traffic (IPv6)"
+  ip_protocol       = "-1"
+  cidr_ipv6         = "::/0"
+
+  tags = merge(local.tags, { Name = "${local.prefix}-${each.key}-egress6" })
 }
 
 # ---------------------------------------------------------------- ha: the route-switch role
@@ -503,6 +645,8 @@ resource "aws_instance" "gateway" {
   source_dest_check      = false # it forwards the other sites' traffic
   # ha only: the route-switch role (null: none, as before ha existed).
   iam_instance_profile = one(aws_iam_instance_profile.gateway[*].name)
+  # ipv6: one IPv6 address (null: none, as before ipv6 existed).
+  ipv6_address_count = var.ipv6 ? 1 : null
   # No associate_public_ip_address: the subnets never map public IPs, the
   # gateway's address is the Elastic IP below, and setting it to false makes
   # the provider replace the gateway on every plan once the EIP is attached
@@ -560,6 +704,7 @@ resource "aws_instance" "gateway_b" {
   key_name               = local.key_name
   source_dest_check      = false
   iam_instance_profile   = aws_iam_instance_profile.gateway[0].name
+  ipv6_address_count     = var.ipv6 ? 1 : null
 
   user_data                   = local.gateway_user_data
   user_data_replace_on_change = false
@@ -609,6 +754,7 @@ resource "aws_instance" "test" {
   subnet_id              = aws_subnet.private.id
   vpc_security_group_ids = [aws_security_group.test[0].id]
   key_name               = local.key_name
+  ipv6_address_count     = var.ipv6 ? 1 : null
 
   root_block_device {
     volume_size           = 8

@@ -8,11 +8,23 @@ output "gateway_b_public_ips" {
   value       = aws_eip.gateway_b[*].public_ip
 }
 
+output "vpc_ipv6_cidr" {
+  description = "The IPv6 CIDR of this region's VPC with ipv6, else \"\" (what the other regions route to their gateway)."
+  value       = local.vpc_ipv6_cidr
+}
+
 locals {
+  # ipv6 only (a tuple indexed by a known bool: with ipv6 = false the peers are
+  # exactly what they were before ipv6 existed).
+  ipv6_index = var.ipv6 ? 1 : 0
+
   # What every peer of this region has in common.
   peer_common = {
-    listen_port      = var.listen_port
-    subnets          = [local.vpc_cidr]
+    listen_port = var.listen_port
+    # ipv6: [IPv4, IPv6]. Until the VPC exists its IPv6 CIDR is unknown, and
+    # compact() makes the whole list unknown: a plan shows no subnets rather
+    # than a null one, which wgmesh's check of the planned peers would refuse.
+    subnets          = var.ipv6 ? compact([local.vpc_cidr, local.vpc_ipv6_cidr]) : [local.vpc_cidr]
     ssh_user         = var.ssh_user
     ssh_port         = 22
     ssh_key          = var.ssh_private_key_file == "" ? null : var.ssh_private_key_file
@@ -20,13 +32,13 @@ locals {
     egress_interface = "detect"
     region           = var.region
     cloud            = "aws"
-    instances = [for t in aws_instance.test : {
+    instances = [for t in aws_instance.test : merge({
       name          = "${local.prefix}-test"
       address       = t.private_ip
       ssh_user      = var.ssh_user
       ssh_port      = 22
       ssh_host_keys = []
-    }]
+    }, [{}, { address6 = try(t.ipv6_addresses[0], null) }][local.ipv6_index])]
   }
 
   # Without ha: one peer, <name>-<region>, exactly as before ha existed.
@@ -35,7 +47,7 @@ locals {
       endpoint        = aws_eip.gateway.public_ip
       private_address = aws_instance.gateway.private_ip
       ssh_host        = aws_eip.gateway.public_ip
-    })
+    }, [{}, { private_address6 = try(aws_instance.gateway.ipv6_addresses[0], null) }][local.ipv6_index])
   }
 
   # With ha: the site <name>-<region> has two gateways, <site>-a and <site>-b,
@@ -55,7 +67,7 @@ locals {
       route_table_ids      = [aws_route_table.private.id]
       network_interface_id = g.instance.primary_network_interface_id
     }
-  }) }
+  }, [{}, { private_address6 = try(g.instance.ipv6_addresses[0], null) }][local.ipv6_index]) }
 }
 
 output "peers" {
@@ -66,7 +78,7 @@ output "peers" {
 
   # The endpoint is only reachable once the address is on the instance, and
   # the sites only once the routes exist.
-  depends_on = [aws_eip_association.gateway, aws_eip_association.gateway_b, aws_route.to_site, aws_route_table_association.private]
+  depends_on = [aws_eip_association.gateway, aws_eip_association.gateway_b, aws_route.to_site, aws_route.to_site6, aws_route_table_association.private]
 }
 
 output "info" {
@@ -90,5 +102,12 @@ output "info" {
       iam_role_name            = one(aws_iam_role.gateway[*].name)
       instance_profile_name    = one(aws_iam_instance_profile.gateway[*].name)
       route_switch_policy_json = local.route_switch_policy
-  }][var.ha ? 1 : 0])
+      }][var.ha ? 1 : 0], [{}, {
+      # ipv6 only.
+      vpc_ipv6_cidr             = local.vpc_ipv6_cidr
+      public_subnet_ipv6_cidr   = aws_subnet.public.ipv6_cidr_block
+      private_subnet_ipv6_cidr  = aws_subnet.private.ipv6_cidr_block
+      public_subnet_b_ipv6_cidr = one(aws_subnet.public_b[*].ipv6_cidr_block)
+      egress_only_gateway_id    = one(aws_egress_only_internet_gateway.this[*].id)
+  }][local.ipv6_index])
 }

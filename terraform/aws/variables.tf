@@ -134,6 +134,24 @@ variable "ha" {
   default     = false
 }
 
+variable "ipv6" {
+  description = "Dual stack: an Amazon-provided IPv6 /56 per VPC, a /64 of it per subnet, an IPv6 address on the gateways and the test instance, the other sites' IPv6 VPC CIDRs routed to the gateway, IPv6 egress of the private subnet through an egress-only internet gateway, the security groups open for both families. The WireGuard underlay stays IPv4. false: exactly the IPv4 stack."
+  type        = bool
+  default     = false
+}
+
+variable "peer_vpc_ipv6_cidrs" {
+  description = "With ipv6: the IPv6 VPC CIDR of every OTHER region (from their vpc_ipv6_cidr output; wgmesh fills it in), routed to the gateway and admitted by the test instance."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # Unknown during the first plan (the other regions' VPCs): checked once known. "" without ipv6.
+    condition     = alltrue([for c in var.peer_vpc_ipv6_cidrs : c == "" || (strcontains(c, ":") && can(cidrsubnet(c, 0, 0)))])
+    error_message = "peer_vpc_ipv6_cidrs must be IPv6 CIDRs (or \"\" without ipv6)."
+  }
+}
+
 variable "operator_cidr" {
   description = "The only source allowed to SSH (tcp 22) to the gateway: the network wgmesh runs from, e.g. \"203.0.113.7/32\"."
   type        = string

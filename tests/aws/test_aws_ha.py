@@ -46,18 +46,20 @@ def resource_plan(doc: dict) -> dict:
     }
 
 
-# ---------------------------------------------------------------- ha = false: nothing changes
+# ---------------------------------------------------------------- ha = false, ipv6 = false: nothing changes
 
 
-@pytest.mark.parametrize("extra", [{}, {"ha": "false"}, {"availability_zones": {"cn-north-1": "cn-north-1a"}}],
-                         ids=["ha unset", "ha false", "a zone given as a string"])
+@pytest.mark.parametrize("extra", [{}, {"ha": "false"}, {"availability_zones": {"cn-north-1": "cn-north-1a"}},
+                                   {"ha": "false", "ipv6": "false"}],
+                         ids=["ha and ipv6 unset", "ha false", "a zone given as a string", "ha and ipv6 false"])
 def test_without_ha_the_plan_is_the_single_gateway_plan(moto, tmp_path, extra):
-    """The golden file is the plan of the stack as it was before ha existed (same inputs): with
-    ha unset or false, the same resources with the same values, and the same `peers` output
-    (the zone the emulator offers first in cn-north-1 is cn-north-1a, so giving it changes nothing)."""
+    """The golden file is the plan of the stack as it was before ha and ipv6 existed (same
+    inputs): with ha and ipv6 unset or false, the same resources with the same values, and the
+    same `peers` output (the zone the emulator offers first in cn-north-1 is cn-north-1a, so
+    giving it changes nothing)."""
     got = resource_plan(Root(tmp_path / "tf", moto, _vars(amis=FIXED_AMIS, **extra)).plan_document())
     assert got == json.loads(GOLDEN.read_text())
-    assert not any("gateway_b" in a or "iam" in a for a in got["resources"])
+    assert not any("gateway_b" in a or "iam" in a or "egress_only" in a for a in got["resources"])
 
 
 # ---------------------------------------------------------------- ha = true, applied
