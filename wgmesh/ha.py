@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from wgmesh.errors import BadInput
@@ -147,12 +144,17 @@ def unit_text() -> str:
 
 @functools.cache
 def _program(name: str) -> bytes:
+    from importlib import resources  # only where a bundle is made: not on every command's start
+
     return resources.files("wgmesh.agent").joinpath(name).read_bytes()
 
 
 def bundle(config: Mapping[str, Any]) -> bytes:
     """The files a host's agent needs, as one tar (extracted into /etc/wgmesh): the program, the
     EC2 client beside it, the config, the systemd unit. Byte-identical for the same input."""
+    import io
+    import tarfile
+
     files = {
         "agent.py": _program("agent.py"),
         "ec2.py": _program("ec2.py"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import shlex
-from importlib import resources
 
 from wgmesh.remote.exits import RemoteExit
 from wgmesh.remote.steps import LIBRARY, Arg, Program, Step
@@ -27,6 +26,8 @@ def q(value: Arg) -> str:
 @functools.cache
 def library(name: str) -> str:
     """The text of scripts/NAME.sh (package data)."""
+    from importlib import resources  # only when a program is compiled: render needs q() alone
+
     return resources.files("wgmesh.remote").joinpath("scripts", f"{name}.sh").read_text()
 
 
