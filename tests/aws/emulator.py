@@ -42,19 +42,23 @@ def moto_server() -> Iterator[str]:
     # moto's own server, started through this module (main below) so that its fixes apply.
     proc = subprocess.Popen([sys.executable, "-m", "tests.aws.emulator", "-H", "127.0.0.1", "-p", str(port)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90  # a second or two, but far more on a loaded machine
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
-    try:
+    try:  # stopped however the block ends, a server that did not start in time included
+        deadline = time.monotonic() + 90  # a second or two, but far more on a loaded machine
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def fix_moto() -> None:
