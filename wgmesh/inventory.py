@@ -279,13 +279,15 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
 
 def known_part(planned: dict[str, Any]) -> dict[str, Any]:
     """The planned `peers` output, with what Terraform cannot know before apply left out (a
-    plan shows unknown values as missing): instances whose address is not known yet, and an AWS
-    route table's ids (placeholders of the right form stand in for them)."""
+    plan shows unknown values as missing): instances whose address is not known yet, subnets not
+    known yet, and an AWS route table's ids (placeholders of the right form stand in for them)."""
     out: dict[str, Any] = {}
     for name, d in planned.items():
         if isinstance(d, dict):
             known = [i for i in d.get("instances") or [] if isinstance(i, dict) and i.get("address")]
             out[name] = {**d, "instances": known}
+            if isinstance(d.get("subnets"), list):  # e.g. a VPC's IPv6 CIDR, known once the VPC exists
+                out[name]["subnets"] = [s for s in d["subnets"] if s is not None]
             rt = d.get("route_table")
             if isinstance(rt, dict) and rt.get("kind") == "aws":
                 ids = [i for i in rt.get("route_table_ids") or [] if i] or ["rtb-0"]

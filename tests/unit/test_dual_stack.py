@@ -110,3 +110,12 @@ def test_push_and_verify_probe_both_families(tmp_path):
     a6 = str(inv.peer("a").address6)
     assert {("b", "tunnel", a6), ("b", "full-size", a6), ("b", "private", "fd00:1::1"),
             ("b", "private", "10.1.0.1")} <= got
+
+
+def test_a_plan_whose_ipv6_subnet_is_not_known_yet_is_checked_with_the_rest():
+    """Before apply, a VPC's Amazon-provided IPv6 CIDR is unknown: the plan shows null there."""
+    o = {"r1": {"endpoint": "198.51.100.1", "subnets": ["10.100.0.0/16", None]}}
+    peers = invmod.peers_from_outputs(invmod.known_part(o))
+    assert [str(s) for s in peers[0].subnets] == ["10.100.0.0/16"]
+    with pytest.raises(BadInput, match="subnets"):
+        invmod.peers_from_outputs(o)
