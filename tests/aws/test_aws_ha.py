@@ -49,9 +49,9 @@ def resource_plan(doc: dict) -> dict:
 # ---------------------------------------------------------------- ha = false, ipv6 = false: nothing changes
 
 
-@pytest.mark.parametrize("extra", [{}, {"ha": "false"}, {"availability_zones": {"cn-north-1": "cn-north-1a"}},
+@pytest.mark.parametrize("extra", [{}, {"availability_zones": {"cn-north-1": "cn-north-1a"}},
                                    {"ha": "false", "ipv6": "false"}],
-                         ids=["ha and ipv6 unset", "ha false", "a zone given as a string", "ha and ipv6 false"])
+                         ids=["ha and ipv6 unset", "a zone given as a string", "ha and ipv6 false"])
 def test_without_ha_the_plan_is_the_single_gateway_plan(moto, tmp_path, extra):
     """The golden file is the plan of the stack as it was before ha and ipv6 existed (same
     inputs): with ha and ipv6 unset or false, the same resources with the same values, and the
@@ -234,6 +234,33 @@ def test_the_agent_switches_the_routes_and_a_later_apply_keeps_them(moto, ha, mo
     replaced = {rc["address"] for rc in doc["resource_changes"] if rc["change"]["actions"] == ["delete", "create"]}
     assert {a for a in replaced if ".aws_route." in a} == {
         f'module.{module}.aws_route.to_site["{cidr[REGIONS[1]]}"]'}, replaced
+
+
+def test_the_agents_own_route_table_code_switches_back_with_the_config_wgmesh_renders(moto, ha, monkeypatch):
+    """After the switch to gateway b above: gateway a takes its site again through the agent's
+    own code (agent.RouteTable, fed the agent config wgmesh renders for it from these outputs),
+    as the surviving gateway would on its instance."""
+    from wgmesh import ha as hamod
+    from wgmesh.agent.agent import RouteTable, parse_config
+
+    _, outputs = ha
+    inv = invmod.merge_terraform(invmod.new_inventory("aws", stack="aws"), invmod.peers_from_outputs(outputs["peers"]))
+    assert {s.name: s.names() for s in hamod.sites(inv).values()} == {
+        f"wgmesh-{r}": (f"wgmesh-{r}-a", f"wgmesh-{r}-b") for r in REGIONS}
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", moto)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    region = REGIONS[0]
+    gw_a = inv.peer(f"wgmesh-{region}-a")
+    cfg = parse_config(hamod.agent_config(inv, {p.name: f"key-{p.name}" for p in inv.peers}, gw_a))
+    other = str(inv.peer(f"wgmesh-{REGIONS[1]}-a").subnets[0])
+    assert cfg.route_table is not None and other in cfg.destinations
+    table = RouteTable(cfg)
+    table.acquire(0.0)
+    assert table.status == "held", table.status
+    (rtb,) = cfg.route_table["route_table_ids"]
+    assert [r["NetworkInterfaceId"] for r in _routes(client(moto, region), rtb, other)] == [
+        cfg.route_table["network_interface_id"]]
 
 
 # ---------------------------------------------------------------- bad input
