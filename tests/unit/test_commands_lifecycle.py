@@ -3,7 +3,7 @@ revocations settle (.wgmesh/<inventory>/revocations.json) and retired keys are p
 
 import json
 
-from tests.fakes import public_keys, rendered
+from tests.fakes import fake_mesh, public_keys, rendered
 from wgmesh import revocations as revmod
 from wgmesh import store
 from wgmesh.commands.delpeer import delpeer
@@ -204,3 +204,37 @@ def test_rotate_all_rotates_the_reachable_and_names_the_rest(pushed):
     assert after["b"] == before["b"] and after["a"] != before["a"] and after["c"] != before["c"]
     assert pool.hosts["a"].public_key == after["a"] and pool.hosts["c"].public_key == after["c"]
     assert res.exit_status == ExitStatus.HOSTS_FAILED
+
+
+_PARENT: list[int] = []
+
+
+def _dies_in_a_child(args):
+    """genconfig's slice writer, except that in a forked worker it dies at once."""
+    import os
+
+    from wgmesh.commands.genconfig import _write_slice
+
+    if os.getpid() != _PARENT[0]:
+        os._exit(1)
+    return _write_slice(args)
+
+
+def test_genconfig_finishes_when_a_forked_worker_dies(tmp_path):
+    """A worker that dies must not hang genconfig (a multiprocessing.Pool waits for it forever):
+    the workers' path says so (None) and write_configs writes the slices itself."""
+    import os
+
+    from wgmesh.commands import genconfig as gen
+
+    out = tmp_path / "out"
+    out.mkdir()
+    names = [f"p{i}" for i in range(6)]
+    _PARENT[:] = [os.getpid()]
+    assert gen._in_workers(names, str(out), 2, work=_dies_in_a_child) is None
+    ws, _ = fake_mesh(tmp_path / "ws", names=tuple(names))
+    from wgmesh.keys import Keystore
+    from wgmesh.store import load
+
+    res = gen.write_configs(ws, load(ws), Keystore(ws.keys_dir).load(), workers=2)  # the workers' path itself
+    assert sorted(res.written) == names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,26 @@ def _write_slice(args: tuple[list[str], str]) -> tuple[list[str], list[str]]:
     return written, unchanged
 
 
+Slice = tuple[list[str], list[str]]  # (written, unchanged)
+
+
+def _in_workers(
+    names: list[str], out_dir: str, workers: int, work: Callable[[tuple[list[str], str]], Slice] = _write_slice
+) -> list[Slice] | None:
+    """The slices rendered by forked workers; None if a worker died (a multiprocessing.Pool would
+    wait for it forever: seen once in a benchmark run): the caller then writes them itself (the
+    files are written atomically, so a half-done slice leaves nothing torn)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as procs:
+            return list(procs.map(work, [(names[i::workers], out_dir) for i in range(workers)]))
+    except BrokenProcessPool:
+        return None
+
+
 def write_configs(
     ws: Workspace, inv: Inventory, keys: keymod.Keys, workers: int = 1, renderer: Renderer | None = None
 ) -> GenResult:
@@ -58,12 +79,10 @@ def write_configs(
     names = list(inv.names)
     _SHARED["renderer"] = renderer or Renderer(inv, keys)
     try:
+        parts = None
         if workers > 1 and len(names) >= 2 * workers:
-            import multiprocessing
-
-            with multiprocessing.get_context("fork").Pool(workers) as procs:
-                parts = procs.map(_write_slice, [(names[i::workers], str(out_dir)) for i in range(workers)])
-        else:
+            parts = _in_workers(names, str(out_dir), workers)
+        if parts is None:
             parts = [_write_slice((names, str(out_dir)))]
     finally:
         _SHARED.clear()
