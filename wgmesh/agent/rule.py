@@ -1,0 +1,251 @@
+"""The failover rule of wgmesh's agent (see agent.py for the whole story): the agent's config
+and the Brain, which decides from what it heard who is active. Pure: time comes in as
+arguments. Shipped beside agent.py on the hosts; standard library only (Python >= 3.9)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVE, STANDBY, OBSERVER = "active", "standby", "observer"
+NEVER_HEARD = 4  # x DEAD: how long the second gateway waits for a partner never heard of
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    gateways: tuple[str, ...]  # in priority order: the first wins a tie
+    prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    interface: str
+    port: int
+    interval: float
+    dead: float
+    agents: dict[str, str]  # name → tunnel address (the one the agents talk on)
+    tunnels: dict[str, tuple[str, ...]]  # HA gateway → its tunnel prefixes, as its AllowedIPs start
+    keys: dict[str, str]  # name → WireGuard public key (the gateways of HA sites)
+    sites: dict[str, Site]
+    site: str | None  # the HA site this host is a gateway of
+    route_table: dict[str, Any] | None
+    destinations: tuple[str, ...]  # the other sites' prefixes (route tables that name them)
+
+    @property
+    def gateways(self) -> frozenset[str]:
+        return frozenset(g for s in self.sites.values() for g in s.gateways)
+
+    @property
+    def partner(self) -> str | None:
+        if self.site is None:
+            return None
+        return next(g for g in self.sites[self.site].gateways if g != self.name)
+
+    def tunnel(self, gateway: str) -> tuple[str, ...]:
+        """Its tunnel prefixes (what its AllowedIPs start with in every other peer's file)."""
+        if gateway in self.tunnels:
+            return self.tunnels[gateway]
+        addr = self.agents[gateway]
+        return (f"{addr}/{128 if ':' in addr else 32}",)
+
+    def site_of(self, gateway: str) -> str | None:
+        for s in self.sites.values():
+            if gateway in s.gateways:
+                return s.name
+        return None
+
+
+def parse_config(d: dict[str, Any]) -> Config:
+    sites = {
+        name: Site(name, tuple(s["gateways"]), tuple(s["prefixes"])) for name, s in d["sites"].items()
+    }
+    return Config(
+        name=d["name"], interface=d["interface"], port=int(d["port"]), interval=float(d["interval"]),
+        dead=float(d["dead"]), agents=dict(d["agents"]), keys=dict(d["keys"]), sites=sites,
+        tunnels={g: tuple(t) for g, t in (d.get("tunnels") or {}).items()},
+        site=d.get("site"), route_table=d.get("route_table"), destinations=tuple(d.get("destinations", ())),
+    )
+
+
+# ---------------------------------------------------------------- the rule (pure)
+
+
+@dataclass
+class Report:
+    received: float  # monotonic time
+    sees: dict[str, tuple[float, int]]  # HA gateway → (seconds since the sender heard it, its claim or 0)
+    claims: dict[str, int]  # site → epoch
+
+
+@dataclass
+class Brain:
+    """What one agent knows and decides. Pure: time comes in as arguments; decisions come out
+    as a role, a claim and the owner of every HA site (tested with plain values)."""
+
+    cfg: Config
+    started: float
+    role: str = OBSERVER
+    epoch: int = 0  # our claim, while active
+    since: float = 0.0  # wall time of the last role change
+    cause: str = "start"
+    heard: dict[str, float] = field(default_factory=dict)  # agent → monotonic time last heard
+    reports: dict[str, Report] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # site → gateway we route it to
+    epochs: dict[str, int] = field(default_factory=dict)  # site → highest epoch ever seen
+    alone_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cfg.site is not None and self.role == OBSERVER:
+            self.role = STANDBY
+
+    # -- input
+
+    def receive(self, sender: str, msg: dict[str, Any], now: float) -> bool:
+        """Take a message in; True when it changes a claim we knew (decide again at once)."""
+        if sender == self.cfg.name or sender not in self.cfg.agents:
+            return False
+        before = self.reports.get(sender)
+        self.heard[sender] = now
+        sees = {str(k): (float(v[0]), int(v[1])) for k, v in (msg.get("sees") or {}).items()}
+        claims = {str(k): int(v) for k, v in (msg.get("claims") or {}).items()}
+        self.reports[sender] = Report(now, sees, claims)
+        for site, epoch in claims.items():
+            if site in self.cfg.sites and sender in self.cfg.sites[site].gateways:
+                self.epochs[site] = max(self.epochs.get(site, 0), epoch)
+        return before is None or before.claims != claims
+
+    # -- facts
+
+    def hears(self, agent: str, now: float) -> bool:
+        t = self.heard.get(agent)
+        return t is not None and now - t < self.cfg.dead
+
+    def _evidence(self, gateway: str, now: float) -> list[int]:
+        """The claims relayed about `gateway` by the agents we hear, whose evidence is fresh
+        (the report's age plus the age it gives is under DEAD)."""
+        out = []
+        for sender, r in self.reports.items():
+            if sender == gateway or not self.hears(sender, now):
+                continue
+            seen = r.sees.get(gateway)
+            if seen is not None and (now - r.received) + seen[0] < self.cfg.dead:
+                out.append(seen[1])
+        return out
+
+    def alive(self, gateway: str, now: float) -> bool:
+        return gateway == self.cfg.name or self.hears(gateway, now) or bool(self._evidence(gateway, now))
+
+    def claim_of(self, gateway: str, site: str, now: float) -> int | None:
+        """Its claim on the site: what it told us, or else what fresh witnesses relay."""
+        if gateway == self.cfg.name:
+            return self.epoch if self.role == ACTIVE else None
+        if self.hears(gateway, now):
+            return self.reports[gateway].claims.get(site)
+        relayed = max(self._evidence(gateway, now), default=0)
+        return relayed or None
+
+    def active_of(self, site: str, now: float, direct: bool = False) -> str | None:
+        """The gateway with the highest claim among the alive ones (direct: heard ourselves)."""
+        best: tuple[int, int] | None = None
+        winner = None
+        for rank, g in enumerate(self.cfg.sites[site].gateways):
+            if direct and g != self.cfg.name and not self.hears(g, now):
+                continue
+            if not self.alive(g, now):
+                continue
+            epoch = self.claim_of(g, site, now)
+            if epoch is None:
+                continue
+            key = (epoch, -rank)
+            if best is None or key > best:
+                best, winner = key, g
+        return winner
+
+    def ever_heard(self, gateway: str) -> bool:
+        return gateway in self.heard or any(gateway in r.sees for r in self.reports.values())
+
+    def others_heard(self, now: float) -> list[str]:
+        return [a for a in self.cfg.agents if a not in (self.cfg.name, self.cfg.partner) and self.hears(a, now)]
+
+    # -- decisions
+
+    def _become(self, role: str, cause: str, wall: float) -> None:
+        self.role, self.cause, self.since = role, cause, wall
+
+    def claim(self, cause: str, wall: float) -> None:
+        site = self.cfg.site
+        assert site is not None
+        self.epoch = max(self.epochs.get(site, 0), self.epoch) + 1
+        self.epochs[site] = self.epoch
+        self._become(ACTIVE, cause, wall)
+
+    def decide(self, now: float, wall: float) -> None:
+        """One step of the rule for our own site (a gateway's), then the owners of the others."""
+        site, partner = self.cfg.site, self.cfg.partner
+        if site is not None and partner is not None and now - self.started >= self.cfg.dead:
+            self._decide_own(site, partner, now, wall)  # once we heard what there is to hear
+        for s in self.cfg.sites:
+            if s == site:
+                continue
+            owner = self.active_of(s, now, direct=True)
+            if owner is not None:
+                self.owners[s] = owner
+
+    def _decide_own(self, site: str, partner: str, now: float, wall: float) -> None:
+        others = self.others_heard(now)
+        if others:
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = now
+        p_claim = self.claim_of(partner, site, now)
+        first = self.cfg.sites[site].gateways[0] == self.cfg.name
+        if self.role == ACTIVE:
+            if p_claim is not None and (p_claim, 0 if first else 1) > (self.epoch, 1 if first else 0):
+                self._become(STANDBY, f"{partner} took over (epoch {p_claim})", wall)
+            elif self.alone_since is not None and now - self.alone_since >= self.cfg.dead:
+                self._become(STANDBY, "isolated: no other agent heard", wall)
+        elif others:
+            if self.alive(partner, now):
+                if p_claim is None and first:
+                    self.claim("no active gateway", wall)
+            elif self.ever_heard(partner):
+                self.claim(f"{partner} lost: heard by nobody for {self.cfg.dead:g} s", wall)
+            elif first or now - self.started >= NEVER_HEARD * self.cfg.dead:
+                # At a first start the first gateway takes the site; the second waits longer
+                # for a partner it has never heard of before it takes the site alone.
+                self.claim(f"{partner} not heard since start", wall)
+
+    def takeover(self, wall: float) -> str:
+        """An operator's request (`wgmesh failover`): claim now, whatever the partner does."""
+        if self.cfg.site is None:
+            return "error: this host is not a gateway of an HA site"
+        if self.role == ACTIVE:
+            return f"ok: already active (epoch {self.epoch})"
+        self.claim("failover by hand", wall)
+        return f"ok: active (epoch {self.epoch})"
+
+    # -- output
+
+    def message(self, now: float) -> dict[str, Any]:
+        sees = {
+            g: [round(now - self.heard[g], 3), self._told(g)] for g in self.cfg.gateways if self.hears(g, now)
+        }
+        claims = {self.cfg.site: self.epoch} if self.role == ACTIVE and self.cfg.site else {}
+        return {"v": 1, "from": self.cfg.name, "sees": sees, "claims": claims}
+
+    def _told(self, gateway: str) -> int:
+        site = self.cfg.site_of(gateway)
+        r = self.reports.get(gateway)
+        return r.claims.get(site, 0) if r is not None and site is not None else 0
+
+    def recipients(self) -> list[str]:
+        """A gateway of an HA site tells every agent; the others only tell the HA gateways
+        (nobody needs to hear them but the gateways that count witnesses)."""
+        if self.cfg.site is not None:
+            return [a for a in self.cfg.agents if a != self.cfg.name]
+        return [a for a in self.cfg.agents if a != self.cfg.name and a in self.cfg.gateways]
