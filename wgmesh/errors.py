@@ -17,6 +17,7 @@ class ExitStatus(IntEnum):
     HOSTS_FAILED = 4
     TERRAFORM_FAILED = 5
     CHANGES_PENDING = 6  # push --dry-run: some host would change
+    BACKEND_FAILED = 7  # the shared backend (S3, Secrets Manager) refused or could not be reached
     INTERRUPTED = 130
 
 
@@ -49,6 +50,13 @@ class Refused(WgmeshError):
 
 class LockHeld(WgmeshError):
     exit_code = ExitStatus.LOCKED
+
+
+class BackendFailed(WgmeshError):
+    """The shared backend could not be used: no credentials, access denied, unreachable, a write
+    that kept meeting newer versions. Nothing was changed by the failing call."""
+
+    exit_code = ExitStatus.BACKEND_FAILED
 
 
 class HostsFailed(WgmeshError):

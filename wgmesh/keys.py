@@ -20,10 +20,16 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wgmesh.errors import BadInput, Refused
 from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.model import KeyPair
+
+if TYPE_CHECKING:
+    from wgmesh.backend import Shared
+
+KEYSTORE = "keystore"  # wgmesh.backend.KEYSTORE: the kind kept in Secrets Manager
 
 STORE_FILE = "keystore.json"
 PSK_PERSON = b"wgmpsk1"  # BLAKE2s personalisation: this derivation, version 1
@@ -118,50 +124,78 @@ class Keystore:
     def load(self) -> Keys:
         self._check_permissions()
         try:
-            doc = json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return Keys()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise Refused(f"keystore {self.path} is not valid JSON", hint="restore it from a .bak file") from None
-        pairs = {}
-        try:
-            for name, d in (doc.get("peers") or {}).items():
-                decode_key(f"keystore: key of {name}", d["private_key"])
-                decode_key(f"keystore: public key of {name}", d["public_key"])
-                pairs[name] = KeyPair(private=d["private_key"], public=d["public_key"])
-            retired = {
-                name: [KeyPair(private=d["private_key"], public=d["public_key"]) for d in olds]
-                for name, olds in (doc.get("retired") or {}).items()
-            }
-            secret = base64.b64decode(doc["psk_secret"], validate=True) if doc.get("psk_secret") else b""
-            if secret and len(secret) != 32:
-                raise BadInput("keystore: psk_secret", "(hidden)", "must be 32 bytes")
-        except (KeyError, TypeError, AttributeError, binascii.Error, BadInput) as exc:
-            where = exc.message if isinstance(exc, BadInput) else type(exc).__name__
-            raise Refused(f"keystore {self.path} is damaged ({where})", hint="restore it from a .bak file") from None
-        return Keys(pairs=pairs, psk_secret=secret, retired=retired)
+        return parse(text, f"keystore {self.path}", "restore it from a .bak file")
 
     def save(self, keys: Keys) -> bool:
         ensure_private_dir(self.dir)
-        doc: dict[str, object] = {
-            "format": 1,
-            "psk_secret": _b64(keys.psk_secret) if keys.psk_secret else None,
-            "peers": {
-                n: {"private_key": kp.private, "public_key": kp.public} for n, kp in sorted(keys.pairs.items())
-            },
+        return write_atomic(self.path, dump(keys), 0o600, backups=BACKUPS)
+
+    def drop_backups(self) -> None:
+        """After a purge: the rolling backups would still hold the purged keys."""
+        for old in self.dir.glob(f"{STORE_FILE}.bak*"):
+            old.unlink()
+
+
+def parse(text: str, where: str, fix: str) -> Keys:
+    """The keystore document (`dump`'s text); `where` names it in messages, never a key."""
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Refused(f"{where} is not valid JSON", hint=fix) from None
+    pairs = {}
+    try:
+        for name, d in (doc.get("peers") or {}).items():
+            decode_key(f"keystore: key of {name}", d["private_key"])
+            decode_key(f"keystore: public key of {name}", d["public_key"])
+            pairs[name] = KeyPair(private=d["private_key"], public=d["public_key"])
+        retired = {
+            name: [KeyPair(private=d["private_key"], public=d["public_key"]) for d in olds]
+            for name, olds in (doc.get("retired") or {}).items()
         }
-        if keys.retired:
-            doc["retired"] = {
-                n: [{"private_key": kp.private, "public_key": kp.public} for kp in olds]
-                for n, olds in sorted(keys.retired.items()) if olds
-            }
-        return write_atomic(self.path, json.dumps(doc, sort_keys=True) + "\n", 0o600, backups=BACKUPS)
+        secret = base64.b64decode(doc["psk_secret"], validate=True) if doc.get("psk_secret") else b""
+        if secret and len(secret) != 32:
+            raise BadInput("keystore: psk_secret", "(hidden)", "must be 32 bytes")
+    except (KeyError, TypeError, AttributeError, binascii.Error, BadInput) as exc:
+        what = exc.message if isinstance(exc, BadInput) else type(exc).__name__
+        raise Refused(f"{where} is damaged ({what})", hint=fix) from None
+    return Keys(pairs=pairs, psk_secret=secret, retired=retired)
 
 
-def drop_backups(store: Keystore) -> None:
-    """After a purge: the rolling backups would still hold the purged keys."""
-    for old in store.dir.glob(f"{STORE_FILE}.bak*"):
-        old.unlink()
+def dump(keys: Keys) -> str:
+    doc: dict[str, object] = {
+        "format": 1,
+        "psk_secret": _b64(keys.psk_secret) if keys.psk_secret else None,
+        "peers": {n: {"private_key": kp.private, "public_key": kp.public} for n, kp in sorted(keys.pairs.items())},
+    }
+    if keys.retired:
+        doc["retired"] = {
+            n: [{"private_key": kp.private, "public_key": kp.public} for kp in olds]
+            for n, olds in sorted(keys.retired.items()) if olds
+        }
+    return json.dumps(doc, sort_keys=True) + "\n"
+
+
+class SecretKeystore:
+    """The keystore of an inventory with a shared backend: one Secrets Manager secret, read into
+    memory, never written to this machine's disk; each save is one new version of the secret."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+    def load(self) -> Keys:
+        text = self.shared.read(KEYSTORE)
+        if text is None:
+            return Keys()
+        return parse(text, self.shared.where(KEYSTORE), "restore an earlier version of the secret")
+
+    def save(self, keys: Keys) -> bool:
+        return self.shared.write(KEYSTORE, dump(keys))
+
+    def drop_backups(self) -> None:
+        """Earlier versions of the secret are the service's (AWSPREVIOUS, then deprecated)."""
 
 
 def ensure(keys: Keys, names: Iterable[str]) -> tuple[Keys, list[str]]:

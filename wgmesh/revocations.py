@@ -49,20 +49,36 @@ def settle(
 
 def load(path: Path) -> list[Revocation]:
     try:
-        doc = json.loads(path.read_text())
-        return [Revocation(d["peer"], d["key"], d["why"], tuple(d["hosts"]), d.get("since", 0)) for d in doc]
+        text = path.read_text()
     except FileNotFoundError:
         return []
+    return parse(text, str(path))
+
+
+def parse(text: str | None, where: str) -> list[Revocation]:
+    if text is None:
+        return []
+    try:
+        doc = json.loads(text)
+        return [Revocation(d["peer"], d["key"], d["why"], tuple(d["hosts"]), d.get("since", 0)) for d in doc]
     except (ValueError, KeyError, TypeError):
         raise Refused(
-            f"{path} is damaged",
+            f"{where} is damaged",
             hint="it lists public keys hosts may still trust: fix it, or remove it and run 'wgmesh push'",
         ) from None
 
 
-def save(path: Path, revs: list[Revocation]) -> None:
+def dump(revs: list[Revocation]) -> str | None:
+    """The document (None: no revocation pending, no file)."""
     if not revs:
-        path.unlink(missing_ok=True)
-        return
+        return None
     doc = [{"peer": r.peer, "key": r.key, "why": r.why, "hosts": list(r.hosts), "since": r.since} for r in revs]
-    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n", 0o600)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def save(path: Path, revs: list[Revocation]) -> None:
+    text = dump(revs)
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, text, 0o600)

@@ -152,8 +152,19 @@ def _source(stack: Stack, workdir: Path) -> str:
     return rel if rel.startswith(".") else "./" + rel
 
 
-def root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict[str, Json]:
-    """The root module (Terraform JSON) for one inventory."""
+def root_module(stack: Stack, workdir: Path, variables: dict[str, str],
+                backend: dict[str, Json] | None = None) -> dict[str, Json]:
+    """The root module (Terraform JSON) for one inventory; `backend`: where its state lives
+    (a `terraform { backend {...} }` block; None: the default, terraform.tfstate beside it)."""
+    root = _root_module(stack, workdir, variables)
+    if backend is not None:
+        terraform = root.setdefault("terraform", {})
+        assert isinstance(terraform, dict)
+        terraform["backend"] = backend
+    return root
+
+
+def _root_module(stack: Stack, workdir: Path, variables: dict[str, str]) -> dict[str, Json]:
     values = {k: literal(parse_var_value(v)) for k, v in sorted(variables.items())}
     if stack.layout != "per-region":
         return {

@@ -1,5 +1,6 @@
-"""Loading and saving an inventory's local state: the inventory file, the keystore, and the
-pending revocations that tie the two together. Writes are atomic (fsutil.write_atomic)."""
+"""Loading and saving an inventory's state: the inventory, the keystore, and the pending
+revocations that tie the two together. Local files are written atomically (fsutil.write_atomic);
+an inventory with a shared backend (wgmesh.backend) keeps all three there instead."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from wgmesh.workspace import Workspace
 
 
 def _missing(ws: Workspace) -> BadInput:
+    where = ws.backend.where("inventory") if ws.backend is not None else ws.inventory_path
     return BadInput(
-        "--inventory", ws.name, f"no inventory at {ws.inventory_path}",
+        "--inventory", ws.name, f"no inventory at {where}",
         hint="run 'wgmesh up' or 'wgmesh addpeer' first",
     )
 
@@ -35,13 +37,26 @@ def _check_permissions(ws: Workspace) -> None:
         )
 
 
+def exists(ws: Workspace) -> bool:
+    if ws.backend is not None:
+        return ws.backend.read("inventory") is not None
+    return ws.inventory_path.is_file()
+
+
 def require_inventory(ws: Workspace) -> None:
+    if ws.backend is not None:
+        if not exists(ws):
+            raise _missing(ws)
+        return
     if not ws.inventory_path.is_file():
         raise _missing(ws)
     _check_permissions(ws)
 
 
 def load_if_exists(ws: Workspace) -> Inventory | None:
+    if ws.backend is not None:
+        text = ws.backend.read("inventory")
+        return None if text is None else _named(ws, invmod.from_document(text, ws.backend.where("inventory")))
     try:
         _check_permissions(ws)
         text = ws.inventory_path.read_text()
@@ -57,11 +72,22 @@ def load(ws: Workspace) -> Inventory:
     return inv
 
 
+def _named(ws: Workspace, inv: Inventory) -> Inventory:
+    if inv.name != ws.name:
+        raise BadInput("--inventory", ws.name, f"{ws.backend} holds inventory {inv.name!r}, not {ws.name!r}",
+                       hint="one inventory per prefix: name this one's place, e.g. --backend s3://BUCKET/" + ws.name)
+    return inv
+
+
 def save(ws: Workspace, inv: Inventory) -> bool:
+    if ws.backend is not None:
+        return ws.backend.write("inventory", invmod.to_document(inv))
     return write_atomic(ws.inventory_path, invmod.to_document(inv), 0o644, backups=BACKUPS)
 
 
-def keystore(ws: Workspace) -> keymod.Keystore:
+def keystore(ws: Workspace) -> keymod.Keystore | keymod.SecretKeystore:
+    if ws.backend is not None:
+        return keymod.SecretKeystore(ws.backend)
     return keymod.Keystore(ws.keys_dir)
 
 
@@ -71,7 +97,8 @@ def ensure_keys(ws: Workspace, inv: Inventory) -> tuple[keymod.Keys, list[str]]:
     current = store.load()
     updated, made = keymod.ensure(current, inv.names)
     if made or not current.psk_secret:
-        ws.private_state_dir()
+        if ws.backend is None:
+            ws.private_state_dir()
         store.save(updated)
     return updated, made
 
@@ -86,6 +113,19 @@ def managed(inv: Inventory) -> list[str]:
 
 
 # ---------------------------------------------------------------- revocations
+
+
+def load_revocations(ws: Workspace) -> list[revmod.Revocation]:
+    if ws.backend is not None:
+        return revmod.parse(ws.backend.read("revocations"), ws.backend.where("revocations"))
+    return revmod.load(ws.revocations_path)
+
+
+def save_revocations(ws: Workspace, revs: list[revmod.Revocation]) -> None:
+    if ws.backend is not None:
+        ws.backend.write("revocations", revmod.dump(revs))
+    else:
+        revmod.save(ws.revocations_path, revs)
 
 
 def key_pairs_of(keys: keymod.Keys, names: Iterable[str]) -> list[tuple[str, str]]:
@@ -107,7 +147,7 @@ def _with(revs: list[revmod.Revocation], keys: Iterable[tuple[str, str]], why: s
 
 def revoke(ws: Workspace, keys: Iterable[tuple[str, str]], why: str, hosts: list[str]) -> None:
     """These (peer, public key)s become pending revocations on `hosts`."""
-    revmod.save(ws.revocations_path, _with(revmod.load(ws.revocations_path), keys, why, hosts))
+    save_revocations(ws, _with(load_revocations(ws), keys, why, hosts))
 
 
 def forget_peers(ws: Workspace, remaining: Inventory, gone: list[str], done_hosts: Iterable[str] = ()) -> None:
@@ -119,17 +159,17 @@ def forget_peers(ws: Workspace, remaining: Inventory, gone: list[str], done_host
     store = keystore(ws)
     keys = store.load()
     hosts = [h for h in managed(remaining) if h not in done]
-    revs = _with(revmod.load(ws.revocations_path), key_pairs_of(keys, gone), revmod.REMOVED, hosts)
+    revs = _with(load_revocations(ws), key_pairs_of(keys, gone), revmod.REMOVED, hosts)
     pending, _ = revmod.settle(revs, done, managed(remaining))
-    revmod.save(ws.revocations_path, pending)
+    save_revocations(ws, pending)
     store.save(keymod.purge(keys, gone))
-    keymod.drop_backups(store)
+    store.drop_backups()
 
 
 def settle_revocations(ws: Workspace, inv: Inventory, done_hosts: list[str]) -> list[revmod.Revocation]:
     """Hosts that now run the full config no longer trust any revoked key; purge retired keys
     once no host trusts them."""
-    revs = revmod.load(ws.revocations_path)
+    revs = load_revocations(ws)
     if not revs:
         return []
     pending, finished = revmod.settle(revs, done_hosts, managed(inv))
@@ -137,6 +177,6 @@ def settle_revocations(ws: Workspace, inv: Inventory, done_hosts: list[str]) -> 
     if rotated:
         store = keystore(ws)
         store.save(keymod.purge_retired(store.load(), rotated))
-        keymod.drop_backups(store)
-    revmod.save(ws.revocations_path, pending)
+        store.drop_backups()
+    save_revocations(ws, pending)
     return pending

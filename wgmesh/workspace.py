@@ -9,12 +9,16 @@ import site
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from wgmesh.errors import LockHeld
 from wgmesh.fsutil import ensure_private_dir
+
+if TYPE_CHECKING:
+    from wgmesh.backend import Shared
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 INSTALLED_STACKS = Path("share", "wgmesh", "terraform")  # pyproject.toml: [tool.setuptools.data-files]
@@ -47,11 +51,15 @@ class Workspace:
         .wgmesh/<name>/known_hosts     pinned SSH host keys
         .wgmesh/<name>/revocations.json  public keys some hosts may still trust (pending)
         .wgmesh/<name>/lock            held for the whole run of a writing command
+
+    With a shared backend (`backend`, wgmesh.backend) the inventory, the keystore, the revocations
+    and the Terraform state live there; known_hosts stays here as a working copy of the backend's.
     """
 
     root: Path
     name: str
     stacks_dir: Path
+    backend: Shared | None = field(default=None, compare=False)
 
     @property
     def inventory_path(self) -> Path:

@@ -204,9 +204,27 @@ class TerraformRunner:
                 raise TerraformFailed(f"terraform {what} failed (exit {rc}):\n{tail}\n{errored[0]}", hint=errored[1])
             raise TerraformFailed(f"terraform {what} failed (exit {rc}):\n{tail}")
 
-    def init(self) -> None:
-        rc, out, err = self._run("init", "init", stream=False, no_color=IsFlagged, input=False, upgrade=False)
+    def init(self, backend: str = "") -> None:
+        """`backend`: "" as the root module says; "reconfigure": take its backend block as it is
+        now (a shared backend, whose endpoint options follow the environment); "migrate": copy
+        the state from the backend configured before to the one the root module names now."""
+        flags: dict[str, object] = {}
+        if backend == "reconfigure":
+            flags["reconfigure"] = IsFlagged
+        elif backend == "migrate":
+            flags.update(migrate_state=IsFlagged, force_copy=IsFlagged)
+        rc, out, err = self._run("init", "init", stream=False, no_color=IsFlagged, input=False, upgrade=False, **flags)
         self._check("init", rc, out, err)
+
+    def state_pull(self) -> dict[str, object]:
+        """The state as its backend holds it (after init)."""
+        rc, out, err = self._run("state pull", "state", "pull", stream=False)
+        self._check("state pull", rc, out, err)
+        try:
+            doc = json.loads(out or "{}")
+        except ValueError:
+            raise TerraformFailed("terraform state pull did not print JSON") from None
+        return doc if isinstance(doc, dict) else {}
 
     PLAN_FILE = "wgmesh.tfplan"
 

@@ -55,14 +55,33 @@ def main_options(
         None, "--dir", envvar="WGMESH_DIR",
         help="Project directory holding inventories/, output/ and .wgmesh/ [default: .]",
     ),
+    backend: str = typer.Option(
+        None, "--backend",
+        help="Where the inventory lives: s3://BUCKET/PREFIX (state, lock and pins in S3, keys in Secrets Manager) "
+             "or local [default: where it was remembered (inventories/NAME.backend), else $WGMESH_BACKEND, "
+             "else the project directory].",
+    ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    def make() -> "Workspace":
+    def make(where_it_is: bool = False) -> "Workspace":
+        """The workspace; `where_it_is`: wherever the inventory is now, whatever --backend says
+        (wgmesh migrate: there --backend names where it goes)."""
         from wgmesh import validate
         from wgmesh.workspace import Workspace, default_stacks_dir
 
         validate.name("--inventory", inventory)
-        return Workspace(root=(directory or Path.cwd()).resolve(), name=inventory, stacks_dir=default_stacks_dir())
+        root = (directory or Path.cwd()).resolve()
+        shared = None
+        env_backend = os.environ.get("WGMESH_BACKEND")
+        if backend is not None or env_backend or (root / "inventories" / f"{inventory}.backend").exists():
+            from wgmesh import backend as bk  # only then: most runs have no backend
+
+            if where_it_is:
+                url, field = bk.remembered(root, inventory), str(bk.pointer_path(root, inventory))
+            else:
+                url, field = bk.resolve(root, inventory, backend, os.environ)
+            shared = bk.Shared(url, inventory, field) if url is not None else None
+        return Workspace(root=root, name=inventory, stacks_dir=default_stacks_dir(), backend=shared)
 
     ctx.obj = make
 
@@ -97,7 +116,7 @@ def hangups_interrupt() -> Iterator[None]:
 
 def run(
     ctx: typer.Context, command: str, body: Body, as_json: bool = False, lock: bool = True,
-    pre: Callable[["Workspace"], None] | None = None,
+    pre: Callable[["Workspace"], None] | None = None, where_it_is: bool = False,
 ) -> None:
     """Run `pre(ws)` (checks that must pass before anything is written, even the lock file),
     then `body(ws)` under the lock; show its result (or its JSON form); exit with its status.
@@ -108,11 +127,16 @@ def run(
     gc.enable()  # the entry point (wgmesh/__main__.py) starts with it off: the work runs as ever
     code = ExitStatus.OK
     try:
-        ws: Workspace = ctx.obj()
+        ws: Workspace = ctx.obj(where_it_is) if where_it_is else ctx.obj()
         if pre is not None:
             pre(ws)
         with hangups_interrupt():
-            if lock:
+            if ws.backend is not None:
+                from wgmesh.backend import session
+
+                with session(ws, command, lock):
+                    result = body(ws)
+            elif lock:
                 with RunLock(ws, command):
                     result = body(ws)
             else:

@@ -374,5 +374,38 @@ def destroy(
     run(ctx, "destroy", body, as_json, pre=need_inventory)
 
 
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    to: str = typer.Option(
+        ..., "--backend", help="Where the inventory goes: s3://BUCKET/PREFIX, or local (back into this directory)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Move the inventory (keys, pins, revocations, Terraform state) to a shared backend or back.
+
+    Every part is copied, read back and compared before the source copy is removed."""
+    from wgmesh.commands import migrate as cmd
+
+    def body(ws: "Workspace") -> "Result":
+        with reporter(quiet=as_json) as rep:
+            return cmd.migrate(ws, to, rep)
+
+    run(ctx, "migrate", body, as_json, where_it_is=True)
+
+
+@app.command()
+def unlock(
+    ctx: typer.Context,
+    lock_id: str = typer.Argument(
+        ..., metavar="LOCK_ID", help="The lock's id, as the message of the refused run names it."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Remove a shared inventory's run lock left by a crashed run (never done automatically)."""
+    from wgmesh.commands import unlock as cmd
+
+    run(ctx, "unlock", lambda ws: cmd.unlock(ws, lock_id), as_json, lock=False)
+
+
 def main() -> None:
     start()

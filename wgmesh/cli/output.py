@@ -31,11 +31,13 @@ if TYPE_CHECKING:
     from wgmesh.commands.genconfig import GenResult
     from wgmesh.commands.graph import GraphResult
     from wgmesh.commands.import_outputs import ImportResult
+    from wgmesh.commands.migrate import MigrateResult
     from wgmesh.commands.push import PushResult
     from wgmesh.commands.rotate_keys import RotateResult
     from wgmesh.commands.setpeer import SetResult
     from wgmesh.commands.showpeers import ShowResult
     from wgmesh.commands.status import StatusResult
+    from wgmesh.commands.unlock import UnlockResult
     from wgmesh.commands.up import UpResult
     from wgmesh.commands.verify import VerifyResult
     from wgmesh.errors import WgmeshError
@@ -479,3 +481,14 @@ def _(res: RotateResult) -> None:
         out.print(Text(f"not rotated: {name}: {why}; it keeps its key pair", style="bold yellow"))
 
 
+@view("wgmesh.commands.unlock.UnlockResult")
+def _(res: UnlockResult) -> None:
+    info(res.describe())
+
+
+@view("wgmesh.commands.migrate.MigrateResult")
+def _(res: MigrateResult) -> None:
+    info(f"inventory {res.inventory!r} moved from {res.source} to {res.target}: {', '.join(res.moved)} "
+         "copied and read back")
+    for gone in res.removed:
+        out.print(f"  removed from the source: {gone}")

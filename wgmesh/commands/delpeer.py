@@ -57,6 +57,6 @@ def delpeer(
         store.save(ws, remaining)
         keys = keymod.purge(current, [name])
         keystore.save(keys)
-        keymod.drop_backups(keystore)
+        keystore.drop_backups()
         pushed = push_configs(ws, remaining, keys, pool, reporter=reporter, parallel=parallel)
     return DelResult(name, stop, pushed)

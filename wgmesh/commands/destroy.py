@@ -10,7 +10,7 @@ from typing import Any
 from wgmesh import inventory as invmod
 from wgmesh import store
 from wgmesh.commands import releasing
-from wgmesh.commands.up import terraform_for
+from wgmesh.commands.up import init_mode, terraform_for
 from wgmesh.errors import ExitStatus
 from wgmesh.executor import DEFAULT_PARALLEL, fan_out
 from wgmesh.model import Action, HostResult, Inventory, Peer, Source
@@ -93,10 +93,16 @@ def destroy(
     tf_state = "no stack"
     if tf is not None:
         runner, root = tf
-        if runner.has_state():
+        if ws.backend is not None:  # the state is in the bucket: ask Terraform
+            runner.prepare(root)
+            runner.init(init_mode(ws))
+            has_state = bool(runner.state_pull().get("resources"))
+        else:
+            has_state = runner.has_state()
+        if has_state:
             reporter.phase(f"terraform destroy ({stack})")
             runner.prepare(root)
-            runner.init()
+            runner.init(init_mode(ws))
             runner.destroy()
             tf_state = "destroyed"
         else:

@@ -120,7 +120,7 @@ def push_configs(
         known = probe_hosts(inv, pool, gateways, parallel)
         active = ha.active_from(inv, agents(known))
     renderer = Renderer(inv, keys, active)  # each host's text is rendered by its own worker: memory stays flat
-    if not dry_run:
+    if not dry_run and ws.backend is None:  # a shared keystore's keys never land on this disk
         write_configs(ws, inv, keys, renderer=renderer)
     pubs = store.public_keys(keys, inv)
 
@@ -135,7 +135,7 @@ def push_configs(
         on_start=reporter.host_start, on_done=reporter.host_done,
     )
     if dry_run:
-        return PushResult(results, revmod.load(ws.revocations_path), dry_run=True, unresolved=unresolved)
+        return PushResult(results, store.load_revocations(ws), dry_run=True, unresolved=unresolved)
     done = [n for n, r in results.items() if r.ok and r.action != Action.SKIPPED]
     return PushResult(results, store.settle_revocations(ws, inv, done), unresolved=unresolved)
 

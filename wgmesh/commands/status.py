@@ -182,5 +182,5 @@ def status(ws: Workspace, parallel: int = DEFAULT_PARALLEL, connect: Connector =
         reached = [p for p in inv.peers if p.ssh is not None and p.name not in res.unreachable]
         res.drift, states = host_drift(inv, keys, pool, reached, parallel)
         res.ha = ha_view(inv, states)
-    res.pending = revmod.load(ws.revocations_path)
+    res.pending = store.load_revocations(ws)
     return res

@@ -14,7 +14,7 @@ from wgmesh.commands import HostsOutcome
 from wgmesh.commands.genconfig import write_configs
 from wgmesh.commands.push import PushResult, push_configs
 from wgmesh.commands.verify import VerifyResult, run_verify
-from wgmesh.errors import BadInput, Interrupted, TerraformFailed, WgmeshError
+from wgmesh.errors import BadInput, Interrupted, Refused, TerraformFailed, WgmeshError
 from wgmesh.executor import DEFAULT_PARALLEL
 from wgmesh.model import Inventory, Peer
 from wgmesh.progress import Reporter
@@ -81,7 +81,20 @@ def terraform_for(
     stacks.check_vars(st, variables)
     runner = TerraformRunner(ws.tf_dir, on_line=reporter.line)
     runner.refuse_errored_state()  # Terraform's last run could not save its state: no run on a fork of it
-    return runner, stacks.root_module(st, ws.tf_dir, variables)
+    if ws.backend is None:
+        return runner, stacks.root_module(st, ws.tf_dir, variables)
+    if runner.has_state():  # a state file here: a shared inventory must not run on (or abandon) it
+        raise Refused(
+            f"{ws.tf_dir / 'terraform.tfstate'} holds resources, but inventory {ws.name!r} lives in {ws.backend}, "
+            "whose state is in the bucket: refusing to run Terraform on either",
+            hint="if that local state is the mesh's, move the inventory back first: wgmesh migrate --backend local",
+        )
+    return runner, stacks.root_module(st, ws.tf_dir, variables, backend=ws.backend.terraform_backend())
+
+
+def init_mode(ws: Workspace) -> str:
+    """A shared backend's block follows the environment (its endpoint options): taken as it is."""
+    return "reconfigure" if ws.backend is not None else ""
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -143,7 +156,7 @@ def _provision(ws: Workspace, inv: Inventory, reporter: Reporter) -> Inventory:
     tf.prepare(root)
     reporter.phase(f"terraform plan ({stack})")
     ws.private_state_dir()
-    tf.init()
+    tf.init(init_mode(ws))
     planned = tf.plan().get("peers")
     if isinstance(planned, dict):
         # The planned peers, as far as the plan knows them, must make a valid mesh (pool large
@@ -187,6 +200,8 @@ def up(ws: Workspace, opts: UpOptions, reporter: Reporter, connect: Connector = 
     timings["terraform"] = round(time.monotonic() - t, 2)
     keys, made = store.ensure_keys(ws, inv)
     if not opts.push:
+        if ws.backend is not None:  # the keys stay in the secret store: no config with a key on this disk
+            return UpResult(inv, made, PushResult({}), None, timings, pushed=False, output_dir=None)
         write_configs(ws, inv, keys)
         return UpResult(inv, made, PushResult({}), None, timings, pushed=False, output_dir=ws.output_dir)
 
