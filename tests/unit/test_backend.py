@@ -10,6 +10,7 @@ import pytest
 from wgmesh import backend as bk
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
+from wgmesh import merge
 from wgmesh import revocations as revmod
 from wgmesh.errors import BadInput, ExitStatus
 from wgmesh.model import Source
@@ -99,12 +100,12 @@ def test_merge3_takes_each_sides_changes_and_refuses_clashes():
     base = {"a": 1, "b": 2, "c": 3}
     ours = {"a": 1, "b": 20, "c": 3, "d": 4}  # changed b, added d
     theirs = {"a": 10, "c": 3, "e": 5}  # changed a, removed b, added e
-    with pytest.raises(bk.MergeConflict) as e:
-        bk.merge3(base, ours, theirs)  # b: changed by us, removed by them
+    with pytest.raises(merge.MergeConflict) as e:
+        merge.merge3(base, ours, theirs)  # b: changed by us, removed by them
     assert e.value.keys == ["b"]
     theirs = {"a": 10, "b": 2, "e": 5}  # changed a, removed c, added e
-    assert bk.merge3(base, ours, theirs) == {"a": 10, "b": 20, "d": 4, "e": 5}
-    assert bk.merge3(base, {"a": 9}, {"a": 9}) == {"a": 9}  # the same change on both sides: once
+    assert merge.merge3(base, ours, theirs) == {"a": 10, "b": 20, "d": 4, "e": 5}
+    assert merge.merge3(base, {"a": 9}, {"a": 9}) == {"a": 9}  # the same change on both sides: once
 
 
 def _inv(*peers: tuple[str, str]) -> str:
@@ -118,7 +119,7 @@ def test_two_peers_added_at_once_are_both_kept():
     base = _inv(("a", "203.0.113.1"))
     ours = _inv(("a", "203.0.113.1"), ("b", "203.0.113.2"))
     theirs = invmod.to_document(invmod.add_peer(invmod.from_document(base), _peer("c", "203.0.113.3", "10.200.0.3")))
-    merged = invmod.from_document(bk.merge_text("inventory", base, ours, theirs) or "")
+    merged = invmod.from_document(merge.merge_text("inventory", base, ours, theirs) or "")
     assert list(merged.names) == ["a", "b", "c"]
 
 
@@ -127,25 +128,26 @@ def test_a_merge_that_breaks_the_mesh_is_refused():
     ours = _inv(("a", "203.0.113.1"), ("b", "203.0.113.2"))  # b gets the next free address
     theirs = _inv(("a", "203.0.113.1"), ("c", "203.0.113.3"))  # so does c: the same one
     with pytest.raises(BadInput, match="merged inventory|10.200.0.2|address"):
-        bk.merge_text("inventory", base, ours, theirs)
+        merge.merge_text("inventory", base, ours, theirs)
 
 
 def test_pins_revocations_and_keystore_merge_per_entry():
-    pins = bk.merge_text("pins", "h1 ssh-ed25519 AAA\n", "h1 ssh-ed25519 AAA\nh2 ssh-ed25519 BBB\n",
+    pins = merge.merge_text("pins", "h1 ssh-ed25519 AAA\n", "h1 ssh-ed25519 AAA\nh2 ssh-ed25519 BBB\n",
                          "h3 ssh-ed25519 CCC\n")  # they forgot h1 (destroy), we pinned h2
     assert pins == "h2 ssh-ed25519 BBB\nh3 ssh-ed25519 CCC\n"
     r1 = revmod.Revocation("a", "K1", revmod.ROTATED, ("h",), 1)
     r2 = revmod.Revocation("b", "K2", revmod.REMOVED, ("h",), 2)
-    merged = bk.merge_text("revocations", None, revmod.dump([r1]), revmod.dump([r2]))
+    merged = merge.merge_text("revocations", None, revmod.dump([r1]), revmod.dump([r2]))
     assert {r.key for r in revmod.parse(merged, "x")} == {"K1", "K2"}
     k = keymod.ensure(keymod.Keys(), ["a"])[0]
     ka = keymod.Keys({**k.pairs, "b": keymod.generate_keypair()}, k.psk_secret)
     kb = keymod.Keys({**k.pairs, "c": keymod.generate_keypair()}, k.psk_secret)
-    both = keymod.parse(bk.merge_text(keymod.KEYSTORE, keymod.dump(k), keymod.dump(ka), keymod.dump(kb)) or "", "m", "")
+    merged = merge.merge_text(keymod.KEYSTORE, keymod.dump(k), keymod.dump(ka), keymod.dump(kb))
+    both = keymod.parse(merged or "", "m", "")
     assert sorted(both.pairs) == ["a", "b", "c"] and both.psk_secret == k.psk_secret
     ours, theirs = keymod.rotate(k, ["a"])[0], keymod.rotate(k, ["a"])[0]
-    with pytest.raises(bk.MergeConflict) as e:  # both rotated a: neither new key silently dropped
-        bk.merge_text(keymod.KEYSTORE, keymod.dump(k), keymod.dump(ours), keymod.dump(theirs))
+    with pytest.raises(merge.MergeConflict) as e:  # both rotated a: neither new key silently dropped
+        merge.merge_text(keymod.KEYSTORE, keymod.dump(k), keymod.dump(ours), keymod.dump(theirs))
     assert e.value.keys == ["peers:a"]
 
 
