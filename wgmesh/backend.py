@@ -191,6 +191,10 @@ class Shared:
             self._secret = Secret(self.url.secret_name, self.objects.region)
         return self._secret
 
+    def check(self) -> str:
+        """The bucket exists and these credentials reach it (else BadInput / BackendFailed): its region."""
+        return self.objects.region
+
     def forget(self) -> None:
         """Read everything again (the lock was just taken: what was read before may be old)."""
         self._seen.clear()
@@ -367,6 +371,7 @@ def session(ws: Workspace, command: str, lock: bool) -> Iterator[None]:
 
     shared = ws.backend
     assert shared is not None
+    shared.check()  # before anything is written here or there
     with RunLock(ws, command) if lock else nullcontext():
         if lock:
             shared.acquire(command)

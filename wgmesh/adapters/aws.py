@@ -87,7 +87,8 @@ class S3Objects:
         """The bucket's own region (where its state, lock and the keystore's secret live); asking
         also proves the bucket exists and the credentials reach it."""
         if self._region is None:
-            client = _session().client("s3", config=CONFIG, region_name=_session().region_name or "us-east-1")
+            asked = _session().region_name or "us-east-1"
+            client = _session().client("s3", config=CONFIG, region_name=asked)
             try:
                 loc = _calling("look up the bucket of", self.url)(
                     lambda: client.get_bucket_location(Bucket=self.bucket))
@@ -96,6 +97,8 @@ class S3Objects:
                     raise self._no_bucket() from None
                 raise BackendFailed(f"the backend refused to look up {self.url}: {_code(exc)}") from None
             self._region = loc.get("LocationConstraint") or "us-east-1"
+            if self._region == asked:  # a client is ~30 ms: the one that asked serves the bucket
+                self._client = client
         return self._region
 
     @property
