@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from wgmesh.adapters.ssh import SshError
+from wgmesh.adapters.hostkeys import SshError
 from wgmesh.commands.addpeer import addpeer
 from wgmesh.commands.push import push
 from wgmesh.keys import Keystore, public_key

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from wgmesh.adapters import ssh
+from wgmesh.adapters import hostkeys, ssh
 from wgmesh.model import Instance, Inventory, Peer, Source
 from wgmesh.remote.compiler import command
 from wgmesh.remote.host import PROBE_TIMEOUT, Reply
@@ -65,7 +65,7 @@ FirstUse = Callable[[str, str], None]  # (peer or "peer/instance", fingerprint):
 
 class HostPool:
     def __init__(
-        self, pins: ssh.Pins, inventory: Inventory | None = None, wait_ssh: float = 0.0, *,
+        self, pins: hostkeys.Pins, inventory: Inventory | None = None, wait_ssh: float = 0.0, *,
         strict_host_keys: bool = False, on_first_use: FirstUse | None = None, keep_all: int = KEEP_ALL,
     ):
         self.pins = pins
@@ -103,10 +103,10 @@ class HostPool:
     def open_count(self) -> int:
         return len(self._open)
 
-    def target(self, peer: Peer) -> ssh.Target:
+    def target(self, peer: Peer) -> hostkeys.Target:
         if peer.ssh is None:
-            raise ssh.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
-        return ssh.Target(
+            raise hostkeys.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
+        return hostkeys.Target(
             user=peer.ssh.user,
             host=peer.ssh.host,
             port=peer.ssh.port,
@@ -125,7 +125,7 @@ class HostPool:
     def get(self, peer: Peer) -> SshHost:
         """The peer's host, connected now (an unreachable host fails here, with its reason)."""
         if peer.ssh is None:
-            raise ssh.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
+            raise hostkeys.SshError("no SSH access in the inventory (addpeer --ssh USER@HOST)")
         opener = self._peer_opener(peer)
         self._give(self._take(peer.name, opener))
         return SshHost(self, peer.name, opener, peer.ssh.user)
@@ -248,11 +248,11 @@ class HostPool:
                 try:
                     conn = ssh.connect(self.target(peer), self.pins, self.strict)
                     break
-                except ssh.SshError as exc:
+                except hostkeys.SshError as exc:
                     # A booting machine refuses, resets the handshake, or lacks its authorized key yet;
                     # a changed host key is never retried.
                     booting = exc.reason.startswith(("unreachable", "SSH handshake failed", "authentication"))
-                    if isinstance(exc, ssh.HostKeyChanged) or not booting or time.monotonic() >= deadline:
+                    if isinstance(exc, hostkeys.HostKeyChanged) or not booting or time.monotonic() >= deadline:
                         raise
                     time.sleep(3)
             self._first_use(peer.name, conn)
@@ -264,7 +264,7 @@ class HostPool:
         def open_jump() -> _Open:
             gateway = self._take(peer.name, self._peer_opener(peer))  # in use: not closed under the jump
             try:
-                target = ssh.Target(
+                target = hostkeys.Target(
                     user=inst.ssh_user,
                     host=str(inst.address),
                     port=inst.ssh_port,

@@ -8,7 +8,7 @@ import shlex
 
 from tests.cli.test_cli import run
 from tests.unit.test_ssh_trust import Sshd, keygen, needs_sshd
-from wgmesh.adapters.ssh import fingerprint
+from wgmesh.adapters.hostkeys import fingerprint
 
 
 def _no_agent(tmp_path):

@@ -164,13 +164,13 @@ def test_unreachable_auth_refused_and_timeouts_stay_local(lab, tmp_path):
     assert "stranger" not in lab.json("showpeers")["peers"]
 
     # A command that hangs is cut at its timeout; the connection says so.
-    from wgmesh.adapters import ssh
+    from wgmesh.adapters import hostkeys, ssh
 
     site1 = lab.json("showpeers")["peers"]["site1"]
-    pins = ssh.Pins(lab.root / ".wgmesh" / lab.name / "known_hosts")
-    conn = ssh.connect(ssh.Target("root", site1["ssh"]["host"], 22, site1["ssh"]["key"]), pins)
+    pins = hostkeys.Pins(lab.root / ".wgmesh" / lab.name / "known_hosts")
+    conn = ssh.connect(hostkeys.Target("root", site1["ssh"]["host"], 22, site1["ssh"]["key"]), pins)
     t0 = time.monotonic()
-    with pytest.raises(ssh.SshError, match="timed out"):
+    with pytest.raises(hostkeys.SshError, match="timed out"):
         conn.run("sleep 30", timeout=1)
     assert time.monotonic() - t0 < 5
     conn.close()

@@ -13,7 +13,7 @@ import pytest
 
 from tests.unit.test_ssh_trust import Sshd, keygen, needs_sshd
 from wgmesh import hosts
-from wgmesh.adapters import ssh
+from wgmesh.adapters import hostkeys
 from wgmesh.hosts import HostPool
 from wgmesh.inventory import new_inventory
 from wgmesh.model import Instance, Peer, SshTarget
@@ -32,7 +32,7 @@ class FakeTransport:
 class FakeConnection:
     """What the pool needs of ssh.Connection; `gate` (if set) holds run() until it is set."""
 
-    def __init__(self, target: ssh.Target, world: World, first_use: str | None = None) -> None:
+    def __init__(self, target: hostkeys.Target, world: World, first_use: str | None = None) -> None:
         self.target, self.world, self.first_use = target, world, first_use
         self.transport = FakeTransport()
         self.closed = False
@@ -46,7 +46,7 @@ class FakeConnection:
             assert self.gate.wait(10)
         return 0, self.target.label, ""
 
-    def jump(self, target: ssh.Target, pins: ssh.Pins, strict: bool = False) -> FakeConnection:
+    def jump(self, target: hostkeys.Target, pins: hostkeys.Pins, strict: bool = False) -> FakeConnection:
         assert not self.closed and self.transport.active
         return self.world.opened(target, pins, strict)
 
@@ -66,7 +66,7 @@ class World:
         self.pinned: set[str] = set()
         self.lock = threading.Lock()
 
-    def opened(self, target: ssh.Target, pins: ssh.Pins, strict: bool = False) -> FakeConnection:
+    def opened(self, target: hostkeys.Target, pins: hostkeys.Pins, strict: bool = False) -> FakeConnection:
         with self.lock:  # trust on first use once per host, as a pin would do
             first = None if target.host in self.pinned else f"SHA256:{target.host}"
             self.pinned.add(target.host)
@@ -97,7 +97,7 @@ def peer(i: int, instances: int = 0) -> Peer:
 def pool_of(tmp_path, peers: list[Peer] | None, keep_all: int) -> HostPool:
     """A pool for these peers' inventory (None: a pool that does not know how many hosts come)."""
     inv = replace(new_inventory("lab"), peers=tuple(peers)) if peers is not None else None
-    return HostPool(ssh.Pins(tmp_path / "known_hosts"), inv, keep_all=keep_all)
+    return HostPool(hostkeys.Pins(tmp_path / "known_hosts"), inv, keep_all=keep_all)
 
 
 PROGRAM = dump_program("wg0")
@@ -266,7 +266,7 @@ def test_closed_and_connected_again_against_sshd_pins_once_and_leaks_no_fd(tmp_p
                 for n in ("a", "b"))
         seen: list[str] = []
         fds = len(os.listdir("/proc/self/fd"))
-        pins = ssh.Pins(tmp_path / "known_hosts")
+        pins = hostkeys.Pins(tmp_path / "known_hosts")
         with HostPool(pins, keep_all=1, on_first_use=lambda h, fp: seen.append(h)) as pool:
             hosts_ = [pool.get(a), pool.get(b)]
             for i in range(10):

@@ -14,7 +14,7 @@ import paramiko
 import pytest
 from paramiko.buffered_pipe import BufferedPipe
 
-from wgmesh.adapters import ssh
+from wgmesh.adapters import hostkeys, ssh
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ class ScriptedTransport:
 
 
 def run(chan: ScriptedChannel, active: bool = True, stdin: bytes | None = None) -> tuple[int, str, str]:
-    conn = ssh.Connection(ScriptedTransport(chan, active), ssh.Target("root", "192.0.2.1"))  # type: ignore[arg-type]
+    conn = ssh.Connection(ScriptedTransport(chan, active), hostkeys.Target("root", "192.0.2.1"))  # type: ignore[arg-type]
     return conn.run("x", stdin=stdin, timeout=5)
 
 
@@ -132,14 +132,14 @@ def test_stderr_only_while_stdout_stays_quiet():
 
 def test_a_connection_lost_while_the_command_runs():
     chan = ScriptedChannel([("out", b"half"), ("close",)])
-    with pytest.raises(ssh.SshError, match="connection lost"):
+    with pytest.raises(hostkeys.SshError, match="connection lost"):
         run(chan, active=False)
 
 
 def test_a_command_that_never_ends_times_out():
     chan = ScriptedChannel([("out", b"x")])
-    conn = ssh.Connection(ScriptedTransport(chan), ssh.Target("root", "192.0.2.1"))  # type: ignore[arg-type]
-    with pytest.raises(ssh.SshError, match="timed out after 0 s"):
+    conn = ssh.Connection(ScriptedTransport(chan), hostkeys.Target("root", "192.0.2.1"))  # type: ignore[arg-type]
+    with pytest.raises(hostkeys.SshError, match="timed out after 0 s"):
         conn.run("x", timeout=0.3)
 
 
@@ -189,7 +189,7 @@ def test_real_channels_many_at_once_without_a_file_descriptor_each(host_key):
     try:
         client.start_client(timeout=10)
         client.auth_none("root")
-        conn = ssh.Connection(client, ssh.Target("root", "192.0.2.1"))
+        conn = ssh.Connection(client, hostkeys.Target("root", "192.0.2.1"))
         results: dict[int, tuple[int, str, str]] = {}
 
         def one(i: int) -> None:

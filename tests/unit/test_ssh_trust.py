@@ -19,7 +19,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from wgmesh.adapters import ssh
+from wgmesh.adapters import hostkeys, ssh, sshkeys
 from wgmesh.hosts import HostPool
 from wgmesh.model import Peer, Source, SshTarget
 from wgmesh.peers import UNALLOCATED
@@ -99,8 +99,8 @@ class Sshd:
     def entry(self) -> str:
         return f"[127.0.0.1]:{self.port}"
 
-    def target(self, key: Path | None, **more: object) -> ssh.Target:
-        return ssh.Target("root", "127.0.0.1", self.port, str(key) if key else None, **more)  # type: ignore[arg-type]
+    def target(self, key: Path | None, **more: object) -> hostkeys.Target:
+        return hostkeys.Target("root", "127.0.0.1", self.port, str(key) if key else None, **more)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -154,8 +154,8 @@ def test_a_silent_port_says_no_ssh_banner(tmp_path, home, monkeypatch):
     quiet = Listener()
     try:
         t0 = time.monotonic()
-        with pytest.raises(ssh.SshError) as err:
-            ssh.connect(ssh.Target("root", "127.0.0.1", quiet.port), ssh.Pins(tmp_path / "known_hosts"))
+        with pytest.raises(hostkeys.SshError) as err:
+            ssh.connect(hostkeys.Target("root", "127.0.0.1", quiet.port), hostkeys.Pins(tmp_path / "known_hosts"))
         took = time.monotonic() - t0
     finally:
         quiet.close()
@@ -168,8 +168,8 @@ def test_a_silent_port_says_no_ssh_banner(tmp_path, home, monkeypatch):
 def test_a_port_that_hangs_up_says_so(tmp_path, home):
     rude = Listener(hang_up=True)
     try:
-        with pytest.raises(ssh.SshError) as err:
-            ssh.connect(ssh.Target("root", "127.0.0.1", rude.port), ssh.Pins(tmp_path / "known_hosts"))
+        with pytest.raises(hostkeys.SshError) as err:
+            ssh.connect(hostkeys.Target("root", "127.0.0.1", rude.port), hostkeys.Pins(tmp_path / "known_hosts"))
     finally:
         rude.close()
     assert err.value.reason == "SSH handshake failed: the host closed the connection before its SSH banner"
@@ -181,22 +181,22 @@ def test_a_port_that_hangs_up_says_so(tmp_path, home):
 @needs_sshd
 def test_pinned_only_after_a_successful_login_and_first_use_is_said(tmp_path, home, keys):
     right, wrong = keygen(keys / "right"), keygen(keys / "wrong")
-    pins = ssh.Pins(tmp_path / "known_hosts")
+    pins = hostkeys.Pins(tmp_path / "known_hosts")
     with Sshd(tmp_path, [right]) as sshd:
-        with pytest.raises(ssh.SshError, match="authentication"):
+        with pytest.raises(hostkeys.SshError, match="authentication"):
             ssh.connect(sshd.target(wrong), pins)
         assert pins.get("127.0.0.1", sshd.port) == set()  # a refused login leaves no pin
 
         conn = ssh.connect(sshd.target(right), pins)
         conn.close()
-        assert conn.first_use == ssh.fingerprint(sshd.host_key)
+        assert conn.first_use == hostkeys.fingerprint(sshd.host_key)
         assert pins.get("127.0.0.1", sshd.port) == {sshd.host_key}
 
         again = ssh.connect(sshd.target(right), pins)  # verified against the pin now
         again.close()
         assert again.first_use is None
 
-        stack = ssh.connect(sshd.target(right, expected_keys=(sshd.host_key,)), ssh.Pins(tmp_path / "kh2"))
+        stack = ssh.connect(sshd.target(right, expected_keys=(sshd.host_key,)), hostkeys.Pins(tmp_path / "kh2"))
         stack.close()
         assert stack.first_use is None  # verified against the stack's key: not trust on first use
 
@@ -204,18 +204,18 @@ def test_pinned_only_after_a_successful_login_and_first_use_is_said(tmp_path, ho
 @needs_sshd
 def test_strict_refuses_an_unknown_host_and_says_how_to_trust_it(tmp_path, home, keys):
     key = keygen(keys / "id")
-    pins = ssh.Pins(tmp_path / "known_hosts")
+    pins = hostkeys.Pins(tmp_path / "known_hosts")
     with Sshd(tmp_path, [key]) as sshd:
-        fp = ssh.fingerprint(sshd.host_key)
+        fp = hostkeys.fingerprint(sshd.host_key)
         trust_with = "wgmesh -i lab setpeer srv --host-key"
-        with pytest.raises(ssh.HostKeyUnknown) as err:
+        with pytest.raises(hostkeys.HostKeyUnknown) as err:
             ssh.connect(sshd.target(key, trust_with=trust_with), pins, strict=True)
         assert fp in err.value.reason and "--strict-host-keys" in err.value.reason
         assert f"{trust_with} '{sshd.host_key}'" in (err.value.hint or "")
         assert not pins.path.exists()
 
         # A host wgmesh cannot record a key for (a Terraform peer, an instance): the pin line to add.
-        with pytest.raises(ssh.HostKeyUnknown) as err:
+        with pytest.raises(hostkeys.HostKeyUnknown) as err:
             ssh.connect(sshd.target(key), pins, strict=True)
         hint = err.value.hint or ""
         command = hint.split("trust it with: ", 1)[1]
@@ -226,7 +226,8 @@ def test_strict_refuses_an_unknown_host_and_says_how_to_trust_it(tmp_path, home,
         assert conn.first_use is None
 
         # The key given (the stack's, or --host-key) is enough for strict.
-        conn = ssh.connect(sshd.target(key, expected_keys=(sshd.host_key,)), ssh.Pins(tmp_path / "kh2"), strict=True)
+        target = sshd.target(key, expected_keys=(sshd.host_key,))
+        conn = ssh.connect(target, hostkeys.Pins(tmp_path / "kh2"), strict=True)
         conn.close()
 
 
@@ -236,21 +237,21 @@ def test_pool_reports_first_use_and_names_the_setpeer_command(tmp_path, home, ke
     with Sshd(tmp_path, [key]) as sshd:
         peer = Peer(name="srv", address=UNALLOCATED, source=Source.MANUAL,
                     ssh=SshTarget("root", "127.0.0.1", sshd.port, str(key)))
-        strict = HostPool(ssh.Pins(tmp_path / "known_hosts"), strict_host_keys=True)
-        with strict, pytest.raises(ssh.HostKeyUnknown) as err:
+        strict = HostPool(hostkeys.Pins(tmp_path / "known_hosts"), strict_host_keys=True)
+        with strict, pytest.raises(hostkeys.HostKeyUnknown) as err:
             strict.connection(peer)
         assert f"setpeer srv --host-key '{sshd.host_key}'" in (err.value.hint or "")
 
         seen: list[tuple[str, str]] = []
-        with HostPool(ssh.Pins(tmp_path / "known_hosts"), on_first_use=lambda h, fp: seen.append((h, fp))) as pool:
+        with HostPool(hostkeys.Pins(tmp_path / "known_hosts"), on_first_use=lambda h, fp: seen.append((h, fp))) as pool:
             pool.connection(peer)
-        with HostPool(ssh.Pins(tmp_path / "known_hosts"), on_first_use=lambda h, fp: seen.append((h, fp))) as pool:
+        with HostPool(hostkeys.Pins(tmp_path / "known_hosts"), on_first_use=lambda h, fp: seen.append((h, fp))) as pool:
             pool.connection(peer)
-        assert seen == [("srv", ssh.fingerprint(sshd.host_key))]  # once: the second run verifies the pin
+        assert seen == [("srv", hostkeys.fingerprint(sshd.host_key))]  # once: the second run verifies the pin
 
 
 def test_pins_keep_only(tmp_path):
-    pins = ssh.Pins(tmp_path / "known_hosts")
+    pins = hostkeys.Pins(tmp_path / "known_hosts")
     pins.pin("198.51.100.1", 22, "ssh-ed25519 AAAA1")
     pins.pin("127.0.0.1", 2222, "ssh-ed25519 AAAA2")
     assert pins.keep_only({"[127.0.0.1]:2222"}) == ["198.51.100.1"]
@@ -283,9 +284,9 @@ def test_client_keys_own_file_alone_else_agent_then_home_then_fallback(home, key
 
     # A peer with its own key file is offered that key alone (an explicit identity for a host is
     # never mixed with the operator's other keys); without one: agent, ~/.ssh, fallback, each once.
-    got = [k.asbytes() for k in ssh._load_client_keys(str(own), (str(fallback),))]
+    got = [k.asbytes() for k in sshkeys.load_client_keys(str(own), (str(fallback),))]
     assert got == [loaded[own].asbytes()]
-    got = [k.asbytes() for k in ssh._load_client_keys(None, (str(fallback),))]
+    got = [k.asbytes() for k in sshkeys.load_client_keys(None, (str(fallback),))]
     want = [loaded[p].asbytes() for p in (agent[0], own, agent[1], fallback, agent[2], mine)]
     assert got == want
 
@@ -294,7 +295,7 @@ def test_client_keys_without_own_file(home, keys, monkeypatch):
     agent, fallback = keygen(keys / "agent"), keygen(keys / "stack")
     monkeypatch.setattr(FakeAgent, "keys", [paramiko.PKey.from_path(agent)])
     monkeypatch.setattr(ssh.paramiko, "Agent", FakeAgent)
-    got = [k.get_fingerprint() for k in ssh._load_client_keys(None, (str(fallback),))]
+    got = [k.get_fingerprint() for k in sshkeys.load_client_keys(None, (str(fallback),))]
     assert got == [paramiko.PKey.from_path(p).get_fingerprint() for p in (agent, fallback)]
 
 
@@ -321,10 +322,10 @@ def test_own_key_goes_first_even_through_the_agent_under_max_auth_tries(tmp_path
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         with Sshd(tmp_path, [own], max_auth_tries=3) as sshd:
             # Without its own key the agent's other keys use up MaxAuthTries: sshd hangs up.
-            with pytest.raises(ssh.SshError, match="hung up after 3 refused keys"):
-                ssh.connect(sshd.target(None), ssh.Pins(tmp_path / "known_hosts"))
+            with pytest.raises(hostkeys.SshError, match="hung up after 3 refused keys"):
+                ssh.connect(sshd.target(None), hostkeys.Pins(tmp_path / "known_hosts"))
             for key_file in (own, locked):
-                conn = ssh.connect(sshd.target(key_file), ssh.Pins(tmp_path / "known_hosts"))
+                conn = ssh.connect(sshd.target(key_file), hostkeys.Pins(tmp_path / "known_hosts"))
                 assert conn.run("true")[0] == 0
                 conn.close()
     finally:
@@ -334,6 +335,6 @@ def test_own_key_goes_first_even_through_the_agent_under_max_auth_tries(tmp_path
 
 def test_a_locked_key_file_the_agent_does_not_hold(home, keys):
     locked = keygen(keys / "locked", passphrase="secret")
-    with pytest.raises(ssh.SshError) as err:
-        ssh._load_client_keys(str(locked))
+    with pytest.raises(hostkeys.SshError) as err:
+        sshkeys.load_client_keys(str(locked))
     assert err.value.reason == f"SSH key {locked} needs a passphrase and ssh-agent does not hold it: ssh-add {locked}"

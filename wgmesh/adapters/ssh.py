@@ -1,31 +1,20 @@
-"""SSH through paramiko: the only module that imports it.
+"""SSH connections through paramiko (with sshkeys.py, the client keys: the only importers of it).
 
-Connections are verified against pinned host keys (an OpenSSH known_hosts file per
-inventory). A host with no pin is verified against the keys the stack exported or
-`--host-key` gave; a host with none of these is trusted on first use (the key it shows,
-reported as such), or refused when `strict`. A key is pinned only after a successful
-login. A changed key is a hard failure for that host.
+Connections are verified against pinned host keys (hostkeys.py: the pins, the target, the rule
+that accepts, pins or refuses a host's key); a command's output is read without select().
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import fcntl
-import hashlib
 import logging
-import os
-import shlex
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import paramiko
 
-from wgmesh.fsutil import write_atomic
+from wgmesh.adapters import sshkeys
+from wgmesh.adapters.hostkeys import Pins, SshError, Target, check_host_key, entry, fingerprint
 
 CONNECT_TIMEOUT = 5.0
 AUTH_TIMEOUT = 10.0
@@ -38,197 +27,6 @@ WAKE_AT_LEAST = 1.0  # a running command's output is looked at this often even i
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _RSA_ALGS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
-
-
-class SshError(Exception):
-    """A host could not be used; `reason` is short and has no secrets."""
-
-    def __init__(self, reason: str, hint: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
-
-
-class HostKeyChanged(SshError):
-    pass
-
-
-class HostKeyUnknown(SshError):
-    """strict: the host showed a key that nothing vouches for (no pin, no key from the stack or --host-key)."""
-
-
-def fingerprint(key_type_b64: str) -> str:
-    """OpenSSH-style SHA256 fingerprint of 'type base64'."""
-    blob = base64.b64decode(key_type_b64.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def entry(host: str, port: int) -> str:
-    """The host's name in known_hosts: HOST, or [HOST]:PORT."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-class Pins:
-    """Pinned host keys: `known_hosts` in OpenSSH format (usable with ssh -o UserKnownHostsFile)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        # The file as last read, by (inode, mtime, size): a run connects to every host (some of
-        # them again), and must not parse a file of every host's pin for each connection.
-        self._seen: tuple[tuple[int, int, int], dict[str, set[str]]] | None = None
-
-    def _read(self) -> dict[str, set[str]]:
-        pins: dict[str, set[str]] = {}
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return pins
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and not line.startswith("#"):
-                for host in parts[0].split(","):
-                    pins.setdefault(host, set()).add(f"{parts[1]} {parts[2]}")
-        return pins
-
-    def get(self, host: str, port: int) -> set[str]:
-        with self._lock:
-            try:
-                st = self.path.stat()
-            except FileNotFoundError:
-                return set()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if self._seen is None or self._seen[0] != stamp:
-                self._seen = (stamp, self._read())
-            return set(self._seen[1].get(entry(host, port), ()))
-
-    def pin(self, host: str, port: int, key: str) -> None:
-        with self._lock, self._file_lock():  # other wgmesh processes may pin at the same time
-            pins = self._read()
-            pins.setdefault(entry(host, port), set()).add(key)
-            self._write(pins)
-
-    def keep_only(self, entries: set[str]) -> list[str]:
-        """Forget every pin but those of `entries`; the forgotten entries, sorted."""
-        with self._lock, self._file_lock():
-            pins = self._read()
-            gone = sorted(set(pins) - entries)
-            kept = {host: keys for host, keys in pins.items() if host in entries}
-            if kept:
-                self._write(kept)
-            else:
-                self.path.unlink(missing_ok=True)
-        if not kept:
-            self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
-        return gone
-
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _write(self, pins: dict[str, set[str]]) -> None:
-        lines = [f"{host} {key}" for host in sorted(pins) for key in sorted(pins[host])]
-        write_atomic(self.path, "".join(line + "\n" for line in lines), 0o600)
-
-
-@dataclass(frozen=True)
-class Target:
-    user: str
-    host: str
-    port: int = 22
-    key_file: str | None = None  # the peer's own key: offered first
-    fallback_keys: tuple[str, ...] = ()  # offered last, after ssh-agent and ~/.ssh
-    expected_keys: tuple[str, ...] = ()  # host keys known from the stack or --host-key, 'type base64'
-    label: str = ""
-    trust_with: str = ""  # the command that records an expected host key for it, e.g. "wgmesh setpeer X --host-key"
-
-
-def _public_blob(key_file: str) -> bytes | None:
-    """The public half of a private key file that needs a passphrase: from KEY.pub, else from the
-    file itself (an OpenSSH-format key carries its public key in clear)."""
-    try:
-        return base64.b64decode(Path(key_file + ".pub").read_text().split()[1], validate=True)
-    except (OSError, IndexError, ValueError):
-        pass
-    try:
-        lines = Path(key_file).read_text().splitlines()
-        raw = base64.b64decode("".join(line for line in lines if not line.startswith("-----")))
-    except (OSError, ValueError):
-        return None
-    magic = b"openssh-key-v1\0"
-    if not raw.startswith(magic):
-        return None
-    msg = paramiko.Message(raw[len(magic):])
-    for _ in ("cipher", "kdf", "kdf options"):
-        msg.get_string()
-    return msg.get_binary() if msg.get_int() >= 1 else None
-
-
-def _agent_keys() -> list[paramiko.PKey]:
-    try:
-        return list(paramiko.Agent().get_keys())
-    except (paramiko.SSHException, OSError):
-        return []  # no usable agent: the other keys are still tried
-
-
-def _load_client_keys(key_file: str | None, fallback: tuple[str, ...] = ()) -> list[paramiko.PKey]:
-    """The keys to offer, each once. A peer with its own key file (`--ssh-key`, a stack's
-    `ssh_key`): that key alone (or ssh-agent's copy of it, when the file needs a passphrase) —
-    the identity named for a host is the only one offered to it. Without one: the agent's keys,
-    ~/.ssh/id_*, then the fallback keys. sshd counts every key offered against its MaxAuthTries
-    (6 by default), so no key is offered twice."""
-    agent = _agent_keys()
-    chosen: list[paramiko.PKey] = []
-    try:
-        chosen = _choose_keys(agent, key_file, fallback)
-        return chosen
-    finally:
-        _close_agents(agent, keep=chosen)  # an agent none of whose keys is offered
-
-
-def _choose_keys(agent: list[paramiko.PKey], key_file: str | None, fallback: tuple[str, ...]) -> list[paramiko.PKey]:
-    keys: list[paramiko.PKey] = []
-    if key_file:
-        try:
-            keys.append(paramiko.PKey.from_path(key_file))
-        except FileNotFoundError:
-            raise SshError(f"SSH key file not found: {key_file}") from None
-        except (paramiko.PasswordRequiredException, TypeError):  # paramiko 4+ says so with a TypeError
-            blob = _public_blob(key_file)
-            keys.extend(k for k in agent if blob is not None and k.asbytes() == blob)
-            if not keys:
-                raise SshError(
-                    f"SSH key {key_file} needs a passphrase and ssh-agent does not hold it: ssh-add {key_file}"
-                ) from None
-        except (paramiko.SSHException, ValueError) as exc:
-            raise SshError(f"SSH key {key_file} could not be read: {type(exc).__name__}") from None
-        return keys
-    keys.extend(agent)
-    home = Path.home() / ".ssh"
-    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-        p = home / name
-        if p.exists():
-            try:
-                keys.append(paramiko.PKey.from_path(p))
-            except (paramiko.SSHException, ValueError, TypeError):  # TypeError: it needs a passphrase
-                continue
-    for extra in fallback:
-        try:
-            keys.append(paramiko.PKey.from_path(extra))
-        except (OSError, paramiko.SSHException, ValueError, TypeError):
-            continue
-    if not keys:
-        raise SshError("no SSH key: give --ssh-key or load a key into ssh-agent")
-    unique: dict[bytes, paramiko.PKey] = {}
-    for k in keys:
-        unique.setdefault(k.asbytes(), k)
-    return list(unique.values())
 
 
 class _Wake(threading.Event):
@@ -341,47 +139,10 @@ def _no_handshake(transport: paramiko.Transport, exc: BaseException | None) -> S
     return SshError(f"SSH handshake failed: {exc or type(exc).__name__}")
 
 
-def _check_host_key(target: Target, pins: Pins, pinned: set[str], shown: str, strict: bool) -> bool:
-    """Refuse a key that differs from the trusted ones, or (strict) one that nothing vouches for.
-    True when the host is trusted on first use: no pin, no key from the stack or --host-key."""
-    host = entry(target.host, target.port)
-    trusted = pinned or set(target.expected_keys)
-    if trusted and shown not in trusted:
-        where = "pinned" if pinned else "expected (from the stack or --host-key)"
-        raise HostKeyChanged(
-            f"host key of {host} is {fingerprint(shown)}, "
-            f"not the one {where} ({', '.join(sorted(fingerprint(k) for k in trusted))}): refusing to connect",
-            hint=f"if the host was re-created on purpose: ssh-keygen -R '{host}' -f {pins.path}",
-        )
-    if trusted or not strict:
-        return not trusted
-    how = (
-        f"{target.trust_with} {shlex.quote(shown)}" if target.trust_with
-        else f"echo {shlex.quote(f'{host} {shown}')} >> {shlex.quote(str(pins.path))}"
-    )
-    raise HostKeyUnknown(
-        f"host key of {host} is {fingerprint(shown)}, which nothing vouches for (no key from the stack, "
-        "no --host-key, no pin): --strict-host-keys refuses it",
-        hint=f"if it is the host's key (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on the host, or its console), "
-        f"trust it with: {how}",
-    )
-
-
-def _close_agents(keys: list[paramiko.PKey], keep: list[paramiko.PKey] | None = None) -> None:
-    """Close the ssh-agent connections behind `keys`, but one a key of `keep` still signs with: an
-    agent and its keys refer to each other, so without this its socket stays open until the
-    cyclic GC runs (one per host connected meanwhile)."""
-    needed = {id(k.agent) for k in keep or () if isinstance(k, paramiko.AgentKey)}
-    agents = {id(k.agent): k.agent for k in keys if isinstance(k, paramiko.AgentKey)}
-    for ident, agent in agents.items():
-        if ident not in needed and isinstance(agent, paramiko.Agent):
-            agent.close()
-
-
 def _authenticate(transport: paramiko.Transport, target: Target) -> None:
     last: Exception | None = None
     tried = 0
-    keys = _load_client_keys(target.key_file, target.fallback_keys)
+    keys = sshkeys.load_client_keys(target.key_file, target.fallback_keys)
     try:
         for key in keys:
             try:
@@ -400,7 +161,7 @@ def _authenticate(transport: paramiko.Transport, target: Target) -> None:
                 raise SshError(f"authentication failed: {exc or type(exc).__name__}") from None
         raise SshError(f"authentication as {target.user!r} refused ({type(last).__name__}, {tried} keys tried)")
     finally:
-        _close_agents(keys)
+        sshkeys.close_agents(keys)
 
 
 def _handshake(
@@ -422,7 +183,7 @@ def _handshake(
             raise _no_handshake(transport, None)
         server_key = transport.get_remote_server_key()
         shown = f"{server_key.get_name()} {server_key.get_base64()}"
-        first_use = _check_host_key(target, pins, pinned, shown, strict)
+        first_use = check_host_key(target, pins, pinned, shown, strict)
         _authenticate(transport, target)
         if shown not in pinned:  # only now: a host that refused the login leaves no pin behind
             pins.pin(target.host, target.port, shown)

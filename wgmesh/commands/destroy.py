@@ -131,7 +131,7 @@ def _forget_pins(ws: Workspace, remaining: Inventory | None) -> list[str]:
     if not ws.pins_path.exists():
         ws.pins_path.with_name(ws.pins_path.name + ".lock").unlink(missing_ok=True)
         return []
-    from wgmesh.adapters.ssh import Pins, entry  # paramiko: only when there are pins to read
+    from wgmesh.adapters.hostkeys import Pins, entry
 
     keep = set()
     for p in remaining.peers if remaining is not None else ():

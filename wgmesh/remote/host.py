@@ -67,7 +67,7 @@ def ssh_pool(
     """The real pool: SSH with the inventory's pinned host keys (paramiko is loaded only now:
     addpeer and genconfig stay fast). `strict_host_keys` refuses a host whose key nothing vouches
     for; otherwise such a key is pinned and `on_first_use(host, fingerprint)` is told."""
-    from wgmesh.adapters.ssh import Pins
+    from wgmesh.adapters.hostkeys import Pins
     from wgmesh.hosts import HostPool
 
     return HostPool(
