@@ -44,6 +44,18 @@ def test_version(tmp_path):
     assert r.exit_code == 0 and r.stdout.strip() == f"wgmesh {__version__}"
 
 
+def test_addpeer_shows_its_row_as_plain_text(mesh):
+    r = run(mesh, "addpeer", "c", "--endpoint", "203.0.113.3", "--allowedips", "10.3.0.0/24",
+            "--ssh", "ops@203.0.113.3")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [
+        "inventory lab: 3 peers, pool 10.200.0.0/16",
+        "peer  address     endpoint           subnets      ssh              region  source",
+        "c     10.200.0.3  203.0.113.3:51820  10.3.0.0/24  ops@203.0.113.3  -       manual",
+    ]
+    assert r.stderr == "added c (10.200.0.3); run 'wgmesh -i lab push' to apply it\n"
+
+
 def test_python_dash_m(tmp_path):
     import subprocess
     import sys

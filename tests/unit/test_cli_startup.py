@@ -58,6 +58,19 @@ def test_genconfig_loads_what_it_renders_with(tmp_path):
     assert not [m for m in mods if m.startswith("rich")]  # its one line needs no Rich
 
 
+def test_addpeer_shows_its_row_without_rich(tmp_path):
+    import os
+
+    env = dict(os.environ, WGMESH_DIR=str(tmp_path))
+    for name in ("a", "b"):
+        r = subprocess.run([sys.executable, "-m", "wgmesh", "addpeer", name, "--endpoint", "192.0.2.1"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+    mods = loaded_by("addpeer", "c", "--endpoint", "192.0.2.3", env=env)
+    assert "wgmesh.inventory" in mods and "cryptography" in {m.split(".")[0] for m in mods}
+    assert not [m for m in mods if m.startswith("rich")]  # one row: plain text
+
+
 def test_every_result_has_a_view_and_every_view_a_result():
     results = set()
     for info in pkgutil.iter_modules(wgmesh.commands.__path__):
