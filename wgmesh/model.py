@@ -1,12 +1,20 @@
-"""Plain, frozen values passed between the layers. No behaviour with effects."""
+"""Plain, frozen values passed between the layers. No behaviour with effects.
+
+Every command imports this module as it starts, and dataclass() compiles the methods it makes
+for each class there and then. So the classes here take their equality, hash and repr from
+`Value`, written once, rather than from dataclass(); and each has a docstring (without one,
+dataclass() writes one with inspect.signature). 4.9 ms → 3.1 ms of every command's start.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -16,6 +24,40 @@ DEFAULT_POOL = "10.200.0.0/16"
 DEFAULT_PORT = 51820
 DEFAULT_MTU = 1420
 DEFAULT_INTERFACE = "wg0"
+
+
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """What reads a record's field values in their order, as a tuple (operator.attrgetter: C code)."""
+    get = _GETTERS.get(cls)
+    if get is None:
+        names = [f.name for f in fields(cls)]
+        one = operator.attrgetter(*names)
+        get = _GETTERS[cls] = one if len(names) > 1 else lambda obj: (one(obj),)
+    return get
+
+
+class Value:
+    """What @dataclass(frozen=True) gives a class besides its __init__ and its immutability, as
+    it gives them: equal when of the same class with equal fields, the hash of the fields, the
+    repr of the fields that have one. For @dataclass(frozen=True, eq=False, repr=False)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            values = _values(self.__class__)
+            return values(self) == values(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(_values(self.__class__)(self))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)  # type: ignore[arg-type]
+        return f"{self.__class__.__qualname__}({shown})"
 
 
 class Source(StrEnum):
@@ -43,8 +85,10 @@ class Action(StrEnum):
     PROBED = "probed"
 
 
-@dataclass(frozen=True)
-class SshTarget:
+@dataclass(frozen=True, eq=False, repr=False)
+class SshTarget(Value):
+    """How wgmesh reaches a peer over SSH."""
+
     user: str
     host: str
     port: int = 22
@@ -55,8 +99,8 @@ class SshTarget:
         return f"{self.user}@{host}" + (f":{self.port}" if self.port != 22 else "")
 
 
-@dataclass(frozen=True)
-class Instance:
+@dataclass(frozen=True, eq=False, repr=False)
+class Instance(Value):
     """A private machine behind a peer, reached through the peer as an SSH jump host."""
 
     name: str
@@ -67,8 +111,8 @@ class Instance:
     address6: IPAddress | None = None  # its IPv6 address (dual-stack sites), probed by verify too
 
 
-@dataclass(frozen=True)
-class RouteTable:
+@dataclass(frozen=True, eq=False, repr=False)
+class RouteTable(Value):
     """How the active gateway of an HA site points its site's traffic at itself (the agent's
     job, see wgmesh/agent/agent.py): "vip" — the site's router address (with its prefix length)
     on the gateway's LAN interface, announced by gratuitous ARP; "aws" — the private route
@@ -82,8 +126,11 @@ class RouteTable:
     network_interface_id: str = ""  # aws: this gateway's
 
 
-@dataclass(frozen=True)
-class Peer:
+@dataclass(frozen=True, eq=False, repr=False)
+class Peer(Value):
+    """One member of the mesh: its tunnel addresses, endpoint, the subnets behind it, how wgmesh
+    reaches it. Only public data (its keys are in the keystore)."""
+
     name: str
     address: IPAddress  # tunnel address, allocated from the mesh pool
     endpoint_host: str | None = None
@@ -125,8 +172,10 @@ class Peer:
         return (*(ip_network(a) for a in self.tunnel_addresses), *self.subnets)
 
 
-@dataclass(frozen=True)
-class MeshSettings:
+@dataclass(frozen=True, eq=False, repr=False)
+class MeshSettings(Value):
+    """What every peer of the mesh shares: the pools, the interface, its MTU and port, PSKs on or off."""
+
     pool: IPNetwork
     pool6: IPNetwork | None = None  # an IPv4 mesh's IPv6 pool (dual stack): every peer gets an address of each
     interface: str = DEFAULT_INTERFACE
@@ -135,8 +184,10 @@ class MeshSettings:
     psk: bool = True
 
 
-@dataclass(frozen=True)
-class Inventory:
+@dataclass(frozen=True, eq=False, repr=False)
+class Inventory(Value):
+    """The mesh as the inventory file holds it: its settings and its peers."""
+
     name: str
     mesh: MeshSettings
     peers: tuple[Peer, ...] = ()  # always sorted by name
@@ -155,8 +206,10 @@ class Inventory:
         return tuple(p.name for p in self.peers)
 
 
-@dataclass(frozen=True)
-class KeyPair:
+@dataclass(frozen=True, eq=False, repr=False)
+class KeyPair(Value):
+    """A peer's WireGuard key pair (base64)."""
+
     private: str = field(repr=False)  # base64; never printed
     public: str
 
@@ -164,8 +217,8 @@ class KeyPair:
         return f"KeyPair(public={self.public})"
 
 
-@dataclass(frozen=True)
-class RunningPeer:
+@dataclass(frozen=True, eq=False, repr=False)
+class RunningPeer(Value):
     """A peer as an interface runs it (or as the config says it should)."""
 
     allowed_ips: frozenset[str]
@@ -173,8 +226,8 @@ class RunningPeer:
     keepalive: int | None = None
 
 
-@dataclass(frozen=True)
-class AgentState:
+@dataclass(frozen=True, eq=False, repr=False)
+class AgentState(Value):
     """What a host's failover agent reports (/run/wgmesh/state.json, read by the probe)."""
 
     installed: str | None = None  # sha256 of the agent bundle installed (None: no agent)
@@ -189,8 +242,8 @@ class AgentState:
     age: float | None = None  # seconds since the agent last wrote its state (host clock)
 
 
-@dataclass(frozen=True)
-class HostState:
+@dataclass(frozen=True, eq=False, repr=False)
+class HostState(Value):
     """What a host reported before a push: the file, and what it runs."""
 
     reachable: bool
@@ -208,8 +261,10 @@ class HostState:
     agent: AgentState = field(default_factory=AgentState)
 
 
-@dataclass(frozen=True)
-class HostResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class HostResult(Value):
+    """How one host ended a command: ok or not, what was done, why, how long it took."""
+
     host: str
     ok: bool
     action: Action = Action.OK  # what was done

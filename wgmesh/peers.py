@@ -17,14 +17,14 @@ from typing import Any
 
 from wgmesh import validate as v
 from wgmesh.errors import BadInput
-from wgmesh.model import DEFAULT_PORT, Instance, IPAddress, Peer, Source, SshTarget
+from wgmesh.model import DEFAULT_PORT, Instance, IPAddress, Peer, Source, SshTarget, Value
 
 # A peer whose tunnel address is not chosen yet: the inventory allocates one from the pool.
 UNALLOCATED: IPAddress = ipaddress.ip_address("0.0.0.0")
 
 
-@dataclass(frozen=True)
-class PeerOptions:
+@dataclass(frozen=True, eq=False, repr=False)  # equality, hash, repr: from Value (start-up: see wgmesh.model)
+class PeerOptions(Value):
     """One peer's raw values as a source gives them; None = not given."""
 
     endpoint: object = None  # HOST[:PORT], [V6]:PORT

@@ -12,12 +12,14 @@ from wgmesh import keys as keymod
 from wgmesh import peers, store
 from wgmesh.commands import Succeeds
 from wgmesh.errors import BadInput
-from wgmesh.model import Inventory, KeyPair, Peer, Source
+from wgmesh.model import Inventory, KeyPair, Peer, Source, Value
 from wgmesh.workspace import Workspace
 
 
 @dataclass
 class AddResult(Succeeds):
+    """The inventory with the new peer, and whether a key pair was made for it."""
+
     inventory: Inventory
     peer: Peer
     new_key: bool
@@ -46,8 +48,8 @@ def imported_key(private_key_file: str | None, public_key: str | None) -> KeyPai
     return KeyPair(private=text, public=derived)
 
 
-@dataclass(frozen=True)
-class KeyImport:
+@dataclass(frozen=True, eq=False, repr=False)  # equality, hash, repr: from Value (start-up: see wgmesh.model)
+class KeyImport(Value):
     """addpeer's options that are not the peer's own fields."""
 
     private_key_file: str | None = None  # the peer's existing WireGuard key (a file, never argv)

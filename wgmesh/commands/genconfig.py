@@ -19,6 +19,8 @@ from wgmesh.workspace import Workspace
 
 @dataclass
 class GenResult(Succeeds):
+    """The configs written, left as they were and removed, in `directory`."""
+
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
