@@ -5,10 +5,10 @@ allocation, changes, and the mesh-wide checks. Pure: `store` reads and writes th
 from __future__ import annotations
 
 import bisect
-import hashlib
+import functools
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +35,7 @@ AGENT_PORT = 51871  # the failover agent's UDP port (wgmesh/ha.py), inside the t
 # Kept as names: tests, bench and older code say invmod.TERRAFORM / invmod.MANUAL.
 TERRAFORM = Source.TERRAFORM
 MANUAL = Source.MANUAL
+_SOURCES = tuple(Source)
 
 
 def new_inventory(name: str, pool: str = DEFAULT_POOL, stack: str | None = None) -> Inventory:
@@ -88,6 +89,8 @@ def pool6_network(field: str, value: object) -> IPNetwork:
 def ula_pool(name: str) -> IPNetwork:
     """The IPv6 pool an inventory gets when none is given: a unique local /64 (RFC 4193) whose
     40-bit global ID comes from a stable hash of the inventory's name."""
+    import hashlib  # here: most meshes never make one, and hashlib loads OpenSSL (2 ms of a start)
+
     gid = hashlib.sha256(f"wgmesh:{name}".encode()).digest()[:5]
     return ipaddress.ip_network((b"\xfd" + gid + b"\x00\x00" + bytes(8), 64))
 
@@ -168,13 +171,17 @@ def peer_from_dict(name: str, d: Any) -> Peer:
     if d.get("ssh") is not None and not isinstance(d["ssh"], dict):
         raise BadInput(f"{f}.ssh", d["ssh"], "must be an object")
     source = d.get("source", Source.MANUAL)
-    if source not in tuple(Source):
+    if source not in _SOURCES:
         raise BadInput(f"{f}.source", source, "must be 'terraform' or 'manual'")
     if d.get("address") in (None, ""):
         raise BadInput(f"{f}.address", d.get("address"), "an IP address is required")
     return peers.parse_peer(
         name, peers.document_options(d, nested_ssh=True), peers.doc_label(f), Source(source), name_field=f
     )
+
+
+# json.dumps(x, sort_keys=True), with its encoder made once (a peer's dict holds no cycle to look for)
+_SORTED_JSON = json.JSONEncoder(sort_keys=True, check_circular=False).encode
 
 
 def to_document(inv: Inventory) -> str:
@@ -197,7 +204,7 @@ def to_document(inv: Inventory) -> str:
         lines.append('  "peers": {')
         for i, p in enumerate(peers):
             sep = "," if i < len(peers) - 1 else ""
-            lines.append(f"    {json.dumps(p.name)}: {json.dumps(peer_to_dict(p), sort_keys=True)}{sep}")
+            lines.append(f"    {json.dumps(p.name)}: {_SORTED_JSON(peer_to_dict(p))}{sep}")
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -344,11 +351,13 @@ def require_new_name(inv: Inventory, name: object) -> None:
 
 
 def add_peer(inv: Inventory, peer: Peer) -> Inventory:
-    """Add a peer made by `peers.parse_peer`; allocate its address unless one was given."""
+    """Add a peer made by `peers.parse_peer` to `inv`, an inventory that passed `check` (as every
+    inventory wgmesh reads or makes has); allocate its address unless one was given."""
     if peer.address == peers.UNALLOCATED:
         peer = replace(peer, address=allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0])
     out = dual_stack(replace(inv, peers=tuple(sorted((*inv.peers, peer), key=lambda p: p.name))))
-    check(out)
+    if not _fits(inv, out, peer.name):
+        check(out)  # the whole mesh again: it refuses with the message it always gave
     return out
 
 
@@ -366,11 +375,12 @@ def remove_peer(inv: Inventory, name: str) -> Inventory:
 # --------------------------------------------------------------------------- mesh-wide checks
 
 
+@functools.cache  # the checks of one run read every endpoint more than once (see add_peer)
 def _ip_or_none(text: str | None) -> IPAddress | None:
     if text is None:
         return None
     try:
-        return ipaddress.ip_address(text)
+        return v.ip(text)
     except ValueError:
         return None  # a DNS name: cannot be checked here
 
@@ -389,17 +399,25 @@ def _check_peer(p: Peer, pool: IPNetwork, pool6: IPNetwork | None = None) -> Non
             raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh's IPv6 pool {pool6}")
     if p.address in (pool.network_address, pool.broadcast_address) and pool.prefixlen < pool.max_prefixlen - 1:
         raise BadInput(f"peers.{p.name}.address", str(p.address), f"is not a host address of {pool}")
-    for s in p.subnets:
-        if s.prefixlen == 0:
-            raise BadInput(f"peers.{p.name}.subnets", str(s), "a default route cannot be an AllowedIPs in a mesh")
-        if s.version == pool.version and s.overlaps(pool):
-            raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh pool {pool}")
+    _check_subnets(p, pool)
     for inst in p.instances:
         for what, addr in (("address", inst.address), ("address6", inst.address6)):
             if addr is not None and not any(addr in s for s in p.subnets):
                 raise BadInput(
                     f"peers.{p.name}.instances.{inst.name}.{what}", str(addr), "is not inside any subnet of the peer",
                 )
+
+
+def _check_subnets(p: Peer, pool: IPNetwork) -> None:
+    """No subnet is a default route or overlaps the mesh pool."""
+    pool_first, pool_last = _span(pool)
+    for s in p.subnets:
+        if s.prefixlen == 0:
+            raise BadInput(f"peers.{p.name}.subnets", str(s), "a default route cannot be an AllowedIPs in a mesh")
+        if s.version == pool.version:
+            first, last = _span(s)
+            if first <= pool_last and pool_first <= last:
+                raise BadInput(f"peers.{p.name}.subnets", str(s), f"overlaps the mesh pool {pool}")
 
 
 def _check_unique(inv: Inventory) -> None:
@@ -468,52 +486,146 @@ def _check_pair(site: str, first: Peer, second: Peer) -> None:
                        f"the other gateway of site {site!r} has {first.route_table.kind}")
 
 
-def _check_overlaps(inv: Inventory) -> None:
+def _span(net: IPNetwork) -> tuple[int, int]:
+    """The first and last address of a network, as integers: what the checks compare (without
+    the address objects ipaddress would make for each comparison)."""
+    first = int(net.network_address)
+    return first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
+
+
+# A prefix of a peer's AllowedIPs, as the mesh-wide checks compare it:
+# (version, first address, last address, the prefix, its peer, whether it is one of the peer's subnets)
+Prefix = tuple[int, int, int, IPNetwork, str, bool]
+
+
+def _prefixes(inv: Inventory) -> list[Prefix]:
+    """Every prefix of every peer's AllowedIPs, peer by peer, in their order."""
+    out: list[Prefix] = []
+    for p in inv.peers:
+        tunnels = len(p.allowed_ips) - len(p.subnets)
+        for i, net in enumerate(p.allowed_ips):
+            if i < tunnels:  # a tunnel address: one address
+                first = last = int(net.network_address)
+            else:
+                first, last = _span(net)
+            out.append((net.version, first, last, net, p.name, i >= tunnels))
+    return out
+
+
+def _check_overlaps(inv: Inventory, prefixes: list[Prefix]) -> None:
     """One prefix belongs to one peer: sort and compare neighbours (O(n log n)). The two gateways
     of an HA site share their subnets (one of them holds them at a time): counted once."""
     seconds = {gws[1].name for gws in _check_sites(inv).values() if len(gws) == 2}
-    owners = [
-        (net, p.name) for p in inv.peers
-        for net in (p.allowed_ips[:len(p.allowed_ips) - len(p.subnets)] if p.name in seconds else p.allowed_ips)
-    ]
     for version in (4, 6):
-        nets = sorted(
-            ((n, o) for n, o in owners if n.version == version), key=lambda x: (x[0].network_address, x[0].prefixlen)
-        )
-        widest: tuple[IPNetwork, str] | None = None
-        for net, owner in nets:
-            if widest is not None and widest[0].overlaps(net):
+        # in the order of (network address, prefix length)
+        nets = sorted((x for x in prefixes if x[0] == version and not (x[5] and x[4] in seconds)),
+                      key=lambda x: (x[1], x[3].prefixlen))
+        widest: Prefix | None = None  # of the prefixes so far, the one that ends last
+        for _, first, last, net, owner, _ in nets:
+            if widest is not None and widest[2] >= first:  # it starts before `net` does: they overlap
                 raise BadInput(
                     f"peers.{owner}.allowed_ips", str(net),
-                    f"overlaps {widest[0]} of peer {widest[1]!r}: an AllowedIPs prefix belongs to one peer only",
+                    f"overlaps {widest[3]} of peer {widest[4]!r}: an AllowedIPs prefix belongs to one peer only",
                 )
-            if widest is None or int(net.broadcast_address) > int(widest[0].broadcast_address):
-                widest = (net, owner)
+            if widest is None or last > widest[2]:
+                widest = (version, first, last, net, owner, False)
 
 
-def _check_management_paths(inv: Inventory) -> None:
-    """No AllowedIPs may cover the controller's path to a peer: SSH addresses and endpoints."""
+def _management_paths(peers: Iterable[Peer]) -> list[tuple[IPAddress, str, str]]:
+    """The controller's paths to the peers that an AllowedIPs could cut: (address, peer, what)."""
     paths: list[tuple[IPAddress, str, str]] = []
-    for p in inv.peers:
+    for p in peers:
         if (a := _ip_or_none(p.endpoint_host)) is not None:
             paths.append((a, p.name, "endpoint"))
         if p.ssh is not None and (a := _ip_or_none(p.ssh.host)) is not None:
             paths.append((a, p.name, "ssh address"))
+    return paths
+
+
+def _check_management_paths(inv: Inventory, prefixes: list[Prefix]) -> None:
+    """No AllowedIPs may cover the controller's path to a peer: SSH addresses and endpoints."""
+    paths = _management_paths(inv.peers)
     if not paths:
         return
     paths.sort(key=lambda x: (x[0].version, int(x[0])))
     keys = [(a.version, int(a)) for a, _, _ in paths]
-    for p in inv.peers:
+    for version, first, last, net, name, _ in prefixes:
+        lo = bisect.bisect_left(keys, (version, first))
+        if lo == len(keys) or keys[lo] > (version, last):
+            continue  # (most prefixes cover no path)
+        for addr, owner, what in paths[lo:bisect.bisect_right(keys, (version, last))]:
+            if what == "ssh address" and owner == name:
+                continue  # reaching a peer through its own subnet does not cut anything
+            raise BadInput(
+                f"peers.{name}.allowed_ips", str(net),
+                f"covers the {what} {addr} of peer {owner!r}: that would cut the management link",
+            )
+
+
+def _fits(before: Inventory, after: Inventory, name: str) -> bool:
+    """True if `after` — `before`, which passed `check`, plus the peer `name` — passes `check`
+    too, known from that peer's rules alone: its own fields, its name and addresses against the
+    others', its prefixes against theirs, its prefixes against every management path and its
+    paths against every prefix (O(n): `check` sorts the whole mesh again). False when one of
+    those rules may be broken, or when this cannot tell (the mesh changed as a whole, as when it
+    becomes dual stack; an HA gateway): then `check` decides, and names what is wrong."""
+    others = [p for p in after.peers if p.name != name]
+    if after.mesh != before.mesh or len(others) != len(before.peers):
+        return False
+    if any(a is not b for a, b in zip(others, before.peers, strict=True)):
+        return False
+    new = next(p for p in after.peers if p.name == name)
+    if new.site or new.route_table is not None:
+        return False
+    try:
+        _check_peer(new, after.mesh.pool, after.mesh.pool6)
+    except BadInput:
+        return False
+    return _unique_among(new, others) and _apart_from(new, others)
+
+
+def _unique_among(new: Peer, others: list[Peer]) -> bool:
+    """Its name and tunnel addresses are no other peer's, nor its name a site's (and its port
+    not the failover agent's where there are HA sites)."""
+    key = new.name.strip().lower()
+    mine = new.tunnel_addresses
+    sites = set()
+    for p in others:
+        if p.name.strip().lower() == key or p.address in mine or (p.address6 is not None and p.address6 in mine):
+            return False
+        if p.site:
+            sites.add(p.site)
+    return new.name not in sites and not (sites and new.listen_port == AGENT_PORT)
+
+
+def _apart_from(new: Peer, others: list[Peer]) -> bool:
+    """Its prefixes meet neither each other nor another peer's, cover no management path (its
+    own SSH address aside), and no other peer's prefix covers its endpoint or SSH address."""
+    spans = [(n.version, *_span(n)) for n in new.allowed_ips]  # (version, first, last)
+    paths = [(a.version, int(a), what) for a, _, what in _management_paths([new])]
+    for i, (version, first, last) in enumerate(spans):
+        if _meets(version, first, last, spans[i + 1:]):
+            return False
+        if any(w == version and first <= a <= last and what != "ssh address" for w, a, what in paths):
+            return False
+    taken = spans + [(w, a, a) for w, a, _ in paths]  # what no other peer's prefix may meet
+    for p in others:
         for net in p.allowed_ips:
-            lo = bisect.bisect_left(keys, (net.version, int(net.network_address)))
-            hi = bisect.bisect_right(keys, (net.version, int(net.broadcast_address)))
-            for addr, owner, what in paths[lo:hi]:
-                if what == "ssh address" and owner == p.name:
-                    continue  # reaching a peer through its own subnet does not cut anything
-                raise BadInput(
-                    f"peers.{p.name}.allowed_ips", str(net),
-                    f"covers the {what} {addr} of peer {owner!r}: that would cut the management link",
-                )
+            if _meets(net.version, *_span(net), taken):
+                return False
+        for host in (p.endpoint_host, p.ssh.host if p.ssh is not None else None):
+            if (addr := _ip_or_none(host)) is not None and _meets(addr.version, int(addr), int(addr), spans):
+                return False
+    return True
+
+
+def _meets(version: int, first: int, last: int, spans: Sequence[tuple[int, int, int]]) -> bool:
+    """Whether first..last (addresses of one family, as integers) meets one of `spans`:
+    (version, first, last) each. (A loop, not any(): this runs for every prefix of the mesh.)"""
+    for w, a, b in spans:  # noqa: SIM110
+        if w == version and first <= b and a <= last:
+            return True
+    return False
 
 
 def check(inv: Inventory) -> None:
@@ -523,5 +635,6 @@ def check(inv: Inventory) -> None:
         raise BadInput("mesh.pool6", str(inv.mesh.pool6), "an IPv6 mesh has one pool: mesh.pool")
     for p in inv.peers:
         _check_peer(p, inv.mesh.pool, inv.mesh.pool6)
-    _check_overlaps(inv)
-    _check_management_paths(inv)
+    prefixes = _prefixes(inv)
+    _check_overlaps(inv, prefixes)
+    _check_management_paths(inv, prefixes)

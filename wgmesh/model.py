@@ -167,9 +167,15 @@ class Peer(Value):
     @functools.cached_property
     def allowed_ips(self) -> tuple[IPNetwork, ...]:
         """What every other peer routes to this one: its tunnel /32 (and /128) plus its subnets."""
-        from ipaddress import ip_network
+        if self.address6 is None:
+            return (_host_network(self.address), *self.subnets)
+        return (_host_network(self.address), _host_network(self.address6), *self.subnets)
 
-        return (*(ip_network(a) for a in self.tunnel_addresses), *self.subnets)
+
+def _host_network(address: IPAddress) -> IPNetwork:
+    """ip_network(address), made from the address's integer (ip_network would print the address
+    and parse it again: 3x slower)."""
+    return IPv4Network(int(address)) if address.version == 4 else IPv6Network(int(address))
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -143,19 +143,24 @@ def _optional_mtu(field: str, value: object) -> int | None:
     return None if value in ("", 0) else v.mtu(field, value)
 
 
+def _each(one: Callable[[str, Any], Any]) -> Callable[[str, Any], tuple[Any, ...]]:
+    """The parser of a list of values, each parsed by `one`."""
+    return lambda f, xs: () if xs == () else tuple(one(f, x) for x in xs)
+
+
 # Fields whose value is checked on its own: option → (Peer attribute, parser).
 _PLAIN: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "address": ("address", _tunnel_address),
-    "subnets": ("subnets", lambda f, x: tuple(v.network(f, s) for s in x)),
+    "subnets": ("subnets", _each(v.network)),
     "keepalive": ("keepalive", v.keepalive),
-    "host_keys": ("host_keys", lambda f, x: tuple(v.host_key(f, k) for k in x)),
+    "host_keys": ("host_keys", _each(v.host_key)),
     "egress_interface": ("egress_interface", v.egress),
     "private_address": ("private_address", _optional_address),
     "address6": ("address6", _optional_address6),
     "private_address6": ("private_address6", _optional_address6),
     "region": ("region", v.text_label),
     "cloud": ("cloud", v.text_label),
-    "instances": ("instances", lambda f, x: tuple(_instance(f, i) for i in x)),
+    "instances": ("instances", _each(_instance)),
     "mtu": ("mtu", _optional_mtu),
     "site": ("site", lambda f, x: "" if x == "" else v.name(f, x)),
     "route_table": ("route_table", v.route_table),
@@ -172,9 +177,13 @@ def parse_fields(o: PeerOptions, label: Label, default_port: int, check_files: b
         out["endpoint_host"], out["endpoint_port"] = v.host_port(label("endpoint"), o.endpoint, port)
     for key, (attr, parse) in _PLAIN.items():
         value = getattr(o, key)
-        if value is not None and not (key == "address" and value == ""):
+        if value is None or (key == "address" and value == ""):
+            continue
+        try:
+            out[attr] = parse(key, value)
+        except BadInput:  # once more, to name the field as this source calls it: labels are made for refusals only
             out[attr] = parse(label(key), value)
-    if {"ssh_target", "ssh_host", "ssh_key"} & set(o.given()):
+    if o.ssh_target is not None or o.ssh_host is not None or o.ssh_key is not None:
         out["ssh"] = _ssh(o, label, check_files)
     return out
 
@@ -237,7 +246,8 @@ def require_resolvable(peer: Peer, label: Label, allow_unresolved: bool) -> None
 
 def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
     """The raw values of a peer in a document: the inventory file (`ssh` is an object) or
-    Terraform's `peers` output (flat `ssh_user`, `ssh_host`, ...)."""
+    Terraform's `peers` output (flat `ssh_user`, `ssh_host`, ...). An empty value (null, "", [])
+    counts as not given: the new peer keeps its default, which is what the empty value means."""
     ssh = d.get("ssh") if nested_ssh else {
         "user": d.get("ssh_user"), "host": d.get("ssh_host"), "port": d.get("ssh_port"), "key": d.get("ssh_key"),
     }
@@ -245,22 +255,22 @@ def document_options(d: dict[str, Any], nested_ssh: bool) -> PeerOptions:
     return PeerOptions(
         endpoint=d.get("endpoint") or None,
         address=d.get("address"),
-        subnets=d.get("subnets") or (),
+        subnets=d.get("subnets") or None,
         listen_port=d.get("listen_port") or None,
         keepalive=d.get("keepalive"),
         ssh_user=ssh.get("user"),
         ssh_host=ssh.get("host"),
         ssh_port=ssh.get("port"),
         ssh_key=ssh.get("key"),
-        host_keys=d.get("ssh_host_keys") or (),
-        egress_interface=d.get("egress_interface") or "detect",
-        private_address=d.get("private_address") or "",
+        host_keys=d.get("ssh_host_keys") or None,
+        egress_interface=d.get("egress_interface") or None,
+        private_address=d.get("private_address") or None,
         address6=d.get("address6") or None,
-        private_address6=d.get("private_address6") or "",
-        region=d.get("region") or "",
-        cloud=d.get("cloud") or "",
-        instances=d.get("instances") or (),
+        private_address6=d.get("private_address6") or None,
+        region=d.get("region") or None,
+        cloud=d.get("cloud") or None,
+        instances=d.get("instances") or None,
         mtu=d.get("mtu"),
-        site=d.get("site") or "",
+        site=d.get("site") or None,
         route_table=d.get("route_table"),
     )

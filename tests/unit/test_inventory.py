@@ -1,3 +1,4 @@
+import contextlib
 import ipaddress
 import json
 from dataclasses import replace
@@ -140,3 +141,122 @@ def test_planned_peers_are_checked_with_their_known_part():
     with pytest.raises(BadInput, match="too small: 3 peers"):
         invmod.merge_terraform(invmod.new_inventory("t", pool="10.9.0.0/30"),
                                invmod.peers_from_outputs(invmod.known_part(lab_outputs(3))))
+
+
+# ---------------------------------------------------------------- add_peer: the new peer against the others
+
+
+def _random_peer(rnd, name):
+    def v4(*parts):
+        return ".".join(str(p) for p in parts)
+
+    subnets = []
+    for _ in range(rnd.choice([0, 1, 1, 2])):
+        length = rnd.choice([16, 24, 24, 25, 32])
+        net = ipaddress.ip_network(f"{v4(10, rnd.randrange(4), rnd.randrange(4), rnd.choice([0, 128, 7]))}/{length}",
+                                   strict=False)
+        subnets.append(net)
+    if rnd.random() < 0.15:
+        subnets.append(ipaddress.ip_network(f"fd{rnd.randrange(3):02x}::/64"))
+    if rnd.random() < 0.05:
+        subnets.append(ipaddress.ip_network("10.200.0.0/30"))  # the pool's
+    host = rnd.choice([v4(10, rnd.randrange(4), rnd.randrange(4), rnd.randrange(1, 9)),
+                       v4(203, 0, 113, rnd.randrange(1, 20)), v4(10, 200, 0, rnd.randrange(1, 30)), "vpn.example.com"])
+    ssh = None
+    if rnd.random() < 0.5:
+        ssh = SshTarget("root", rnd.choice([host, v4(10, rnd.randrange(4), rnd.randrange(4), rnd.randrange(1, 9))]))
+    address = ipaddress.ip_address("0.0.0.0")
+    if rnd.random() < 0.3:
+        address = ipaddress.ip_address(v4(10, 200, 0, rnd.randrange(0, 40)))
+    return Peer(name=name, address=address, subnets=tuple(subnets), endpoint_host=rnd.choice([host, None]),
+                endpoint_port=51820, ssh=ssh, listen_port=rnd.choice([51820, 51820, 51871]))
+
+
+def _outcome(add, inv, peer):
+    try:
+        return add(inv, peer)
+    except BadInput as e:
+        return ("refused", e.field, e.message)
+
+
+def test_add_peer_decides_as_the_whole_check_does(monkeypatch):
+    """The O(n) check of the new peer against the others accepts and refuses what `check` of the
+    whole mesh does, with the same message; and it is what decides most additions."""
+    import random
+
+    real_fits = invmod._fits
+    decided = 0
+
+    def counting_fits(before, after, name):
+        nonlocal decided
+        ok = real_fits(before, after, name)
+        decided += ok
+        return ok
+
+    def reference(inv, peer):
+        with monkeypatch.context() as m:
+            m.setattr(invmod, "_fits", lambda *a: False)
+            return invmod.add_peer(inv, peer)
+
+    monkeypatch.setattr(invmod, "_fits", counting_fits)
+    rnd = random.Random(1313)
+    names = ["a", "b", "c", "d", "e", "f", "g", "h", "site1", " b", "B"]
+    trials = 0
+    for _ in range(60):
+        inv = invmod.new_inventory("t")
+        for i in range(rnd.randrange(1, 9)):
+            got = _outcome(reference, inv, _random_peer(rnd, rnd.choice([f"p{i}", f"p{i}", *names])))
+            if not isinstance(got, tuple):
+                inv = got
+        if rnd.random() < 0.3:  # an HA site among them
+            with contextlib.suppress(BadInput):
+                inv = invmod.merge_terraform(inv, invmod.peers_from_outputs(_ha_outputs()))
+        for _ in range(25):
+            peer = _random_peer(rnd, rnd.choice(names))
+            assert _outcome(invmod.add_peer, inv, peer) == _outcome(reference, inv, peer), peer
+            trials += 1
+    assert decided > trials // 10  # the fast path is taken, not only the whole check
+
+
+def _ha_outputs():
+    from tests.conftest import lab_outputs
+
+    outs = lab_outputs(2)
+    a = dict(outs["site1"], site="site1", route_table={"kind": "vip", "address": "10.10.1.1/24", "interface": "eth1"})
+    b = dict(a, endpoint="198.18.1.19", ssh_host="198.18.1.19", private_address="10.10.1.2")
+    return {"site1a": a, "site1b": b}
+
+
+def test_a_peer_read_with_empty_values_is_the_peer_without_them():
+    full = {"source": "manual", "address": "10.200.0.9", "endpoint": None, "listen_port": 51820, "subnets": [],
+            "private_address": None, "keepalive": None, "egress_interface": "detect", "ssh": None,
+            "ssh_host_keys": [], "region": "", "cloud": "", "instances": [], "site": "", "address6": "",
+            "private_address6": "", "mtu": None, "route_table": None}
+    bare = {"address": "10.200.0.9"}
+    p = invmod.peer_from_dict("x", full)
+    assert p == invmod.peer_from_dict("x", bare) == Peer(name="x", address=ipaddress.ip_address("10.200.0.9"))
+    assert invmod.peer_to_dict(p) == {k: v for k, v in full.items()
+                                     if k not in ("site", "address6", "private_address6", "mtu", "route_table")}
+    assert invmod.peer_from_dict("x", {**bare, "egress_interface": ""}).egress_interface == "detect"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("subnets", ["10.1.0.5/24"], "peers.x.subnets: '10.1.0.5/24': host bits are set"),
+    ("subnets", 7, None),  # not a list: refused before, by a TypeError, and still so
+    ("region", "a b", "peers.x.region: 'a b': up to 64 characters"),
+    ("keepalive", 70000, "peers.x.keepalive: 70000: seconds from 1 to 65535"),
+    ("ssh_host_keys", ["nope"], "peers.x.ssh_host_keys: 'nope': expected an OpenSSH public key line"),
+    ("instances", [{"name": "vm", "address": "10.9.9.9"}], "peers.x.instances.vm.address"),
+    ("site", "Bad", "peers.x.site: 'Bad': must be 1-63"),
+    ("route_table", "x", "peers.x.route_table: 'x': must be an object"),
+])
+def test_a_refusal_names_the_field_as_the_document_does(field, value, message):
+    d = {"address": "10.200.0.9", "subnets": ["10.1.0.0/24"], field: value}
+    if message is None:
+        with pytest.raises(TypeError):
+            invmod.peer_from_dict("x", d)
+        return
+    with pytest.raises(BadInput) as e:
+        invmod.check(invmod.Inventory(name="t", mesh=invmod.new_inventory("t").mesh,
+                                      peers=(invmod.peer_from_dict("x", d),)))
+    assert e.value.message.startswith(message), e.value.message
