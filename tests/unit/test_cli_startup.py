@@ -56,6 +56,7 @@ def test_genconfig_loads_what_it_renders_with(tmp_path):
     assert "wgmesh.render" in mods
     assert not heavy(mods)
     assert not [m for m in mods if m.startswith("rich")]  # its one line needs no Rich
+    assert "wgmesh.remote.compiler" not in mods  # the hooks quote with shlex itself
 
 
 def test_addpeer_shows_its_row_without_rich(tmp_path):

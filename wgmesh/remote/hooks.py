@@ -6,9 +6,9 @@ routes. Pure. wg-quick runs each line with bash; every value in them is a parsed
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
+from shlex import quote
 
 from wgmesh.model import Inventory, IPNetwork, Peer
-from wgmesh.remote.compiler import q
 
 
 def chain_names(iface: str) -> tuple[str, str]:
@@ -164,7 +164,7 @@ def firewall_hooks(inv: Inventory, peer: Peer) -> tuple[list[str], list[str]]:
             f"printf '*mangle\\n:{mss} - [0:0]\\n{_lines(fixed['mss'])}COMMIT\\n'"
         )
         if nat_own:
-            srcs = " ".join(q(str(s)) for s in nat_own)  # parsed values; quoted all the same
+            srcs = " ".join(quote(str(s)) for s in nat_own)  # parsed values; quoted all the same
             rules += (
                 f"; printf '*nat\\n:{nat} - [0:0]\\n'; if [ -n \"$e\" ]; then for s in {srcs}; do "
                 f"printf -- '-A {nat} -s %s -o %s -j MASQUERADE\\n' \"$s\" \"$e\"; done; fi; printf 'COMMIT\\n'"
