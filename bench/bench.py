@@ -23,6 +23,9 @@ Cases (see README "Benchmarks"):
 Every command is run as a separate process; wall time is measured around it and peak RSS is
 taken from wait4() (the process and the children it waited for). Each case runs a warm-up,
 then --repeat times; the table shows median, min and max, and ratios of medians pair by pair.
+Where wgmesh and an alternative are compared, their runs are interleaved (one of each in turn),
+and a quick comparison (start-up, genconfig up to 100 peers, one addpeer) gets 10 x --repeat
+rounds: a change of load on this 2-core machine then moves both sides alike.
 """
 
 from __future__ import annotations
@@ -136,14 +139,15 @@ class Table:
     def ratio(self, case: str, size: str, a: dict, b: dict, what: str) -> None:
         r = b["median"] / a["median"] if a["median"] > 0 else float("inf")
         self.rows.append({"case": case, "size": size, "tool": f"ratio: {what}", "ratio": r})
-        print(f"  {case:<10} {size:>8}  ratio {what}: {r:.1f}x", flush=True)
+        print(f"  {case:<10} {size:>8}  ratio {what}: {r:.2f}x", flush=True)
 
     def markdown(self, header: str) -> str:
         lines = [header, "", "| case | size | what | median s | min s | max s | runs | peak RSS MB | ratio / notes |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
-            if "ratio" in r:
-                lines.append(f"| {r['case']} | {r['size']} | **{r['tool']}** | | | | | | **{r['ratio']:.1f}x** |")
+            if "ratio" in r:  # two decimals where it is near 1 (which side is faster is the question)
+                shown = f"{r['ratio']:.2f}" if r["ratio"] < 2 else f"{r['ratio']:.1f}"
+                lines.append(f"| {r['case']} | {r['size']} | **{r['tool']}** | | | | | | **{shown}x** |")
             else:
                 rss = f"{r['rss']:.0f}" if r["rss"] is not None else ""
                 lines.append(f"| {r['case']} | {r['size']} | {r['tool']} | {r['median']:.4f} | {r['min']:.4f} | "
@@ -157,6 +161,22 @@ def repeat(fn, times: int, warmup: bool) -> list:
     if warmup:
         fn()
     return [fn() for _ in range(times)]
+
+
+def interleaved(fns: list, times: int, warmup: bool) -> list[list]:
+    """`times` rounds of one run of each of `fns` in turn (after a warm-up of each): a change of
+    load on the machine (the lab, another job) then weighs on all of them alike. → their runs."""
+    if warmup:
+        for fn in fns:
+            fn()
+    runs: list[list] = [[] for _ in fns]
+    for _ in range(times):
+        for fn, got in zip(fns, runs, strict=True):
+            got.append(fn())
+    return runs
+
+
+QUICK = 10  # a quick comparison (a run well under a second) gets QUICK x --repeat interleaved rounds
 
 
 @dataclass(frozen=True)
@@ -264,20 +284,12 @@ def case_startup(t: Table, s: Settings) -> None:
     The same question to both tools: the help of their genconfig (wg-meshconf's argparse builds
     all its subcommands first, as Typer builds all of wgmesh's). The runs are interleaved, one of
     each in turn, so that a change of load on the machine weighs on all alike."""
-    # Bytecode as an installed package has it: with PYTHONDONTWRITEBYTECODE set, a module changed
-    # since its last compile would be compiled again at every run (pip compiled wg-meshconf's).
-    compileall.compile_dir(ROOT / "wgmesh", quiet=1)
     tools = {"python -c pass (the interpreter alone)": [PY, "-c", "pass"],
              "wgmesh genconfig --help": [str(ROOT / ".venv" / "bin" / "wgmesh"), "genconfig", "--help"],
              "wg-meshconf genconfig --help": [s.meshconf, "genconfig", "--help"]}
-    runs = 10 * s.reps if s.warm else s.reps
-    if s.warm:
-        for cmd in tools.values():
-            measure(cmd)
-    got: dict[str, list[Run]] = {what: [] for what in tools}
-    for _ in range(runs):
-        for what, cmd in tools.items():
-            got[what].append(measure(cmd))
+    runs = QUICK * s.reps if s.warm else s.reps
+    got = dict(zip(tools, interleaved([lambda cmd=cmd: measure(cmd) for cmd in tools.values()], runs, s.warm),
+                   strict=True))
     rows = {what: t.add("startup", "-", what, got[what], "runs interleaved, one of each in turn") for what in tools}
     t.ratio("startup", "-", rows["wg-meshconf genconfig --help"], rows["wgmesh genconfig --help"],
             "wgmesh / wg-meshconf start-up (target: at most 1.2x)")
@@ -304,7 +316,21 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], s: Settings):
             return measure(WGMESH + ["-i", "bench", "genconfig"], env=wenv(dd))
 
         times = reps if n not in big else 1
-        a = t.add("genconfig", str(n), "wgmesh genconfig", repeat(wgm, times, warm and n not in big))
+        if n in big:
+            a = t.add("genconfig", str(n), "wgmesh genconfig", repeat(wgm, times, False))
+        else:  # against wg-meshconf, the runs of both interleaved (more of them when they are quick)
+            csvp = d / "database.csv"
+            write_meshconf_csv(csvp, peers, keys)
+
+            def wmc(d=d, csvp=csvp):
+                shutil.rmtree(d / "wmc-out", ignore_errors=True)
+                os.sync()
+                return measure([meshconf, "-d", str(csvp), "genconfig", "-o", str(d / "wmc-out")])
+
+            quick = n <= 100 and warm
+            mine, theirs = interleaved([wgm, wmc], QUICK * reps if quick else reps, warm)
+            note = f"{len(mine)} rounds interleaved with wg-meshconf's" if quick else "interleaved with wg-meshconf's"
+            a = t.add("genconfig", str(n), "wgmesh genconfig", mine, note)
         total = sum(f.stat().st_size for f in out.glob("*.conf"))
 
         def floor(out=out):
@@ -320,15 +346,7 @@ def case_genconfig(t: Table, sizes: list[int], big: list[int], s: Settings):
         t.add("genconfig", str(n), "wgmesh genconfig, with PSKs",
               repeat(lambda dpsk=dpsk: wgm(dpsk), times, False), "per-pair PresharedKey (wg-meshconf has none)")
         if n not in big:
-            csvp = d / "database.csv"
-            write_meshconf_csv(csvp, peers, keys)
-
-            def wmc(d=d, csvp=csvp):
-                shutil.rmtree(d / "wmc-out", ignore_errors=True)
-                os.sync()
-                return measure([meshconf, "-d", str(csvp), "genconfig", "-o", str(d / "wmc-out")])
-
-            b = t.add("genconfig", str(n), "wg-meshconf 2.5.1 genconfig", repeat(wmc, times, warm))
+            b = t.add("genconfig", str(n), "wg-meshconf 2.5.1 genconfig", theirs)
             t.ratio("genconfig", str(n), a, b, "wgmesh faster than wg-meshconf")
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(dpsk, ignore_errors=True)
@@ -378,9 +396,11 @@ def case_inventory(t: Table, n: int, loop: int, s: Settings):
         return measure([meshconf, "-d", str(csvp), "addpeer", f"x{i}", "--address", f"10.201.{i // 256}.{i % 256}/32",
                         "--endpoint", f"192.0.2.{i % 250 + 1}"])
 
-    a = t.add("inventory", str(n), "wgmesh addpeer (one)", repeat(wgm_add, reps, warm), "start-up included")
-    b = t.add("inventory", str(n), "wg-meshconf addpeer (one)", repeat(wmc_add, reps, warm))
-    t.ratio("inventory", str(n), a, b, "wgmesh addpeer vs wg-meshconf")
+    mine, theirs = interleaved([wgm_add, wmc_add], QUICK * reps if warm else reps, warm)
+    a = t.add("inventory", str(n), "wgmesh addpeer (one)", mine,
+              f"start-up included; {len(mine)} rounds interleaved with wg-meshconf's")
+    b = t.add("inventory", str(n), "wg-meshconf addpeer (one)", theirs)
+    t.ratio("inventory", str(n), a, b, "wgmesh addpeer vs wg-meshconf (target: at least 1.0x)")
 
     def loop_of(fn):
         return sum(fn().seconds for _ in range(loop))  # the commands' own time (not the syncs between)
@@ -646,6 +666,10 @@ def main() -> int:
     reps, warm = (1, False) if a.smoke else (a.repeat, True)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    # Bytecode as an installed package has it: with PYTHONDONTWRITEBYTECODE set, a module changed
+    # since its last compile would be compiled again at every run of every case (pip compiled
+    # wg-meshconf's).
+    compileall.compile_dir(ROOT / "wgmesh", quiet=1)
     s = Settings(reps, warm, a.wg_meshconf, work)
     info = machine(a.wg_meshconf)
     print(f"machine: {info}", flush=True)
