@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3  # installed with moto[server] from the test extra
 
@@ -33,6 +34,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def s3_bucket(url: str, bucket: str, region: str) -> Any:
+    """A bucket on the emulator at `url` (for a shared backend), and the S3 client that made it."""
+    client = boto3.client("s3", endpoint_url=url, region_name=region, **ACCESS)
+    client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    return client
 
 
 @contextmanager

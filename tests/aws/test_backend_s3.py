@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 
-from tests.aws.emulator import moto_server
+from tests.aws.emulator import moto_server, s3_bucket
 from wgmesh import backend as bk
 from wgmesh import inventory as invmod
 from wgmesh import keys as keymod
@@ -22,10 +22,7 @@ BUCKET = "team-wgmesh"
 
 @pytest.fixture(scope="module")
 def s3(moto):
-    client = boto3.client("s3", endpoint_url=moto, region_name=REGION, aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
-    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return client
+    return s3_bucket(moto, BUCKET, REGION)
 
 
 @pytest.fixture
@@ -156,8 +153,7 @@ def test_access_denied_is_a_backend_failure_that_says_what(monkeypatch, tmp_path
     with moto_server() as url:
         root = {"endpoint_url": url, "region_name": REGION, "aws_access_key_id": "testing",
                 "aws_secret_access_key": "testing"}
-        boto3.client("s3", **root).create_bucket(Bucket=BUCKET,
-                                                 CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3_bucket(url, BUCKET, REGION)
         iam = boto3.client("iam", **root)
         iam.create_user(UserName="nobody")
         key = iam.create_access_key(UserName="nobody")["AccessKey"]

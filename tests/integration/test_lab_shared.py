@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.aws.emulator import moto_server
+from tests.aws.emulator import moto_server, s3_bucket
 from tests.labkit import REPO, Lab
 
 LAB_NAME = "team"
@@ -65,9 +65,7 @@ def team(tmp_path_factory):
             os.environ.pop(k, None)
         os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                           AWS_DEFAULT_REGION="us-east-1", WGMESH_BACKEND=URL)
-        boto3.client("s3", endpoint_url=url, region_name=REGION, aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3_bucket(url, BUCKET, REGION)
         try:
             yield url
         finally:

@@ -417,7 +417,8 @@ view("wgmesh.commands.verify.VerifyResult")(verify_table)
 def _(res: UpResult) -> None:
     if not res.pushed:
         peers_table(res.inventory)
-        info(f"configs rendered in {res.output_dir}; nothing was pushed")
+        info(f"configs rendered in {res.output_dir}; nothing was pushed" if res.output_dir else
+             "nothing was pushed, and no config written: the keys stay in the secret store")
     else:
         host_table("push", res.push.results)
     if res.verify:

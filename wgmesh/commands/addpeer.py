@@ -74,7 +74,9 @@ def plan_add(
 def check(ws: Workspace, name: str, options: peers.PeerOptions, extra: KeyImport) -> None:
     """In a new project, refuse bad input before the lock creates .wgmesh/ (an existing
     inventory already has it; `addpeer` checks everything again under the lock)."""
-    if not ws.inventory_path.exists():
+    if ws.backend is not None:  # against the shared inventory as it is now (read again under the lock)
+        plan_add(store.load_if_exists(ws) or invmod.new_inventory(ws.name), name, options, extra)
+    elif not ws.inventory_path.exists():
         plan_add(invmod.new_inventory(ws.name), name, options, extra)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from wgmesh import keys as keymod
 from wgmesh import store
 from wgmesh.commands import Succeeds
+from wgmesh.errors import Refused
 from wgmesh.fsutil import ensure_private_dir, write_atomic
 from wgmesh.model import Inventory
 from wgmesh.render import Renderer
@@ -99,6 +100,13 @@ def write_configs(
 
 
 def genconfig(ws: Workspace) -> GenResult:
+    if ws.backend is not None:
+        raise Refused(
+            f"genconfig writes every peer's private key to {ws.output_dir}, but the keys of inventory "
+            f"{ws.name!r} are kept in Secrets Manager ({ws.backend.where('keystore')}) and never on this disk",
+            hint="'wgmesh push' installs the configs on the peers it reaches; to keep files of them here, "
+                 "move the inventory back first: wgmesh migrate --backend local",
+        )
     inv = store.load(ws)
     keys, _ = store.ensure_keys(ws, inv)
     # Large meshes with PSKs: render on every core (N² sections, each with its own derived PSK).
