@@ -21,6 +21,7 @@ from wgmesh.model import (
     DEFAULT_POOL,
     DEFAULT_PORT,
     SCHEMA_VERSION,
+    Instance,
     Inventory,
     IPAddress,
     IPNetwork,
@@ -127,8 +128,6 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
         "listen_port": p.listen_port,
         "subnets": [str(s) for s in p.subnets],
         "private_address": str(p.private_address) if p.private_address else None,
-        **({"address6": str(p.address6)} if p.address6 else {}),
-        **({"private_address6": str(p.private_address6)} if p.private_address6 else {}),
         "keepalive": p.keepalive,
         "egress_interface": p.egress_interface,
         "ssh": None
@@ -137,21 +136,27 @@ def peer_to_dict(p: Peer) -> dict[str, Any]:
         "ssh_host_keys": list(p.host_keys),
         "region": p.region,
         "cloud": p.cloud,
-        **({"mtu": p.mtu} if p.mtu is not None else {}),  # only when set: files stay as they were
-        **({"site": p.site} if p.site else {}),
-        **({"route_table": route_table_to_dict(p.route_table)} if p.route_table else {}),
-        "instances": [
-            {
-                "name": i.name,
-                "address": str(i.address),
-                "ssh_user": i.ssh_user,
-                "ssh_port": i.ssh_port,
-                "ssh_host_keys": list(i.host_keys),
-                **({"address6": str(i.address6)} if i.address6 else {}),
-            }
-            for i in p.instances
-        ],
+        "instances": [_instance_to_dict(i) for i in p.instances],
     }
+    # Only when set: files stay as they were. (The document's keys are sorted when it is written.)
+    if p.address6:
+        d["address6"] = str(p.address6)
+    if p.private_address6:
+        d["private_address6"] = str(p.private_address6)
+    if p.mtu is not None:
+        d["mtu"] = p.mtu
+    if p.site:
+        d["site"] = p.site
+    if p.route_table:
+        d["route_table"] = route_table_to_dict(p.route_table)
+    return d
+
+
+def _instance_to_dict(i: Instance) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": i.name, "address": str(i.address), "ssh_user": i.ssh_user,
+                         "ssh_port": i.ssh_port, "ssh_host_keys": list(i.host_keys)}
+    if i.address6:
+        d["address6"] = str(i.address6)
     return d
 
 

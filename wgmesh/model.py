@@ -126,7 +126,7 @@ class RouteTable(Value):
     network_interface_id: str = ""  # aws: this gateway's
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)  # __init__ below
 class Peer(Value):
     """One member of the mesh: its tunnel addresses, endpoint, the subnets behind it, how wgmesh
     reaches it. Only public data (its keys are in the keystore)."""
@@ -151,6 +151,25 @@ class Peer(Value):
     private_address6: IPAddress | None = None  # an IPv6 address of the gateway inside its subnets
     site: str = ""  # the HA site this peer is one of the two gateways of ("": none)
     route_table: RouteTable | None = None  # an HA gateway's: how it takes its site's traffic
+
+    def __init__(  # noqa: PLR0913, PLR0917 (the fields, as dataclass() would take them)
+        self, name: str, address: IPAddress, endpoint_host: str | None = None, endpoint_port: int | None = None,
+        subnets: tuple[IPNetwork, ...] = (), listen_port: int = DEFAULT_PORT, keepalive: int | None = None,
+        ssh: SshTarget | None = None, host_keys: tuple[str, ...] = (), egress_interface: str = "detect",
+        private_address: IPAddress | None = None, region: str = "", cloud: str = "", source: Source = Source.MANUAL,
+        instances: tuple[Instance, ...] = (), mtu: int | None = None, address6: IPAddress | None = None,
+        private_address6: IPAddress | None = None, site: str = "", route_table: RouteTable | None = None,
+    ) -> None:
+        # Written out: reading 1000 peers makes 1000 of these, and dataclass()'s __init__ for a
+        # frozen class sets each field through object.__setattr__ (2 us a peer; this: 0.9 us).
+        # tests/unit/test_model.py checks that it takes the fields, in their order, with their defaults.
+        self.__dict__.update(
+            name=name, address=address, endpoint_host=endpoint_host, endpoint_port=endpoint_port, subnets=subnets,
+            listen_port=listen_port, keepalive=keepalive, ssh=ssh, host_keys=host_keys,
+            egress_interface=egress_interface, private_address=private_address, region=region, cloud=cloud,
+            source=source, instances=instances, mtu=mtu, address6=address6, private_address6=private_address6,
+            site=site, route_table=route_table,
+        )
 
     @property
     def endpoint(self) -> str | None:

@@ -23,7 +23,7 @@ from wgmesh.model import DEFAULT_PORT, Instance, IPAddress, Peer, Source, SshTar
 UNALLOCATED: IPAddress = ipaddress.ip_address("0.0.0.0")
 
 
-@dataclass(frozen=True, eq=False, repr=False)  # equality, hash, repr: from Value (start-up: see wgmesh.model)
+@dataclass(frozen=True, eq=False, repr=False, init=False)  # equality, hash, repr: from Value; __init__ below
 class PeerOptions(Value):
     """One peer's raw values as a source gives them; None = not given."""
 
@@ -48,6 +48,24 @@ class PeerOptions(Value):
     mtu: object = None
     site: object = None  # the HA site this gateway is one of two of ("": none)
     route_table: object = None  # an HA gateway's route table (an object, see validate.route_table)
+
+    def __init__(  # noqa: PLR0913, PLR0917 (the fields, as dataclass() would take them)
+        self, endpoint: object = None, address: object = None, address6: object = None,
+        subnets: Iterable[object] | None = None, listen_port: object = None, keepalive: object = None,
+        ssh_target: object = None, ssh_user: object = None, ssh_host: object = None, ssh_port: object = None,
+        ssh_key: object = None, host_keys: Iterable[object] | None = None, egress_interface: object = None,
+        private_address: object = None, private_address6: object = None, region: object = None,
+        cloud: object = None, instances: Iterable[object] | None = None, mtu: object = None, site: object = None,
+        route_table: object = None,
+    ) -> None:
+        # Written out, as Peer's is (wgmesh.model): reading 1000 peers makes 1000 of these.
+        self.__dict__.update(
+            endpoint=endpoint, address=address, address6=address6, subnets=subnets, listen_port=listen_port,
+            keepalive=keepalive, ssh_target=ssh_target, ssh_user=ssh_user, ssh_host=ssh_host, ssh_port=ssh_port,
+            ssh_key=ssh_key, host_keys=host_keys, egress_interface=egress_interface,
+            private_address=private_address, private_address6=private_address6, region=region, cloud=cloud,
+            instances=instances, mtu=mtu, site=site, route_table=route_table,
+        )
 
     def given(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]

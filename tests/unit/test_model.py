@@ -105,3 +105,19 @@ def test_allowed_ips_are_what_ip_network_makes_of_the_tunnel_addresses(address, 
     assert p.allowed_ips == want
     assert [str(n) for n in p.allowed_ips] == [str(n) for n in want]
     assert [list(n.hosts()) for n in p.allowed_ips[:len(p.tunnel_addresses)]] == [list(n.hosts()) for n in want[:-2]]
+
+
+@pytest.mark.parametrize("cls", [Peer, PeerOptions], ids=lambda c: c.__name__)
+def test_a_written_out_init_takes_the_fields_as_dataclass_would(cls):
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert [p.name for p in params] == [f.name for f in dataclasses.fields(cls)]
+    for p, f in zip(params, dataclasses.fields(cls), strict=True):
+        assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        assert p.default == (inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default), f.name
+        assert f.default_factory is dataclasses.MISSING
+    ref = reference(cls)
+    args = [f"v{i}" for i in range(len(params))]
+    assert vars(cls(*args)) == vars(ref(*args))
+    assert vars(cls(*args[:2])) == vars(ref(*args[:2]))
