@@ -119,7 +119,7 @@ class Lab:
 
     @property
     def state_dir(self) -> Path:
-        return self.tf_dir / "lab-state"
+        return Path("/var/lib/wgmesh-lab") / self.name  # terraform/lab's default
 
     def tf_outputs(self) -> dict:
         """Every output of the lab's Terraform root module: name → value."""

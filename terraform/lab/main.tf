@@ -23,7 +23,9 @@
 # (controller <-> host and host <-> host: a round trip pays it twice).
 
 locals {
-  state_dir = abspath(var.state_dir != "" ? var.state_dir : "${path.root}/lab-state")
+  # The machine's, not the project directory's: a lab's hosts are this machine's, and another
+  # clone of the project (a second operator of a shared inventory) plans the same hosts.
+  state_dir = abspath(var.state_dir != "" ? var.state_dir : "/var/lib/wgmesh-lab/${var.name}")
   labctl    = abspath("${path.module}/labctl")
   ssh_key   = "${local.state_dir}/id_ed25519"
   router_ns = "wgm-${var.name}-rt"

@@ -80,7 +80,7 @@ variable "init" {
 }
 
 variable "state_dir" {
-  description = "Directory for the lab's files (controller key, host keys, sshd configs, pid files). Empty means <root module>/lab-state. Made absolute."
+  description = "Directory for the lab's files (controller key, host keys, sshd configs, pid files). Empty means /var/lib/wgmesh-lab/<name> (the machine's: every clone of the project plans the same hosts). Made absolute."
   type        = string
   default     = ""
 

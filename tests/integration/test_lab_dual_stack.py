@@ -179,7 +179,7 @@ def test_destroy_leaves_nothing(lab):
     doc = lab.json("destroy")
     assert doc["terraform"] == "destroyed" and sorted(doc["removed_peers"]) == SITES
     assert lab_leftovers(lab.name) == []
-    assert not (lab.tf_dir / "lab-state").exists()
+    assert not lab.state_dir.exists()
 
 
 def test_figures():

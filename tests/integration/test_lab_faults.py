@@ -252,7 +252,7 @@ def test_ctrl_c_exits_130_and_releases_the_lock(lab):
 def test_terraform_failure_exit_5_then_rerun_no_duplicates_no_new_keys(lab):
     keys_before = json.loads((lab.root / ".wgmesh" / lab.name / "keys" / "keystore.json").read_text())["peers"]
     inv_before = lab.json("showpeers")["peers"]
-    blocker = lab.tf_dir / "lab-state" / "hosts" / "site5"
+    blocker = lab.state_dir / "hosts" / "site5"
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("not a directory: makes creating site5 fail\n")
     try:

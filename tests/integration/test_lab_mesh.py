@@ -224,5 +224,5 @@ def test_destroy_leaves_nothing(lab):
     assert _live_processes(lab) == STATE["procs"]  # no sshd, holder or wireguard-go of this lab left
     assert not (lab.root / "output" / lab.name).exists()
     assert not (lab.root / ".wgmesh" / lab.name / "known_hosts").exists()
-    assert not (lab.tf_dir / "lab-state").exists()
+    assert not lab.state_dir.exists()
     assert json.loads((lab.root / "inventories" / f"{lab.name}.json").read_text())["peers"] == {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,14 +29,33 @@ AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS
 STATE: dict = {}
 
 
+class Clone(Lab):
+    """Operator B: a project directory of its own and a checkout of its own (a copy of terraform/,
+    through WGMESH_STACKS: another module source, another labctl path), as on another machine."""
+
+    def __init__(self, root: Path, name: str, underlay: str, stacks: Path) -> None:
+        super().__init__(root, name, underlay)
+        self.stacks = stacks
+
+    def wgmesh(self, *args: str, check_rc: int | None = 0, timeout: float = 600) -> subprocess.CompletedProcess:
+        saved = os.environ.get("WGMESH_STACKS")
+        os.environ["WGMESH_STACKS"] = str(self.stacks)
+        try:
+            return super().wgmesh(*args, check_rc=check_rc, timeout=timeout)
+        finally:
+            if saved is None:
+                os.environ.pop("WGMESH_STACKS")
+            else:
+                os.environ["WGMESH_STACKS"] = saved
+
+
 class Team:
-    def __init__(self, url: str, a: Lab, b: Lab, hosts_dir: Path) -> None:
+    def __init__(self, url: str, a: Lab, b: Lab) -> None:
         creds = {"endpoint_url": url, "region_name": REGION, "aws_access_key_id": "testing",
                  "aws_secret_access_key": "testing"}
         self.s3 = boto3.client("s3", **creds)
         self.sm = boto3.client("secretsmanager", **creds)
         self.a, self.b = a, b
-        self.hosts_dir = hosts_dir  # the lab hosts' own files: outside both project directories
 
     def objects(self) -> dict[str, bytes]:
         listed = self.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
@@ -43,9 +63,6 @@ class Team:
 
     def secrets(self) -> list[str]:
         return [s["Name"] for s in self.sm.list_secrets()["SecretList"]]
-
-    def sshd(self, what: str, host: str) -> None:
-        self.a.labctl(f"sshd-{what}", self.a.name, host, str(self.hosts_dir))
 
     def locked(self) -> bool:
         return bool(self.s3.list_objects_v2(Bucket=BUCKET, Prefix="mesh/team/wgmesh.lock").get("Contents"))
@@ -78,13 +95,11 @@ def team(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ops(team, lab, tmp_path_factory):
     """Operator A is the lab's own project directory (its fixture destroys the mesh through
-    wgmesh, with the backend, at the end); B a fresh one."""
+    wgmesh, with the backend, at the end); B a fresh one with a checkout of its own."""
     b_root = tmp_path_factory.mktemp("operator-b")
-    hosts_dir = tmp_path_factory.mktemp("team-hosts")
-    t = Team(team, lab, Lab(b_root, lab.name, lab.underlay), hosts_dir)
-    yield t
-    lab.wgmesh("destroy", check_rc=None, timeout=300)
-    lab.labctl("down-all", lab.name, str(hosts_dir), check=False)
+    stacks = tmp_path_factory.mktemp("checkout-b") / "terraform"
+    shutil.copytree(REPO / "terraform", stacks, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    return Team(team, lab, Clone(b_root, lab.name, lab.underlay, stacks))
 
 
 def _states(root: Path) -> list[Path]:
@@ -98,7 +113,7 @@ def _files(root: Path) -> dict[Path, bytes]:
 
 def test_a_brings_the_mesh_up_with_everything_shared(ops):
     a = ops.a
-    doc = a.json("up", *a.up_vars(sites=2, state_dir=ops.hosts_dir))
+    doc = a.json("up", *a.up_vars(sites=2))
     assert doc["ok"] and doc["verify"]["ok"] and doc["peers"] == ["site1", "site2"]
     assert (a.root / "inventories" / "team.backend").read_text() == URL + "\n"  # remembered
     assert not (a.root / "inventories" / "team.json").exists()
@@ -119,7 +134,7 @@ def test_b_in_a_fresh_directory_sees_the_same_mesh(ops):
         ("site1", "site2"): "fresh", ("site2", "site1"): "fresh"}
     assert b.json("showpeers") == a.json("showpeers")
     pids = {h: a.wg_pids(h) for h in ("site1", "site2")}
-    again = b.json("up")  # B's Terraform works on the same state: nothing to create, nothing to change
+    again = b.json("up")  # B's Terraform, B's checkout, the same state: nothing to create or replace
     assert again["ok"] and {h["action"] for h in again["push"]["hosts"].values()} == {"unchanged"}
     assert {h: a.wg_pids(h) for h in ("site1", "site2")} == pids
     assert (b.root / "inventories" / "team.backend").read_text() == URL + "\n"
@@ -140,7 +155,7 @@ def test_b_adds_a_peer_and_a_sees_it(ops):
 def test_a_second_writer_is_refused_while_a_run_holds_the_lock(ops):
     a, b = ops.a, ops.b
     env = dict(os.environ, WGMESH_DIR=str(a.root))
-    ops.sshd("stop", "site2")  # A's run waits for it (--wait-ssh): it holds the lock meanwhile
+    a.sshd_stop("site2")  # A's run waits for it (--wait-ssh): it holds the lock meanwhile
     run = subprocess.Popen([sys.executable, "-m", "wgmesh", "-i", a.name, "up", "--wait-ssh", "120"], env=env,
                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -150,7 +165,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_lock(ops):
         b.wgmesh("push", check_rc=3)
         assert run.poll() is None  # the refusals did not wait for A: A is still running
     finally:
-        ops.sshd("start", "site2")
+        a.sshd_start("site2")
         assert run.wait(timeout=300) == 0, run.stderr.read() if run.stderr else ""
     assert not ops.locked()
     assert "late" not in b.json("showpeers")["peers"]
@@ -159,7 +174,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_lock(ops):
 def test_a_crashed_runs_lock_stays_until_unlock(ops):
     a, b = ops.a, ops.b
     env = dict(os.environ, WGMESH_DIR=str(a.root))
-    ops.sshd("stop", "site2")
+    a.sshd_stop("site2")
     try:
         run = subprocess.Popen([sys.executable, "-m", "wgmesh", "-i", a.name, "up", "--wait-ssh", "120"], env=env,
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,7 +182,7 @@ def test_a_crashed_runs_lock_stays_until_unlock(ops):
         run.kill()  # SIGKILL: no clean-up of any kind
         run.wait()
     finally:
-        ops.sshd("start", "site2")
+        a.sshd_start("site2")
     time.sleep(1)
     assert ops.locked()  # never broken automatically
     refused = b.wgmesh("push", check_rc=3)
