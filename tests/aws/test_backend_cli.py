@@ -70,7 +70,10 @@ def test_two_directories_one_inventory_and_the_way_back(bucket, moto, tmp_path):
     url = f"s3://{BUCKET}/teams/prod"
     env = {"WGMESH_BACKEND": url}
     assert wgmesh(a, moto, "-i", "prod", "addpeer", "a", "--endpoint", "203.0.113.1", env=env).returncode == 0
-    assert wgmesh(b, moto, "-i", "prod", "addpeer", "b", "--endpoint", "203.0.113.2", env=env).returncode == 0
+    # B names it after the command (as the command's own option): the same place
+    assert wgmesh(b, moto, "-i", "prod", "addpeer", "b", "--endpoint", "203.0.113.2", "--backend", url).returncode == 0
+    twice = wgmesh(b, moto, "--backend", url, "-i", "prod", "showpeers", "--backend", url + "x")
+    assert twice.returncode == 2 and "given twice" in twice.stderr
     shown = json.loads(wgmesh(a, moto, "-i", "prod", "showpeers", "--json").stdout)  # remembered: no env
     assert sorted(shown["peers"]) == ["a", "b"]
     assert (a / "inventories" / "prod.backend").read_text() == url + "\n"

@@ -38,6 +38,14 @@ app = Typer(
 )
 
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+BACKEND_HELP = (
+    "Where the inventory lives: s3://BUCKET/PREFIX (state, lock and pins in S3, keys in Secrets Manager) "
+    "or local [default: where it was remembered (inventories/NAME.backend), else $WGMESH_BACKEND, "
+    "else the project directory]."
+)
+# Also on every command (wgmesh status --backend URL), as before it (wgmesh --backend URL status):
+# run() reads it from the command's parameters; the command's body never needs it.
+BACKEND_OPT = typer.Option(None, "--backend", help=BACKEND_HELP)
 PARALLEL_OPT = typer.Option(DEFAULT_PARALLEL, "--parallel", min=1, max=256, help="Hosts handled at once.")
 
 
@@ -55,31 +63,34 @@ def main_options(
         None, "--dir", envvar="WGMESH_DIR",
         help="Project directory holding inventories/, output/ and .wgmesh/ [default: .]",
     ),
-    backend: str = typer.Option(
-        None, "--backend",
-        help="Where the inventory lives: s3://BUCKET/PREFIX (state, lock and pins in S3, keys in Secrets Manager) "
-             "or local [default: where it was remembered (inventories/NAME.backend), else $WGMESH_BACKEND, "
-             "else the project directory].",
-    ),
+    backend: str = typer.Option(None, "--backend", help=BACKEND_HELP),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    def make(where_it_is: bool = False) -> "Workspace":
+    def make(where_it_is: bool = False, command_backend: str | None = None) -> "Workspace":
         """The workspace; `where_it_is`: wherever the inventory is now, whatever --backend says
-        (wgmesh migrate: there --backend names where it goes)."""
+        (wgmesh migrate: there --backend names where it goes); `command_backend`: --backend
+        given after the command."""
         from wgmesh import validate
         from wgmesh.workspace import Workspace, default_stacks_dir
 
         validate.name("--inventory", inventory)
         root = (directory or Path.cwd()).resolve()
+        flag = backend
+        if command_backend is not None:
+            if backend is not None and command_backend != backend:
+                from wgmesh.errors import BadInput
+
+                raise BadInput("--backend", command_backend, f"given twice, the other time as {backend!r}")
+            flag = command_backend
         shared = None
         env_backend = os.environ.get("WGMESH_BACKEND")
-        if backend is not None or env_backend or (root / "inventories" / f"{inventory}.backend").exists():
+        if flag is not None or env_backend or (root / "inventories" / f"{inventory}.backend").exists():
             from wgmesh import backend as bk  # only then: most runs have no backend
 
             if where_it_is:
                 url, field = bk.remembered(root, inventory), str(bk.pointer_path(root, inventory))
             else:
-                url, field = bk.resolve(root, inventory, backend, os.environ)
+                url, field = bk.resolve(root, inventory, flag, os.environ)
             shared = bk.Shared(url, inventory, field) if url is not None else None
         return Workspace(root=root, name=inventory, stacks_dir=default_stacks_dir(), backend=shared)
 
@@ -127,7 +138,8 @@ def run(
     gc.enable()  # the entry point (wgmesh/__main__.py) starts with it off: the work runs as ever
     code = ExitStatus.OK
     try:
-        ws: Workspace = ctx.obj(where_it_is) if where_it_is else ctx.obj()
+        after = ctx.params.get("backend")  # --backend after the command name
+        ws: Workspace = ctx.obj(where_it_is, after) if where_it_is or after is not None else ctx.obj()
         if pre is not None:
             pre(ws)
         with hangups_interrupt():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from wgmesh.cli.app import JSON_OPT, PARALLEL_OPT, app, need_inventory, run, start
+from wgmesh.cli.app import BACKEND_OPT, JSON_OPT, PARALLEL_OPT, app, need_inventory, run, start
 
 if TYPE_CHECKING:
     from wgmesh.cli.output import RichReporter
@@ -91,7 +91,7 @@ def up(
         help="Retry hosts that do not answer SSH yet for this many seconds (new cloud machines).",
     ),
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Provision with Terraform, make keys, render, push, start and verify the mesh."""
     from wgmesh.commands import up as cmd
@@ -155,7 +155,7 @@ def addpeer(
     allow_unresolved: bool = typer.Option(
         False, "--allow-unresolved", help="Keep a DNS --endpoint that does not resolve now (refused otherwise)."
     ),
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Add a peer that Terraform does not manage (another cloud, on-prem). Run 'wgmesh push' next."""
     from wgmesh.commands import addpeer as cmd
@@ -176,7 +176,7 @@ def addpeer(
 def import_(
     ctx: typer.Context,
     file: str = typer.Argument(..., help="A `terraform output -json` document (or its peers map)."),
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Read Terraform peers from a saved outputs document instead of running Terraform."""
     from wgmesh.commands import import_outputs as cmd
@@ -193,7 +193,7 @@ def delpeer(
     name: str = typer.Argument(..., help="Peer to remove."),
     parallel: int = PARALLEL_OPT,
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Remove a peer: stop WireGuard on it, purge its keys, push the change to every other peer."""
     from wgmesh.commands import delpeer as cmd
@@ -206,7 +206,7 @@ def delpeer(
 
 
 @app.command()
-def showpeers(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+def showpeers(ctx: typer.Context, backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT) -> None:
     """List the peers of the inventory (public data only)."""
     from wgmesh.commands import showpeers as cmd
 
@@ -214,7 +214,7 @@ def showpeers(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 
 @app.command()
-def genconfig(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+def genconfig(ctx: typer.Context, backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT) -> None:
     """Render output/<inventory>/<peer>.conf for every peer (0600); nothing is pushed."""
     from wgmesh.commands import genconfig as cmd
 
@@ -230,7 +230,7 @@ def push(
         False, "--dry-run", help="Say per host what would change and why; change nothing (exit 6 if something would)."
     ),
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Render and apply the configs on every peer: start, syncconf (hitless), restart, repair or nothing."""
     from wgmesh.commands import push as cmd
@@ -251,7 +251,7 @@ def status(
         None, "--watch", min=0.5, help="Refresh in place every SECONDS until Ctrl-C."
     ),
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """The mesh at a glance: handshake age for every pair, endpoints, transfer, pending revocations."""
     from wgmesh.commands import status as cmd
@@ -269,7 +269,8 @@ def status(
 
 @app.command()
 def graph(
-    ctx: typer.Context, parallel: int = PARALLEL_OPT, strict_host_keys: bool = STRICT_OPT, as_json: bool = JSON_OPT
+    ctx: typer.Context, parallel: int = PARALLEL_OPT, strict_host_keys: bool = STRICT_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Draw the mesh (peers, tunnels coloured by handshake health) to output/<inventory>/mesh.svg and .png."""
     from wgmesh.commands import graph as cmd
@@ -304,7 +305,7 @@ def setpeer(
     egress_interface: str | None = typer.Option(
         None, "--egress-interface", help="New interface for MASQUERADE, or 'detect'."
     ),
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Change a hand-added peer. Run 'wgmesh push' next: the change reaches every peer hitlessly."""
     from wgmesh.commands import setpeer as cmd
@@ -325,7 +326,7 @@ def rotate_keys(
     all_: bool = typer.Option(False, "--all", help="Replace every peer's key pair."),
     parallel: int = PARALLEL_OPT,
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """New key pairs (and PSKs) for some or all peers, pushed everywhere at once."""
     from wgmesh.commands import rotate_keys as cmd
@@ -346,7 +347,8 @@ def rotate_keys(
 
 @app.command()
 def verify(
-    ctx: typer.Context, parallel: int = PARALLEL_OPT, strict_host_keys: bool = STRICT_OPT, as_json: bool = JSON_OPT
+    ctx: typer.Context, parallel: int = PARALLEL_OPT, strict_host_keys: bool = STRICT_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Probe every pair (tunnel, private addresses, private instances) and check the handshakes."""
     from wgmesh.commands import verify as cmd
@@ -361,7 +363,7 @@ def failover(
     to: str | None = typer.Option(None, "--to", help="The gateway to make active [default: the standby]."),
     parallel: int = PARALLEL_OPT,
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Planned switch of an HA site to its other gateway (maintenance, failback); waits until every host follows."""
     from wgmesh.commands import failover as cmd
@@ -376,7 +378,7 @@ def destroy(
     parallel: int = PARALLEL_OPT,
     no_stop: bool = typer.Option(False, "--no-stop", help="Do not SSH to the peers to stop WireGuard first."),
     strict_host_keys: bool = STRICT_OPT,
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Stop WireGuard on the peers, terraform destroy, remove configs and pins, forget Terraform peers."""
     from wgmesh.commands import destroy as cmd
@@ -413,7 +415,7 @@ def unlock(
     ctx: typer.Context,
     lock_id: str = typer.Argument(
         ..., metavar="LOCK_ID", help="The lock's id, as the message of the refused run names it."),
-    as_json: bool = JSON_OPT,
+    backend: str | None = BACKEND_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Remove a shared inventory's run lock left by a crashed run (never done automatically)."""
     from wgmesh.commands import unlock as cmd
