@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgmesh.errors import BadInput
-from wgmesh.inventory import AGENT_PORT, route_table_to_dict
-from wgmesh.model import AgentState, Inventory, IPNetwork, Peer
+from wgmesh.inventory import route_table_to_dict
+from wgmesh.model import AGENT_PORT, AgentState, Inventory, IPNetwork, Peer
 
 INTERVAL = 0.25  # seconds between an agent's messages
 DEAD = 1.5  # seconds without hearing a gateway (directly or from a witness) before it counts as lost

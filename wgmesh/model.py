@@ -22,6 +22,7 @@ IPNetwork = IPv4Network | IPv6Network
 SCHEMA_VERSION = 1
 DEFAULT_POOL = "10.200.0.0/16"
 DEFAULT_PORT = 51820
+AGENT_PORT = 51871  # the failover agent's UDP port (wgmesh/agent, wgmesh/ha.py), inside the tunnel
 DEFAULT_MTU = 1420
 DEFAULT_INTERFACE = "wg0"
 

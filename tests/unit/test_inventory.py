@@ -184,7 +184,7 @@ def test_add_peer_decides_as_the_whole_check_does(monkeypatch):
     whole mesh does, with the same message; and it is what decides most additions."""
     import random
 
-    real_fits = invmod._fits
+    real_fits = invmod.fits
     decided = 0
 
     def counting_fits(before, after, name):
@@ -195,10 +195,10 @@ def test_add_peer_decides_as_the_whole_check_does(monkeypatch):
 
     def reference(inv, peer):
         with monkeypatch.context() as m:
-            m.setattr(invmod, "_fits", lambda *a: False)
+            m.setattr(invmod, "fits", lambda *a: False)
             return invmod.add_peer(inv, peer)
 
-    monkeypatch.setattr(invmod, "_fits", counting_fits)
+    monkeypatch.setattr(invmod, "fits", counting_fits)
     rnd = random.Random(1313)
     names = ["a", "b", "c", "d", "e", "f", "g", "h", "site1", " b", "B"]
     trials = 0

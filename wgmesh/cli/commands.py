@@ -258,9 +258,9 @@ def status(
 
     def body(ws: "Workspace") -> "Result | None":
         if watch is not None and not as_json:
-            from wgmesh.cli import output
+            from wgmesh.cli import statusview
 
-            output.watch(lambda: cmd.status(ws, parallel, hosts(strict_host_keys)), watch)
+            statusview.watch(lambda: cmd.status(ws, parallel, hosts(strict_host_keys)), watch)
             return None
         return cmd.status(ws, parallel, hosts(strict_host_keys))
 
