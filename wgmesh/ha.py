@@ -158,6 +158,7 @@ def bundle(config: Mapping[str, Any]) -> bytes:
     files = {
         "agent.py": _program("agent.py"),
         "ec2.py": _program("ec2.py"),
+        "hostops.py": _program("hostops.py"),
         "rule.py": _program("rule.py"),
         "agent.json": (json.dumps(config, sort_keys=True, indent=1) + "\n").encode(),
         UNIT: unit_text().encode(),

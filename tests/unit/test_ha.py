@@ -127,7 +127,8 @@ def test_agent_config_says_who_is_who_and_carries_no_secret(ws):
     data = ha.bundle(gw)
     assert data == ha.bundle(gw)  # byte-identical: the sha256 says whether a host has it
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        assert sorted(tar.getnames()) == ["agent.json", "agent.py", "ec2.py", "rule.py", "wgmesh-agent.service"]
+        assert sorted(tar.getnames()) == [
+            "agent.json", "agent.py", "ec2.py", "hostops.py", "rule.py", "wgmesh-agent.service"]
     for kp in keys.pairs.values():
         assert kp.private.encode() not in data
     assert keys.psk_secret not in data and base64.b64encode(keys.psk_secret) not in data

@@ -1,6 +1,23 @@
-"""The failover rule of wgmesh's agent (see agent.py for the whole story): the agent's config
-and the Brain, which decides from what it heard who is active. Pure: time comes in as
-arguments. Shipped beside agent.py on the hosts; standard library only (Python >= 3.9)."""
+"""The failover rule of wgmesh's agent (agent.py runs it): the agent's config and the Brain,
+which decides from what it heard who is active. Pure: time comes in as arguments. Shipped
+beside agent.py on the hosts; standard library only (Python >= 3.9).
+
+The rule, evaluated the same way by every party from the same facts:
+
+- A gateway is alive while someone heard it within DEAD seconds: itself, the observer, or any
+  agent whose fresh report says it did (the report carries the age, so evidence never outlives
+  DEAD).
+- A site's active gateway is the one with the highest claim (epoch, then the first gateway of
+  the site) among its alive gateways. Everyone routes the site's prefixes to that gateway.
+- A standby claims (epoch + 1) when its partner is not alive while the standby itself hears at
+  least one other agent (a gateway cut off from everyone claims nothing), when neither claims
+  and it is the first gateway, or when an operator asks it to (`wgmesh failover`).
+- An active gateway yields to a higher claim, and steps down when it hears no other agent at all
+  for DEAD seconds (nobody could reach it anyway).
+
+So when only the link between the two gateways of a site breaks, the other agents still hear
+both, report both alive, and the standby stays standby: exactly one is active.
+"""
 
 from __future__ import annotations
 

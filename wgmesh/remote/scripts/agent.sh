@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # The failover agent of meshes with HA sites (wgmesh/agent/agent.py): installed from a bundle
-# (a tar: agent.py, ec2.py, agent.json, wgmesh-agent.service) into /etc/wgmesh, run as the
+# (a tar: agent.py, rule.py, hostops.py, ec2.py, agent.json, wgmesh-agent.service) into /etc/wgmesh, run as the
 # systemd unit wgmesh-agent where systemd runs, else under its own supervisor (agent.py start).
 # Its state: /run/wgmesh/state.json (no secrets in it: roles, epochs, public names).
 # Set by the compiler: WGM_EXIT_*.
@@ -23,7 +23,7 @@ wgm_agent_install() {
         exit "$WGM_EXIT_TRUNCATED"
     fi
     tar -xf "$tmp/bundle.tar" -C "$tmp" --no-same-owner --no-same-permissions || exit "$WGM_EXIT_AGENT_FAILED"
-    for f in agent.py rule.py ec2.py agent.json wgmesh-agent.service; do
+    for f in agent.py rule.py hostops.py ec2.py agent.json wgmesh-agent.service; do
         mv -f "$tmp/$f" "$AGDIR/$f" || exit "$WGM_EXIT_AGENT_FAILED"
     done
     echo "$1" >"$AGDIR/.bundle.sha256"
@@ -85,7 +85,7 @@ wgm_agent_remove() {
     if [ -f "$AGDIR/agent.py" ] && command -v python3 >/dev/null 2>&1; then
         python3 "$AGDIR/agent.py" release || true
     fi
-    rm -f "$AGDIR/agent.py" "$AGDIR/rule.py" "$AGDIR/ec2.py" "$AGDIR/agent.json" "$AGDIR/wgmesh-agent.service" \
+    rm -f "$AGDIR/agent.py" "$AGDIR/rule.py" "$AGDIR/hostops.py" "$AGDIR/ec2.py" "$AGDIR/agent.json" "$AGDIR/wgmesh-agent.service" \
         "$AGDIR/.bundle.sha256" "$AGRUN/state.json"
 }
 
