@@ -37,15 +37,9 @@ def _check_permissions(ws: Workspace) -> None:
         )
 
 
-def exists(ws: Workspace) -> bool:
-    if ws.backend is not None:
-        return ws.backend.read("inventory") is not None
-    return ws.inventory_path.is_file()
-
-
 def require_inventory(ws: Workspace) -> None:
     if ws.backend is not None:
-        if not exists(ws):
+        if ws.backend.read("inventory") is None:  # read once: the command's load uses it
             raise _missing(ws)
         return
     if not ws.inventory_path.is_file():

@@ -93,16 +93,15 @@ def destroy(
     tf_state = "no stack"
     if tf is not None:
         runner, root = tf
-        if ws.backend is not None:  # the state is in the bucket: ask Terraform
+        shared = ws.backend is not None
+        if shared:  # the state is in the bucket: ask Terraform (prepared and initialised once)
             runner.prepare(root)
             runner.init(init_mode(ws))
-            has_state = bool(runner.state_pull().get("resources"))
-        else:
-            has_state = runner.has_state()
-        if has_state:
+        if bool(runner.state_pull().get("resources")) if shared else runner.has_state():
             reporter.phase(f"terraform destroy ({stack})")
-            runner.prepare(root)
-            runner.init(init_mode(ws))
+            if not shared:
+                runner.prepare(root)
+                runner.init(init_mode(ws))
             runner.destroy()
             tf_state = "destroyed"
         else:
