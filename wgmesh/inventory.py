@@ -14,7 +14,7 @@ from typing import Any
 from wgmesh import peers
 from wgmesh import validate as v
 from wgmesh.errors import BadInput
-from wgmesh.meshcheck import check, fits
+from wgmesh.meshcheck import check, check_probe_addresses, fits
 from wgmesh.model import (
     DEFAULT_INTERFACE,
     DEFAULT_MTU,
@@ -282,6 +282,8 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
     for p in tf_peers:
         addr = old[p.name].address if p.name in old else next(new_addrs)
         merged.append(replace(p, address=addr, address6=old[p.name].address6 if p.name in old else None))
+    for p in tf_peers:
+        check_probe_addresses(p)
     out = dual_stack(replace(inv, peers=tuple(sorted(merged, key=lambda p: p.name))))
     check(out)
     return out
@@ -356,6 +358,7 @@ def require_new_name(inv: Inventory, name: object) -> None:
 def add_peer(inv: Inventory, peer: Peer) -> Inventory:
     """Add a peer made by `peers.parse_peer` to `inv`, an inventory that passed `check` (as every
     inventory wgmesh reads or makes has); allocate its address unless one was given."""
+    check_probe_addresses(peer)
     if peer.address == peers.UNALLOCATED:
         peer = replace(peer, address=allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0])
     out = dual_stack(replace(inv, peers=tuple(sorted((*inv.peers, peer), key=lambda p: p.name))))
@@ -365,6 +368,7 @@ def add_peer(inv: Inventory, peer: Peer) -> Inventory:
 
 
 def update_peer(inv: Inventory, peer: Peer) -> Inventory:
+    check_probe_addresses(peer)
     out = dual_stack(replace(inv, peers=tuple(peer if p.name == peer.name else p for p in inv.peers)))
     check(out)
     return out

@@ -72,7 +72,8 @@ def test_an_ha_site_is_two_gateways_sharing_subnets(ws):
 @pytest.mark.parametrize(("change", "field", "words"), [
     (lambda o: o["s1"].update(site="s2", route_table=o["s2a"]["route_table"]), "peers.s2b.site",
      "two gateways at most"),
-    (lambda o: o["s2b"].update(subnets=["10.3.0.0/24"]), "peers.s2b.subnets", "same subnets"),
+    (lambda o: o["s2b"].update(subnets=["10.3.0.0/24"], private_address="10.3.0.3"), "peers.s2b.subnets",
+     "same subnets"),
     (lambda o: o["s2b"].pop("route_table"), "peers.s2b.route_table", "needs a route table"),
     (lambda o: o["s2a"]["route_table"].update(address="10.9.0.1/24"), "peers.s2a.route_table.address", "not inside"),
     (lambda o: o["s2a"].update(site="s1"), "peers.s2a.site", "a peer has this name"),
@@ -226,7 +227,7 @@ def test_a_mesh_without_ha_sites_any_more_loses_its_agents(ws, tmp_path):
     o = outputs()
     for g in ("s2a", "s2b"):
         o[g].pop("site"), o[g].pop("route_table")
-    o["s2b"]["subnets"] = ["10.3.0.0/24"]
+    o["s2b"].update(subnets=["10.3.0.0/24"], private_address="10.3.0.3")
     doc = tmp_path / "out2.json"
     doc.write_text(json.dumps({"peers": o}))
     import_outputs(ws, str(doc))

@@ -119,6 +119,28 @@ def test_instances_must_sit_in_a_subnet():
         invmod.merge_terraform(invmod.new_inventory("t"), invmod.peers_from_outputs(outs))
 
 
+def test_a_private_address_outside_the_subnets_is_refused_where_it_comes_in():
+    outs = lab_outputs(1)
+    outs["site1"]["private_address"] = "10.99.0.1"
+    with pytest.raises(BadInput, match=r"peers.site1.private_address: '10.99.0.1': is not inside any subnet"):
+        invmod.merge_terraform(invmod.new_inventory("t"), invmod.peers_from_outputs(outs))
+    inv = invmod.merge_terraform(invmod.new_inventory("t"), invmod.peers_from_outputs(lab_outputs(1)))
+    net = ipaddress.ip_network("192.0.2.0/28")
+    with pytest.raises(BadInput, match="peers.x.private_address6: '2001:db8::1'"):
+        invmod.add_peer(inv, manual("x", subnets=(net,), private_address6=ipaddress.ip_address("2001:db8::1")))
+    inv = invmod.add_peer(inv, manual("x", subnets=(net,), private_address=ipaddress.ip_address("192.0.2.5")))
+
+    # An inventory written before the rule still loads; a change of that peer must put it right.
+    doc = json.loads(invmod.to_document(inv))
+    doc["peers"]["x"]["private_address"] = "198.51.100.9"
+    old = invmod.from_document(json.dumps(doc))
+    x = old.peer("x")
+    with pytest.raises(BadInput, match="peers.x.private_address: '198.51.100.9'"):
+        invmod.update_peer(old, replace(x, listen_port=51000))
+    fixed = invmod.update_peer(old, replace(x, private_address=ipaddress.ip_address("192.0.2.6")))
+    assert str(fixed.peer("x").private_address) == "192.0.2.6"
+
+
 def test_bad_output_value_named():
     outs = lab_outputs(1)
     outs["site1"]["subnets"] = ["10.10.1.5/24"]
