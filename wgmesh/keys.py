@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import stat
@@ -27,6 +26,8 @@ from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
 from wgmesh.model import KeyPair
 
 if TYPE_CHECKING:
+    import hashlib
+
     from wgmesh.backend import Shared
 
 KEYSTORE = "keystore"  # wgmesh.backend.KEYSTORE: the kind kept in Secrets Manager
@@ -68,7 +69,10 @@ def generate_keypair() -> KeyPair:
 
 
 def psk_hasher(secret: bytes) -> hashlib.blake2s:
-    """The keyed BLAKE2s state, made once: each PSK then costs a copy and one block."""
+    """The keyed BLAKE2s state, made once: each PSK then costs a copy and one block. (hashlib is
+    imported here: it loads OpenSSL's libcrypto, 2.5 ms that addpeer, which makes no PSK, spares.)"""
+    import hashlib
+
     return hashlib.blake2s(key=secret, person=PSK_PERSON)
 
 
