@@ -14,7 +14,7 @@ from typing import Any
 from wgmesh import peers
 from wgmesh import validate as v
 from wgmesh.errors import BadInput
-from wgmesh.meshcheck import check, check_probe_addresses, fits
+from wgmesh.meshcheck import check, fits
 from wgmesh.model import (
     DEFAULT_INTERFACE,
     DEFAULT_MTU,
@@ -258,7 +258,9 @@ def peers_from_outputs(outputs: Any) -> list[Peer]:
             v.name(f, name)
             raise BadInput(f, d, "must be an object")
         opts = replace(peers.document_options(d, nested_ssh=False), address=None, address6=None)
-        result.append(peers.parse_peer(name, opts, peers.doc_label(f), Source.TERRAFORM, name_field=f))
+        peer = peers.parse_peer(name, opts, peers.doc_label(f), Source.TERRAFORM, name_field=f)
+        peers.require_probes_inside(peer, peers.doc_label(f))
+        result.append(peer)
     return result
 
 
@@ -282,8 +284,6 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
     for p in tf_peers:
         addr = old[p.name].address if p.name in old else next(new_addrs)
         merged.append(replace(p, address=addr, address6=old[p.name].address6 if p.name in old else None))
-    for p in tf_peers:
-        check_probe_addresses(p)
     out = dual_stack(replace(inv, peers=tuple(sorted(merged, key=lambda p: p.name))))
     check(out)
     return out
@@ -292,7 +292,8 @@ def merge_terraform(inv: Inventory, tf_peers: Iterable[Peer]) -> Inventory:
 def known_part(planned: dict[str, Any]) -> dict[str, Any]:
     """The planned `peers` output, with what Terraform cannot know before apply left out (a
     plan shows unknown values as missing): instances whose address is not known yet, subnets not
-    known yet, and an AWS route table's ids (placeholders of the right form stand in for them)."""
+    known yet (and with them the addresses that must lie inside them), and an AWS route table's
+    ids (placeholders of the right form stand in for them)."""
     out: dict[str, Any] = {}
     for name, d in planned.items():
         if isinstance(d, dict):
@@ -300,6 +301,9 @@ def known_part(planned: dict[str, Any]) -> dict[str, Any]:
             out[name] = {**d, "instances": known}
             if isinstance(d.get("subnets"), list):  # e.g. a VPC's IPv6 CIDR, known once the VPC exists
                 out[name]["subnets"] = [s for s in d["subnets"] if s is not None]
+            else:  # not known before apply (ipv6 turned on): nothing can be held against them yet
+                out[name] = {k: x for k, x in out[name].items() if k not in ("private_address", "private_address6")}
+                out[name]["instances"] = []
             rt = d.get("route_table")
             if isinstance(rt, dict) and rt.get("kind") == "aws":
                 ids = [i for i in rt.get("route_table_ids") or [] if i] or ["rtb-0"]
@@ -358,7 +362,6 @@ def require_new_name(inv: Inventory, name: object) -> None:
 def add_peer(inv: Inventory, peer: Peer) -> Inventory:
     """Add a peer made by `peers.parse_peer` to `inv`, an inventory that passed `check` (as every
     inventory wgmesh reads or makes has); allocate its address unless one was given."""
-    check_probe_addresses(peer)
     if peer.address == peers.UNALLOCATED:
         peer = replace(peer, address=allocate(inv.mesh.pool, {p.address for p in inv.peers}, 1)[0])
     out = dual_stack(replace(inv, peers=tuple(sorted((*inv.peers, peer), key=lambda p: p.name))))
@@ -368,7 +371,6 @@ def add_peer(inv: Inventory, peer: Peer) -> Inventory:
 
 
 def update_peer(inv: Inventory, peer: Peer) -> Inventory:
-    check_probe_addresses(peer)
     out = dual_stack(replace(inv, peers=tuple(peer if p.name == peer.name else p for p in inv.peers)))
     check(out)
     return out

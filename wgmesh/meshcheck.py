@@ -40,23 +40,12 @@ def _check_peer(p: Peer, pool: IPNetwork, pool6: IPNetwork | None = None) -> Non
     if p.address in (pool.network_address, pool.broadcast_address) and pool.prefixlen < pool.max_prefixlen - 1:
         raise BadInput(f"peers.{p.name}.address", str(p.address), f"is not a host address of {pool}")
     _check_subnets(p, pool)
-    _check_inside(p, [(f"peers.{p.name}.instances.{inst.name}.{what}", addr) for inst in p.instances
-                      for what, addr in (("address", inst.address), ("address6", inst.address6))])
-
-
-def check_probe_addresses(p: Peer) -> None:
-    """A peer's private addresses lie inside its subnets: verify probes them from every other
-    site through the others' AllowedIPs, so one outside is routed to no one. Checked where a peer
-    is added, changed or read from Terraform's outputs, not where an inventory is read: one
-    written before this rule still loads, and `setpeer` can put it right."""
-    _check_inside(p, [(f"peers.{p.name}.{what}", addr) for what, addr in
-                      (("private_address", p.private_address), ("private_address6", p.private_address6))])
-
-
-def _check_inside(p: Peer, places: list[tuple[str, IPAddress | None]]) -> None:
-    for field, addr in places:
-        if addr is not None and not any(addr in s for s in p.subnets):
-            raise BadInput(field, str(addr), "is not inside any subnet of the peer")
+    for inst in p.instances:
+        for what, addr in (("address", inst.address), ("address6", inst.address6)):
+            if addr is not None and not any(addr in s for s in p.subnets):
+                raise BadInput(
+                    f"peers.{p.name}.instances.{inst.name}.{what}", str(addr), "is not inside any subnet of the peer",
+                )
 
 
 def _check_subnets(p: Peer, pool: IPNetwork) -> None:

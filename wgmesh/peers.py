@@ -218,6 +218,19 @@ def parse_peer(
     return Peer(name=checked, source=source, **attrs)
 
 
+def require_probes_inside(peer: Peer, label: Label) -> None:
+    """The peer's private addresses lie inside its subnets: verify probes them from every other
+    site through the others' AllowedIPs, so one outside is routed to no one and could only ever be
+    reported unreachable. Held where a peer comes in (addpeer, setpeer: `update`, Terraform's
+    outputs), not where a stored inventory is read: one written before this rule still loads, and
+    setpeer can put it right."""
+    for key in ("private_address", "private_address6"):
+        addr = getattr(peer, key)
+        if addr is not None and not any(addr in s for s in peer.subnets):
+            raise BadInput(label(key), str(addr), "is not inside any subnet of the peer",
+                           hint="subnets: " + (", ".join(map(str, peer.subnets)) or "none"))
+
+
 def update(peer: Peer, o: PeerOptions, label: Label, check_files: bool = False) -> Peer:
     """`peer` with the fields given in `o` changed. An endpoint that followed the old listen
     port follows the new one; a new SSH key keeps the SSH target, a new target keeps the key."""
@@ -231,7 +244,9 @@ def update(peer: Peer, o: PeerOptions, label: Label, check_files: bool = False) 
         and peer.endpoint_host is not None and peer.endpoint_port == peer.listen_port
     ):
         attrs["endpoint_port"] = attrs["listen_port"]
-    return replace(peer, **attrs)
+    updated = replace(peer, **attrs)
+    require_probes_inside(updated, label)
+    return updated
 
 
 def endpoint_name(peer: Peer) -> str | None:

@@ -84,7 +84,8 @@ def fix_moto() -> None:
       AuthorizeSecurityGroupIngress failed with InvalidPermission.Duplicate (two CI runs). Every
       attempt of one operation carries the same amz-sdk-invocation-id (the Go SDK's and botocore's),
       so a retry of an operation already carried out gets that first answer again instead of
-      running twice (the recent answers are kept, server errors never).
+      running twice (the last 1000 successful answers are kept; a refused operation changed
+      nothing and runs again, as SDK retries after a redirect or a clock-skew error expect).
     - A subnet's IPv6 CIDR association: moto answers <ipv6CidrBlockState><state>{'State':
       'associated'}</state>, the whole dict as text, where EC2 answers <state>associated</state>;
       the provider waits for "associated" until it times out (3 min) and fails the subnet. Only
@@ -104,22 +105,23 @@ def fix_moto() -> None:
                 status, headers, body = answered[operation]
             else:
                 got: dict = {}
+                written: list[bytes] = []
 
                 def keep(status, headers, exc_info=None):
-                    got.update(status=status, headers=headers)
-                    return lambda data: None  # moto's apps return their body, never write() it
+                    got.update(status=status, headers=list(headers))
+                    return written.append
 
                 out = dispatch(self, environ, keep)
                 try:
-                    body = b"".join(out)
+                    body = b"".join([*written, *out])
                 finally:
                     getattr(out, "close", lambda: None)()
                 status, headers = got["status"], got["headers"]
-                if operation and not status.startswith("5"):
+                if operation and status.startswith("2"):  # a refused operation changed nothing: run it again
                     answered[operation] = (status, headers, body)
                     while len(answered) > 1000:
                         answered.popitem(last=False)
-        start_response(status, headers)
+        start_response(status, list(headers))
         return [body]
 
     DomainDispatcherApplication.__call__ = serial

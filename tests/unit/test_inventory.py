@@ -7,8 +7,9 @@ import pytest
 
 from tests.conftest import lab_outputs
 from wgmesh import inventory as invmod
+from wgmesh import peers
 from wgmesh.errors import BadInput
-from wgmesh.model import Peer, SshTarget
+from wgmesh.model import Peer, Source, SshTarget
 
 
 def manual(name, **kw):
@@ -122,23 +123,42 @@ def test_instances_must_sit_in_a_subnet():
 def test_a_private_address_outside_the_subnets_is_refused_where_it_comes_in():
     outs = lab_outputs(1)
     outs["site1"]["private_address"] = "10.99.0.1"
-    with pytest.raises(BadInput, match=r"peers.site1.private_address: '10.99.0.1': is not inside any subnet"):
-        invmod.merge_terraform(invmod.new_inventory("t"), invmod.peers_from_outputs(outs))
+    with pytest.raises(BadInput, match=r"terraform output peers.site1.private_address: '10.99.0.1': is not inside"):
+        invmod.peers_from_outputs(outs)
     inv = invmod.merge_terraform(invmod.new_inventory("t"), invmod.peers_from_outputs(lab_outputs(1)))
-    net = ipaddress.ip_network("192.0.2.0/28")
-    with pytest.raises(BadInput, match="peers.x.private_address6: '2001:db8::1'"):
-        invmod.add_peer(inv, manual("x", subnets=(net,), private_address6=ipaddress.ip_address("2001:db8::1")))
-    inv = invmod.add_peer(inv, manual("x", subnets=(net,), private_address=ipaddress.ip_address("192.0.2.5")))
+    opts = peers.PeerOptions(endpoint="198.51.100.1", subnets=["192.0.2.0/28"], private_address6="2001:db8::1")
+    with pytest.raises(BadInput, match="--private-address6: '2001:db8::1'"):
+        peers.require_probes_inside(peers.parse_peer("x", opts, peers.cli_label, Source.MANUAL), peers.cli_label)
+    x = peers.parse_peer("x", replace(opts, private_address6=None, private_address="192.0.2.5"), peers.cli_label,
+                         Source.MANUAL)
+    peers.require_probes_inside(x, peers.cli_label)
+    inv = invmod.add_peer(inv, x)
 
     # An inventory written before the rule still loads; a change of that peer must put it right.
     doc = json.loads(invmod.to_document(inv))
     doc["peers"]["x"]["private_address"] = "198.51.100.9"
     old = invmod.from_document(json.dumps(doc))
     x = old.peer("x")
-    with pytest.raises(BadInput, match="peers.x.private_address: '198.51.100.9'"):
-        invmod.update_peer(old, replace(x, listen_port=51000))
-    fixed = invmod.update_peer(old, replace(x, private_address=ipaddress.ip_address("192.0.2.6")))
-    assert str(fixed.peer("x").private_address) == "192.0.2.6"
+    with pytest.raises(BadInput, match="--private-address: '198.51.100.9'"):
+        peers.update(x, peers.PeerOptions(listen_port=51000), peers.cli_label)
+    fixed = peers.update(x, peers.PeerOptions(private_address="192.0.2.6"), peers.cli_label)
+    assert str(invmod.update_peer(old, fixed).peer("x").private_address) == "192.0.2.6"
+
+
+def test_the_plan_check_leaves_out_what_must_lie_inside_subnets_not_known_yet():
+    """`up --var ipv6=true` on a mesh that exists: the plan does not know the subnets yet (the
+    VPC's IPv6 CIDR), but knows the gateway's and the instances' addresses."""
+    planned = lab_outputs(1)
+    del planned["site1"]["subnets"]
+    assert planned["site1"]["private_address"] and planned["site1"]["instances"]
+    known = invmod.known_part(planned)
+    assert "private_address" not in known["site1"] and known["site1"]["instances"] == []
+    invmod.merge_terraform(invmod.new_inventory("t"), invmod.peers_from_outputs(known))
+    # Subnets that are known still hold them to it.
+    planned = lab_outputs(1)
+    planned["site1"]["private_address"] = "10.99.0.1"
+    with pytest.raises(BadInput, match="private_address: '10.99.0.1'"):
+        invmod.peers_from_outputs(invmod.known_part(planned))
 
 
 def test_bad_output_value_named():

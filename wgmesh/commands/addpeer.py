@@ -65,6 +65,7 @@ def plan_add(
     peer = peers.parse_peer(
         name, options, peers.cli_label, Source.MANUAL, default_port=inv.mesh.listen_port, check_files=True
     )
+    peers.require_probes_inside(peer, peers.cli_label)
     imported = imported_key(extra.private_key_file, extra.public_key)
     new_inv = invmod.add_peer(inv, peer)
     peers.require_resolvable(peer, peers.cli_label, extra.allow_unresolved)
