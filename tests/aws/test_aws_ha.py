@@ -241,7 +241,8 @@ def test_the_agents_own_route_table_code_switches_back_with_the_config_wgmesh_re
     own code (agent.RouteTable, fed the agent config wgmesh renders for it from these outputs),
     as the surviving gateway would on its instance."""
     from wgmesh import ha as hamod
-    from wgmesh.agent.agent import RouteTable, parse_config
+    from wgmesh.agent.hostops import RouteTable
+    from wgmesh.agent.rule import parse_config
 
     _, outputs = ha
     inv = invmod.merge_terraform(invmod.new_inventory("aws", stack="aws"), invmod.peers_from_outputs(outputs["peers"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wgmesh.agent.agent import ACTIVE, OBSERVER, STANDBY, Brain, parse_config
+from wgmesh.agent.rule import ACTIVE, OBSERVER, STANDBY, Brain, parse_config
 
 INTERVAL, DEAD = 0.25, 1.5
 

@@ -239,7 +239,8 @@ def test_a_mesh_without_ha_sites_any_more_loses_its_agents(ws, tmp_path):
 def test_the_agent_rewrites_a_config_file_exactly_as_wgmesh_renders_the_new_choice(ws, tmp_path):
     """After a switch the agents make every host's file say where the site is: byte-identical to
     what wgmesh renders for that choice, so a reboot starts right and verify sees no drift."""
-    from wgmesh.agent.agent import parse_config, rewrite_conf
+    from wgmesh.agent.hostops import rewrite_conf
+    from wgmesh.agent.rule import parse_config
 
     inv, keys = store.load(ws), Keystore(ws.keys_dir).load()
     pubs = store.public_keys(keys, inv)

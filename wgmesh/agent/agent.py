@@ -46,46 +46,11 @@ LOG = RUN_DIR + "/agent.log"
 IP_PKTINFO = 8  # <linux/in.h>; not in Python's socket module before 3.13
 
 
-try:  # in the package (tests); on a host wgmesh is not installed: rule.py lies beside this file
-    from wgmesh.agent.rule import ACTIVE, NEVER_HEARD, OBSERVER, STANDBY, Brain, Config, Report, Site, parse_config
+try:  # in the package (tests); on a host wgmesh is not installed: rule.py and hostops.py lie beside this file
+    from wgmesh.agent import hostops, rule
 except ImportError:  # the ignore: mypy sees the package only (the host's layout is a flat directory)
-    from rule import (  # type: ignore[import-not-found, no-redef]
-        ACTIVE,
-        NEVER_HEARD,
-        OBSERVER,
-        STANDBY,
-        Brain,
-        Config,
-        Report,
-        Site,
-        parse_config,
-    )
-
-try:  # in the package (tests); on a host: hostops.py lies beside this file
-    from wgmesh.agent.hostops import (
-        RouteTable,
-        conf_path,
-        log,
-        move_prefixes,
-        pid_alive,
-        rewrite_conf,
-        supervise,
-        wg_allowed,
-    )
-except ImportError:
-    from hostops import (  # type: ignore[import-not-found, no-redef]
-        RouteTable,
-        conf_path,
-        log,
-        move_prefixes,
-        pid_alive,
-        rewrite_conf,
-        supervise,
-        wg_allowed,
-    )
-
-__all__ = ["ACTIVE", "NEVER_HEARD", "OBSERVER", "STANDBY", "Brain", "Config", "Report", "RouteTable", "Site",
-           "parse_config", "rewrite_conf"]
+    import hostops  # type: ignore[import-not-found, no-redef]
+    import rule  # type: ignore[import-not-found, no-redef]
 
 
 # ---------------------------------------------------------------- the daemon
@@ -108,21 +73,21 @@ def load_state() -> dict[str, Any]:
 
 
 class Agent:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: rule.Config):
         self.cfg = cfg
         now = time.monotonic()
-        self.brain = Brain(cfg, started=now, since=time.time())
+        self.brain = rule.Brain(cfg, started=now, since=time.time())
         prev = load_state()
         if cfg.site is not None and prev.get("name") == cfg.name and prev.get("site") == cfg.site:
             # A restart (new config, new program, a crash): carry the role on. An active gateway
             # keeps claiming at once (its address and routes are still in place); the rule then
             # decides as usual.
             self.brain.epochs[cfg.site] = int(prev.get("epoch") or 0)
-            if prev.get("role") == ACTIVE:
-                self.brain.role, self.brain.epoch = ACTIVE, int(prev["epoch"])
+            if prev.get("role") == rule.ACTIVE:
+                self.brain.role, self.brain.epoch = rule.ACTIVE, int(prev["epoch"])
             self.brain.since = float(prev.get("since") or time.time())
             self.brain.cause = str(prev.get("cause") or "start")
-        self.table = RouteTable(cfg)
+        self.table = hostops.RouteTable(cfg)
         self.v6 = ":" in cfg.agents[cfg.name]
         self.sock = socket.socket(socket.AF_INET6 if self.v6 else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -188,7 +153,7 @@ class Agent:
             word = data.decode(errors="replace").strip()
             reply = self.brain.takeover(time.time()) if word == "takeover" else f"error: unknown request {word!r}"
             if word == "takeover":
-                log(f"takeover requested: {reply}")
+                hostops.log(f"takeover requested: {reply}")
                 self.after_decision(time.monotonic())
                 self.send(time.monotonic())
             if addr:
@@ -204,12 +169,12 @@ class Agent:
     def after_decision(self, now: float) -> None:
         b = self.brain
         if b.role != self.role_seen:
-            log(f"{self.role_seen} → {b.role}: {b.cause}")
+            hostops.log(f"{self.role_seen} → {b.role}: {b.cause}")
             self.role_seen = b.role
-            if b.role != ACTIVE:
+            if b.role != rule.ACTIVE:
                 self.table.release()
             self.write_state(now)
-        if b.role == ACTIVE:
+        if b.role == rule.ACTIVE:
             self.table.acquire(now)
         self.sync_wg(now, force=False)
 
@@ -218,20 +183,20 @@ class Agent:
         changed = [s for s, g in b.owners.items() if self.applied.get(s) != g]
         if not changed and not force:
             return
-        running = wg_allowed(self.cfg.interface)
+        running = hostops.wg_allowed(self.cfg.interface)
         if running is None:
             return
         for site, owner in sorted(b.owners.items()):
-            done = move_prefixes(self.cfg, site, owner, running)
+            done = hostops.move_prefixes(self.cfg, site, owner, running)
             for d in done:
-                log(d)
+                hostops.log(d)
             self.applied[site] = owner
         self.last_sync = now
         try:
-            if rewrite_conf(self.cfg, dict(b.owners)):
-                log(f"{conf_path(self.cfg)}: AllowedIPs now follow {dict(sorted(b.owners.items()))}")
+            if hostops.rewrite_conf(self.cfg, dict(b.owners)):
+                hostops.log(f"{hostops.conf_path(self.cfg)}: AllowedIPs now follow {dict(sorted(b.owners.items()))}")
         except OSError as exc:
-            log(f"cannot update {conf_path(self.cfg)}: {exc}")
+            hostops.log(f"cannot update {hostops.conf_path(self.cfg)}: {exc}")
 
     def write_state(self, now: float) -> None:
         b = self.brain
@@ -269,7 +234,7 @@ class Agent:
                 self.sync_wg(now, force=True)  # a push with an older view is undone within a second
             if now - self.last_state >= 1.0:
                 self.write_state(now)
-            if self.brain.role == ACTIVE:
+            if self.brain.role == rule.ACTIVE:
                 self.table.announce(now)
             wait = max(0.0, min(next_send - time.monotonic(), 0.05))
             _wait_readable([self.sock, self.control], wait)
@@ -291,9 +256,9 @@ def _wait_readable(socks: list[socket.socket], timeout: float) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def read_config(path: str = CONFIG) -> Config:
+def read_config(path: str = CONFIG) -> rule.Config:
     with open(path) as f:
-        return parse_config(json.load(f))
+        return rule.parse_config(json.load(f))
 
 
 def cmd_run() -> int:
@@ -304,7 +269,7 @@ def cmd_run() -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        log("another agent runs already")
+        hostops.log("another agent runs already")
         return 1
     lock.seek(0)
     lock.truncate()
@@ -321,9 +286,9 @@ def cmd_run() -> int:
 
     signal.signal(signal.SIGHUP, hup)
     signal.signal(signal.SIGTERM, term)
-    log(f"agent {agent.cfg.name} started as {agent.brain.role}")
+    hostops.log(f"agent {agent.cfg.name} started as {agent.brain.role}")
     agent.loop()
-    log("reloading")
+    hostops.log("reloading")
     agent.sock.close()
     agent.control.close()
     fcntl.flock(lock, fcntl.LOCK_UN)
@@ -336,29 +301,29 @@ def cmd_start() -> int:
     """Where systemd does not run: start the supervisor (idempotent); it restarts the agent
     whenever it ends. If it runs already, make the agent reload its config."""
     os.makedirs(RUN_DIR, exist_ok=True)
-    if pid_alive(SUPERVISOR_PIDFILE) is not None:
-        agent = pid_alive(PIDFILE)
+    if hostops.pid_alive(SUPERVISOR_PIDFILE) is not None:
+        agent = hostops.pid_alive(PIDFILE)
         if agent is not None:
             os.kill(agent, signal.SIGHUP)
         return 0
-    return supervise([sys.executable, os.path.abspath(__file__), "run"], SUPERVISOR_PIDFILE, LOG)
+    return hostops.supervise([sys.executable, os.path.abspath(__file__), "run"], SUPERVISOR_PIDFILE, LOG)
 
 
 def cmd_stop(release: bool) -> int:
     """Stop the supervisor and the agent; with release, give up the site's route table too
     (the mesh is being taken down on this host)."""
     for path in (SUPERVISOR_PIDFILE, PIDFILE):
-        pid = pid_alive(path)
+        pid = hostops.pid_alive(path)
         if pid is not None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
             for _ in range(50):
-                if pid_alive(path) is None:
+                if hostops.pid_alive(path) is None:
                     break
                 time.sleep(0.05)
     if release:
         with contextlib.suppress(OSError, ValueError, KeyError):
-            RouteTable(read_config()).release()
+            hostops.RouteTable(read_config()).release()
     return 0
 
 
