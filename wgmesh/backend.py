@@ -104,10 +104,11 @@ def pointer_path(root: Path, name: str) -> Path:
 
 
 def remembered(root: Path, name: str) -> BackendURL | None:
+    from wgmesh.fsutil import read_if_exists
+
     path = pointer_path(root, name)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    text = read_if_exists(path)
+    if text is None:
         return None
     url = parse(str(path), text)
     if url is None:
@@ -281,13 +282,11 @@ class Shared:
             write_atomic(path, text, 0o600)
 
     def push_pins(self, path: Path) -> bool:
-        try:
-            text: str | None = path.read_text()
-        except FileNotFoundError:
-            text = None
+        from wgmesh.fsutil import read_if_exists
+
         if "pins" not in self._seen:
             return False
-        return self.write("pins", implode_pins(explode_pins(text)))
+        return self.write("pins", implode_pins(explode_pins(read_if_exists(path))))
 
     # ---------------------------------------------------------- the run lock
 

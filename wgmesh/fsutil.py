@@ -1,4 +1,5 @@
-"""Atomic file writes: temporary file in the same directory, fsync, rename, fsync the directory."""
+"""Atomic file writes: temporary file in the same directory, fsync, rename, fsync the directory;
+and reading a file that may not exist."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ def ensure_private_dir(path: Path) -> Path:
     if stat.S_IMODE(path.stat().st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path
+
+
+def read_if_exists(path: Path) -> str | None:
+    """The file's text, or None if there is no such file."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, backups: int = 0, durable: bool = True) -> bool:
@@ -54,12 +63,23 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600, backups: int 
     return True
 
 
+def backup(path: Path, i: int) -> Path:
+    """The `i`th rolling backup of `path` (1: the newest) that write_atomic(backups=...) keeps."""
+    return path.with_name(f"{path.name}.bak{i}")
+
+
+def remove_backups(path: Path) -> None:
+    """Every rolling backup of `path` (after a purge they would still hold what was purged)."""
+    for old in path.parent.glob(f"{path.name}.bak*"):
+        old.unlink()
+
+
 def _rotate(path: Path, count: int) -> None:
     for i in range(count - 1, 0, -1):
-        older = path.with_name(f"{path.name}.bak{i}")
+        older = backup(path, i)
         if older.exists():
-            os.replace(older, path.with_name(f"{path.name}.bak{i + 1}"))
-    first = path.with_name(f"{path.name}.bak1")
+            os.replace(older, backup(path, i + 1))
+    first = backup(path, 1)
     first.unlink(missing_ok=True)
     os.link(path, first)
 

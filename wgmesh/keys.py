@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wgmesh.errors import BadInput, Refused
-from wgmesh.fsutil import BACKUPS, ensure_private_dir, write_atomic
+from wgmesh.fsutil import BACKUPS, ensure_private_dir, remove_backups, write_atomic
 from wgmesh.model import KeyPair
 
 if TYPE_CHECKING:
@@ -139,8 +139,7 @@ class Keystore:
 
     def drop_backups(self) -> None:
         """After a purge: the rolling backups would still hold the purged keys."""
-        for old in self.dir.glob(f"{STORE_FILE}.bak*"):
-            old.unlink()
+        remove_backups(self.path)
 
 
 def parse(text: str, where: str, fix: str) -> Keys:

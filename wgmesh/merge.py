@@ -71,14 +71,15 @@ def _explode_keystore(text: str | None) -> dict[str, object]:
 
 
 def _implode_keystore(entries: Mapping[str, object]) -> str | None:
+    from wgmesh import keys
+
     if not entries:
         return None
     doc: dict[str, Any] = {"format": entries.get("format", 1), "psk_secret": entries.get("psk_secret")}
-    doc["peers"] = {k[6:]: v for k, v in entries.items() if k.startswith("peers:")}
-    retired = {k[8:]: v for k, v in entries.items() if k.startswith("retired:")}
-    if retired:
-        doc["retired"] = retired
-    return json.dumps(doc, sort_keys=True) + "\n"
+    for part in ("peers", "retired"):
+        doc[part] = {k[len(part) + 1:]: v for k, v in entries.items() if k.startswith(f"{part}:")}
+    # Through the keystore's own parser and writer: checked, and written in its one format.
+    return keys.dump(keys.parse(json.dumps(doc), "merged keystore", "run the command again"))
 
 
 def _explode_revocations(text: str | None) -> dict[str, object]:
@@ -86,9 +87,10 @@ def _explode_revocations(text: str | None) -> dict[str, object]:
 
 
 def _implode_revocations(entries: Mapping[str, object]) -> str | None:
-    if not entries:
-        return None
-    return json.dumps([entries[k] for k in sorted(entries)], indent=2, sort_keys=True) + "\n"
+    from wgmesh import revocations
+
+    merged = json.dumps([entries[k] for k in sorted(entries)])
+    return revocations.dump(revocations.parse(merged, "merged revocations"))
 
 
 def explode_pins(text: str | None) -> dict[str, object]:

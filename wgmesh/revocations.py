@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wgmesh.errors import Refused
-from wgmesh.fsutil import write_atomic
+from wgmesh.fsutil import read_if_exists, write_atomic
 
 REMOVED, ROTATED = "removed", "rotated"
 
@@ -48,11 +48,7 @@ def settle(
 
 
 def load(path: Path) -> list[Revocation]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return parse(text, str(path))
+    return parse(read_if_exists(path), str(path))
 
 
 def parse(text: str | None, where: str) -> list[Revocation]:

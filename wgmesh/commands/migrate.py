@@ -20,7 +20,7 @@ from wgmesh import revocations as revmod
 from wgmesh import store
 from wgmesh.commands import Succeeds
 from wgmesh.errors import BackendFailed, BadInput
-from wgmesh.fsutil import BACKUPS, write_atomic
+from wgmesh.fsutil import read_if_exists, remove_backups, write_atomic
 from wgmesh.progress import Reporter
 from wgmesh.workspace import Workspace
 
@@ -72,15 +72,8 @@ def _read_local(ws: Workspace) -> _Parts:
         inventory=ws.inventory_path.read_text(),
         keystore=keymod.dump(loaded) if keys.path.exists() else None,
         revocations=revmod.dump(revmod.load(ws.revocations_path)),
-        pins=_read(ws.pins_path),
+        pins=read_if_exists(ws.pins_path),
     )
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
 
 
 def _check_same(where: str, wrote: str | None, read: str | None) -> None:
@@ -136,8 +129,8 @@ def _remove_local(ws: Workspace) -> list[str]:
     for path in (ws.inventory_path, ws.keys_dir / keymod.STORE_FILE, ws.revocations_path):
         if path.exists():
             removed.append(str(path.relative_to(ws.root)))
-        for p in [path] + [path.with_name(f"{path.name}.bak{i}") for i in range(1, BACKUPS + 1)]:
-            p.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        remove_backups(path)
     for name in STATE_FILES:
         state = ws.tf_dir / name
         if state.exists():
@@ -165,8 +158,9 @@ def _to_local(ws: Workspace, reporter: Reporter) -> MigrateResult:
     reporter.phase("copy here")
     if keys is not None:
         ws.private_state_dir()
-        keymod.Keystore(ws.keys_dir).save(keys)
-        _check_same(str(ws.keys_dir / keymod.STORE_FILE), keymod.dump(keys), _read(ws.keys_dir / keymod.STORE_FILE))
+        local = keymod.Keystore(ws.keys_dir)
+        local.save(keys)
+        _check_same(str(local.path), keymod.dump(keys), read_if_exists(local.path))
         moved.append(bk.KEYSTORE)
     if parts.revocations is not None:
         revmod.save(ws.revocations_path, revmod.parse(parts.revocations, shared.where("revocations")))
@@ -177,7 +171,7 @@ def _to_local(ws: Workspace, reporter: Reporter) -> MigrateResult:
         _move_state(ws, backend=None, reporter=reporter)
         moved.append("terraform state")
     write_atomic(ws.inventory_path, inventory, 0o644)
-    _check_same(str(ws.inventory_path), inventory, _read(ws.inventory_path))
+    _check_same(str(ws.inventory_path), inventory, read_if_exists(ws.inventory_path))
     moved.append("inventory")
     reporter.phase("switch to this directory")
     bk.remember(ws.root, ws.name, None)  # from here on, the local copy is the inventory
