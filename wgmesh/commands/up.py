@@ -200,10 +200,11 @@ def up(ws: Workspace, opts: UpOptions, reporter: Reporter, connect: Connector = 
     timings["terraform"] = round(time.monotonic() - t, 2)
     keys, made = store.ensure_keys(ws, inv)
     if not opts.push:
-        if ws.backend is not None:  # the keys stay in the secret store: no config with a key on this disk
-            return UpResult(inv, made, PushResult({}), None, timings, pushed=False, output_dir=None)
-        write_configs(ws, inv, keys)
-        return UpResult(inv, made, PushResult({}), None, timings, pushed=False, output_dir=ws.output_dir)
+        local = ws.backend is None  # else the keys stay in the secret store: no config with a key on this disk
+        if local:
+            write_configs(ws, inv, keys)
+        return UpResult(inv, made, PushResult({}), None, timings, pushed=False,
+                        output_dir=ws.output_dir if local else None)
 
     t = time.monotonic()
     reporter.phase(f"push to {len(inv.peers)} peers")
