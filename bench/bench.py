@@ -525,22 +525,11 @@ def case_change(t: Table, lab: BenchLab) -> None:
         t.add("change", n, what, [ping.took], f"ping 5/s site1-vm→site2-vm: {ping.sent} sent, **{ping.lost} lost**")
 
 
-def _agent_log_times(lab: BenchLab, host: str, words: str) -> list[float]:
-    """Wall-clock times of the lines of a host's agent log that contain `words`."""
-    out = lab.host(host, "cat", "/run/wgmesh/agent.log", check=False).stdout
-    times = []
-    for line in out.splitlines():
-        stamp, _, text = line.partition(" ")
-        if words in text:
-            times.append(datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").timestamp())
-    return times
-
-
 def case_failover(t: Table, s: Settings) -> None:
     """Kill the active gateway of site2 under a 5/s ping, heal it, switch back by hand: per run."""
     lab = BenchLab(2, 0, s.work)
     lab.name = "bnha"
-    gaps, detect, switch, lost_fail, lost_heal, lost_back, back, heals = [], [], [], [], [], [], [], []
+    gaps, detect, switch, lost_fail, lost_heal, lost_back, back, heals, handover = [], [], [], [], [], [], [], [], []
     try:
         r = lab.wg("up", "--json", *lab.up_vars(sites=2, servers=0, ha="true"))
         assert json.loads(r.out)["ok"]
@@ -556,8 +545,8 @@ def case_failover(t: Table, s: Settings) -> None:
                 time.sleep(6)
             finally:
                 sent, received, gap = ping.stop()
-            claims = [x for x in _agent_log_times(lab, standby, "→ active") if x > killed]
-            moves = [x for x in _agent_log_times(lab, "site1a", f"site2 → {standby}") if x > killed]
+            claims = [x for x in lab.agent_log_times(standby, "→ active") if x > killed]
+            moves = [x for x in lab.agent_log_times("site1a", f"site2 → {standby}") if x > killed]
             gaps.append(gap)
             lost_fail.append(sent - received)
             detect.append(claims[0] - killed)
@@ -566,11 +555,15 @@ def case_failover(t: Table, s: Settings) -> None:
                 heals.append(lab.heal(active))
                 time.sleep(2)
             lost_heal.append(p.lost)
+            asked = time.time()
             with Ping(lab, "site1-vm", dst, count=25, cover=False) as p:
                 doc = json.loads(lab.wg("failover", "site2", "--json").out)
             assert doc["ok"], doc
             lost_back.append(p.lost)
             back.append(doc["seconds"])
+            claimed = [x for x in lab.agent_log_times(active, "takeover requested") if x > asked]
+            taken = [x for x in lab.agent_log_times(active, "taking the route table") if x > asked]
+            handover.append(taken[0] - claimed[0])
     finally:
         lab.destroy()
     ms = lambda xs: f"{statistics.median(xs) * 1000:.0f} ms"  # noqa: E731
@@ -581,7 +574,8 @@ def case_failover(t: Table, s: Settings) -> None:
     t.add("failover", "2 sites", "healed gateway returns as standby (boot until sshd answers)", heals,
           f"ping 5/s: **{sum(lost_heal)} lost** in {len(lost_heal)} heals")
     t.add("failover", "2 sites", "wgmesh failover (planned, until every host follows)", back,
-          f"ping 5/s: **{sum(lost_back)} lost** in {len(back)} switches")
+          f"ping 5/s: **{sum(lost_back)} lost** in {len(back)} switches; handover (claim → every host routes the "
+          f"site to it → route table taken) {ms(handover)}")
 
 
 INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")

@@ -118,6 +118,7 @@ class FakeHost:
     agent_sha: str | None = None
     agent_config: dict | None = None
     agent_running: bool = False
+    route_table: str | None = None  # what its agent says of its route table (default: held while active)
     # what the host was asked to run
     ran: list[Ran] = field(default_factory=list)
     pool: FakePool | None = field(default=None, repr=False)
@@ -278,7 +279,7 @@ class FakeHost:
         if site is not None:
             holder, epoch = active.get(site, ("", 0))
             state.update(role="active" if holder == cfg["name"] else "standby", epoch=epoch, since=900,
-                         cause="start", route_table="held" if holder == cfg["name"] else "-")
+                         cause="start", route_table=self.route_table or ("held" if holder == cfg["name"] else "-"))
         return [*lines, "agent_running", f"agent_state 1001 {json.dumps(state)}"]
 
     def _apply_rules(self, text: str) -> None:

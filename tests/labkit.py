@@ -9,6 +9,7 @@ Used by tests/integration (the `lab` fixture) and by bench/bench.py.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -267,6 +268,17 @@ class Lab:
             except OSError:
                 continue
         return sorted(out)
+
+    def agent_log_times(self, host: str, words: str) -> list[float]:
+        """Wall-clock times of the lines of a host's failover agent log that contain `words`
+        (a host whose agent runs under its own supervisor: /run/wgmesh/agent.log)."""
+        out = self.host(host, "cat", "/run/wgmesh/agent.log", check=False).stdout
+        times = []
+        for line in out.splitlines():
+            stamp, _, text = line.partition(" ")
+            if words in text:
+                times.append(datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").timestamp())
+        return times
 
     def down_all(self) -> None:
         """The lab's own sweep: everything of it goes, even without Terraform state."""

@@ -56,7 +56,7 @@ def test_failover_back_and_verify(lab):
     with Ping(lab, "site1-vm", lab.instance_address("site2a"), count=30) as ping:
         doc = lab.json("failover", "site2")
     FIGURES["systemd: wgmesh failover: lost / sent"] = f"{ping.lost} / {ping.sent}"
-    assert doc["ok"] and doc["to"] == "site2a" and ping.lost <= 1, (doc, ping.lost)
+    assert doc["ok"] and doc["to"] == "site2a" and ping.lost <= 1, (doc, ping.lost)  # see test_lab_ha
     v = lab.json("verify", check_rc=None)
     assert v["ok"], v["failures"]
 

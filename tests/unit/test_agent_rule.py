@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wgmesh.agent.rule import ACTIVE, OBSERVER, STANDBY, Brain, parse_config
+from wgmesh.agent.rule import ACTIVE, HANDOVER, OBSERVER, STANDBY, Brain, parse_config
 
 INTERVAL, DEAD = 0.25, 1.5
 
@@ -34,6 +34,8 @@ class Mesh:
         self.brains = {n: self._brain(n) for n in self.names()}
         self.dead: set[str] = set()
         self.cut: set[frozenset[str]] = set()
+        self.mute_routes: set[str] = set()  # hosts whose messages say nothing of their routes (an older agent)
+        self.sent: list[tuple[float, str, str, dict]] = []  # (time, from, to, message): everything delivered
 
     def names(self) -> list[str]:
         return [g for gws in self.sites.values() for g in gws] + self.singles
@@ -53,10 +55,19 @@ class Mesh:
             if name in self.dead:
                 continue
             b.decide(self.now, self.now)
-            msgs += [(name, to, b.message(self.now)) for to in b.recipients()]
+            msg = b.message(self.now, holds=self.holds(name))
+            if name in self.mute_routes:
+                del msg["routes"]
+            msgs += [(name, to, msg) for to in b.recipients()]
         for frm, to, msg in msgs:
             if to not in self.dead and frozenset((frm, to)) not in self.cut:
                 self.brains[to].receive(frm, msg, self.now)
+                self.sent.append((self.now, frm, to, msg))
+
+    def holds(self, name: str) -> bool:
+        """As the agent runs it: an active gateway takes its route table unless a handover waits."""
+        b = self.brains[name]
+        return b.role == ACTIVE and not b.waiting_for(self.now)
 
     def run(self, seconds: float) -> None:
         for _ in range(round(seconds / INTERVAL)):
@@ -130,7 +141,7 @@ def test_cut_with_the_second_gateway_active_keeps_it_active():
     stops hearing its partner (the witnesses still do and relay its claim)."""
     m = Mesh(TWO)
     m.run(3)
-    m.brains["site2b"].takeover(m.now)
+    m.brains["site2b"].takeover(m.now, m.now)
     m.run(2)
     assert m.active("site2") == ["site2b"]
     m.cut.add(frozenset(("site2a", "site2b")))
@@ -172,18 +183,18 @@ def test_active_cut_off_from_everyone_steps_down_and_the_standby_takes_over():
 def test_takeover_by_hand_moves_the_site_at_the_next_decision():
     m = Mesh(TWO)
     m.run(3)
-    assert m.brains["site2b"].takeover(m.now).startswith("ok")
+    assert m.brains["site2b"].takeover(m.now, m.now).startswith("ok")
     m.tick()  # the claim reaches everyone
     m.tick()  # everyone decides on it (the agent decides as soon as a claim changes)
     assert m.active("site2") == ["site2b"]
     assert m.brains["site1a"].owners["site2"] == "site2b"
     assert m.brains["site2a"].cause == "site2b took over (epoch 2)"
-    assert m.brains["site2b"].takeover(m.now) == "ok: already active (epoch 2)"
+    assert m.brains["site2b"].takeover(m.now, m.now) == "ok: already active (epoch 2)"
 
 
 def test_takeover_on_a_host_of_no_site_is_refused():
     m = Mesh({"site2": ["site2a", "site2b"]}, singles=["site1"])
-    assert m.brains["site1"].takeover(m.now).startswith("error")
+    assert m.brains["site1"].takeover(m.now, m.now).startswith("error")
 
 
 @pytest.mark.parametrize("second_first", [False, True])
@@ -199,3 +210,64 @@ def test_second_gateway_alone_at_first_start_waits_then_takes_the_site(second_fi
         m.restart("site2a")
         m.run(5)
         assert m.active("site2") == ["site2b"]
+
+
+def test_planned_handover_takes_the_table_only_once_every_host_routes_the_site_there():
+    """WireGuard accepts the site's source addresses from one gateway at a time: the new active
+    gateway takes the route table once the others route the site to it; the old one keeps it
+    until the new one holds it."""
+    m = Mesh(TWO, singles=["pub"])
+    m.run(3)
+    b, a = m.brains["site2b"], m.brains["site2a"]
+    b.takeover(m.now, m.now)
+    assert b.role == ACTIVE and sorted(b.waiting_for(m.now)) == ["pub", "site1a", "site1b"]
+    m.tick()  # the claim reaches everyone
+    assert sorted(b.waiting_for(m.now)) == ["pub", "site1a", "site1b"]
+    m.tick()  # a yields, the others route site2 to b and tell it so
+    assert a.role == STANDBY and not a.may_release(m.now)  # b has not said it holds the table
+    assert b.waiting_for(m.now) == [] and m.holds("site2b")
+    m.tick()  # b says it holds the table
+    assert a.may_release(m.now)
+    # Nobody said it held the table before every other host routed the site to b.
+    held = min(t for t, frm, _, msg in m.sent if frm == "site2b" and msg.get("holds") and msg.get("claims"))
+    told = [(t, frm) for t, frm, to, msg in m.sent if to == "site2b" and msg["routes"].get("site2") == "site2b"]
+    routed = max(min(t for t, frm in told if frm == h) for h in ("pub", "site1a", "site1b"))
+    assert routed < held
+
+
+def test_handover_waits_at_most_handover_seconds_for_a_host_that_never_answers():
+    m = Mesh(TWO)
+    m.run(3)
+    m.mute_routes.add("site1b")
+    b = m.brains["site2b"]
+    b.takeover(m.now, m.now)
+    m.run(0.5)
+    assert b.waiting_for(m.now) == ["site1b"]
+    took = m.until(lambda: not b.waiting_for(m.now))
+    assert 0.5 + took >= HANDOVER and 0.5 + took <= HANDOVER + 0.25
+    m.run(0.5)
+    assert m.brains["site2a"].may_release(m.now)
+
+
+def test_taking_over_from_a_dead_partner_takes_the_table_at_once():
+    m = Mesh(TWO)
+    m.run(3)
+    m.dead.add("site2a")
+    b = m.brains["site2b"]
+    m.until(lambda: b.role == ACTIVE)
+    assert b.waiting_for(m.now) == [] and b.handover_until is None
+
+
+def test_old_gateway_gives_the_table_up_when_the_new_one_never_says_it_holds_it():
+    """The new active gateway's reports lose `holds` (it cannot take the table): the old one
+    keeps the table HANDOVER + DEAD seconds, then lets it go; an isolated one lets it go at once."""
+    m = Mesh(TWO)
+    m.run(3)
+    m.holds = lambda name: False  # type: ignore[method-assign]
+    m.brains["site2b"].takeover(m.now, m.now)
+    a = m.brains["site2a"]
+    m.until(lambda: a.role == STANDBY)
+    yielded = m.now
+    took = m.until(lambda: a.may_release(m.now))
+    assert abs(took - (HANDOVER + DEAD)) <= 0.25, took
+    assert m.now - yielded >= HANDOVER + DEAD - 0.25

@@ -188,6 +188,18 @@ def test_status_json_names_active_and_standby(ws):
     assert status(ws, connect=p.connector()).to_json()["ha"]["s2"]["gateways"]["s2b"]["role"] == "agent down"
 
 
+def test_an_active_gateway_that_has_not_taken_its_route_table_yet_is_a_problem(ws):
+    """During a handover the new active gateway waits for the others before it takes the table:
+    status and failover's wait name it until it holds the table."""
+    p = pool()
+    push(ws, Reporter(), connect=p.connector())
+    p.hosts["s2a"].route_table = "handover"
+    assert status(ws, connect=p.connector()).to_json()["ha"]["s2"]["problems"] == [
+        "s2a: route table not taken yet (handover)"]
+    p.hosts["s2a"].route_table = None
+    assert status(ws, connect=p.connector()).to_json()["ha"]["s2"]["problems"] == []
+
+
 def test_failover_asks_the_standby_and_waits_for_everyone(ws):
     p = pool()
     push(ws, Reporter(), connect=p.connector())

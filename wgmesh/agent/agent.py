@@ -151,17 +151,17 @@ class Agent:
             except (BlockingIOError, InterruptedError):
                 return
             word = data.decode(errors="replace").strip()
-            reply = self.brain.takeover(time.time()) if word == "takeover" else f"error: unknown request {word!r}"
+            now = time.monotonic()
+            reply = self.brain.takeover(time.time(), now) if word == "takeover" else f"error: unknown request {word!r}"
             if word == "takeover":
                 hostops.log(f"takeover requested: {reply}")
-                self.after_decision(time.monotonic())
-                self.send(time.monotonic())
+                self.after_decision(now)
             if addr:
                 with contextlib.suppress(OSError):
                     self.control.sendto(reply.encode(), addr)
 
     def send(self, now: float) -> None:
-        data = json.dumps(self.brain.message(now)).encode()
+        data = json.dumps(self.brain.message(now, self.applied, self.table.status == "held")).encode()
         for name in self.brain.recipients():
             with contextlib.suppress(OSError):  # no route yet (interface down): next tick
                 self.sock.sendto(data, (self.cfg.agents[name], self.cfg.port))
@@ -171,12 +171,43 @@ class Agent:
         if b.role != self.role_seen:
             hostops.log(f"{self.role_seen} → {b.role}: {b.cause}")
             self.role_seen = b.role
-            if b.role != rule.ACTIVE:
-                self.table.release()
+            if b.role == rule.ACTIVE:
+                self.send(now)  # the claim first: the other hosts move the site while we take its table
             self.write_state(now)
-        if b.role == rule.ACTIVE:
-            self.table.acquire(now)
+        self.route_table(now, tick=True)
         self.sync_wg(now, force=False)
+
+    def route_table(self, now: float, tick: bool) -> None:
+        """Take the site's route table, or give it up, when the rule allows (see rule.py: a
+        handover waits for the other hosts, a yield for the new active gateway). `tick`: also
+        check (or retry) a table we hold; else only act on what a message just allowed."""
+        before = self.table.status
+        self._route_table(now, tick)
+        if self.table.status != before:
+            self.write_state(now)  # `wgmesh failover` waits for the table to be held
+
+    def _route_table(self, now: float, tick: bool) -> None:
+        b = self.brain
+        if b.role == rule.ACTIVE:
+            if self.table.status == "held" and not tick:
+                return
+            waiting = b.waiting_for(now) if self.table.kind == "vip" and self.table.status != "held" else []
+            if waiting:
+                if self.table.status != hostops.HANDOVER:
+                    hostops.log(f"handover: taking the route table once {', '.join(waiting)} route the site here")
+                    self.table.status = hostops.HANDOVER
+            elif tick or self.table.status == hostops.HANDOVER:
+                handover = self.table.status == hostops.HANDOVER
+                if handover:
+                    why = "every host routes the site here"
+                    if b.handover_until is None:
+                        why = f"no answer within {rule.HANDOVER:g} s"
+                    hostops.log(f"handover: {why}; taking the route table")
+                self.table.acquire(now)
+                if handover and self.table.status == "held":
+                    self.send(now)  # the old gateway gives the table up when it hears this
+        elif self.table.status == hostops.HANDOVER or (self.table.status != "-" and b.may_release(now)):
+            self.table.release()  # (a handover that never took the table has nothing to keep)
 
     def sync_wg(self, now: float, force: bool) -> None:
         b = self.brain
@@ -186,12 +217,18 @@ class Agent:
         running = hostops.wg_allowed(self.cfg.interface)
         if running is None:
             return
+        moved = False
         for site, owner in sorted(b.owners.items()):
             done = hostops.move_prefixes(self.cfg, site, owner, running)
             for d in done:
                 hostops.log(d)
+            if any(d.startswith("wg set for") for d in done):
+                continue  # failed: not applied, retried at the next decision
+            moved = moved or bool(done) or self.applied.get(site) != owner
             self.applied[site] = owner
         self.last_sync = now
+        if moved:
+            self.send(now)  # tells a gateway that takes its site over that we route it there now
         try:
             if hostops.rewrite_conf(self.cfg, dict(b.owners)):
                 hostops.log(f"{hostops.conf_path(self.cfg)}: AllowedIPs now follow {dict(sorted(b.owners.items()))}")
@@ -225,6 +262,8 @@ class Agent:
             if self.changed:  # a claim changed: act on it now, not at the next tick
                 self.brain.decide(now, time.time())
                 self.after_decision(now)
+            else:
+                self.route_table(now, tick=False)  # a handover may have just been answered
             if now >= next_send:
                 self.brain.decide(now, time.time())
                 self.after_decision(now)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from wgmesh.agent.rule import Config
 
-GARP_AFTER = (0.0, 0.3, 1.0, 2.0)  # seconds after taking the address: gratuitous ARPs
+GARP_AFTER = (0.3, 1.0, 2.0)  # seconds after taking the address: gratuitous ARPs (the first: at once)
+HANDOVER = "handover"  # RouteTable.status while a handover waits for the other hosts (rule.py)
 RECHECK = 5.0  # seconds between checks that the active gateway still holds its route table
 
 
@@ -161,6 +162,10 @@ class RouteTable:
         self.status = "-"
         self.next_check = 0.0
 
+    @property
+    def kind(self) -> str | None:
+        return self.rt.get("kind")
+
     def acquire(self, now: float) -> None:
         """Take the table (or check that we still hold it: at most every RECHECK s; a failure is
         retried at the next tick)."""
@@ -170,7 +175,10 @@ class RouteTable:
         try:
             if kind == "vip":
                 iface, cidr = self.rt["interface"], self.rt["address"]
-                if not _has_address(iface, cidr):
+                taking = self.status != "held"
+                if self.status in ("-", HANDOVER):  # first of all: the LAN's hosts send the site's traffic to us now
+                    garp(iface, cidr.split("/")[0])
+                if taking or not _has_address(iface, cidr):
                     r = run(["ip", "addr", "replace", cidr, "dev", iface])
                     if r.returncode != 0:
                         raise OSError(r.stderr.strip() or "ip addr failed")

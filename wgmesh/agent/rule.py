@@ -17,6 +17,14 @@ The rule, evaluated the same way by every party from the same facts:
 
 So when only the link between the two gateways of a site breaks, the other agents still hear
 both, report both alive, and the standby stays standby: exactly one is active.
+
+A switch away from a gateway that is still alive (`wgmesh failover`) is a handover. WireGuard
+accepts a source address from one peer only, so every other host accepts the site's traffic
+from exactly one of its gateways at a time; the site's traffic must leave through that one. So
+the new active gateway claims first and takes the site's route table only once every agent it
+hears reports routing the site to it (at most HANDOVER seconds); the old one keeps the table
+until the new one reports holding it. A gateway that takes over from a dead partner takes the
+table at once.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 
 ACTIVE, STANDBY, OBSERVER = "active", "standby", "observer"
 NEVER_HEARD = 4  # x DEAD: how long the second gateway waits for a partner never heard of
+HANDOVER = 1.0  # seconds a handover waits at most for the agents to route the site to the new gateway
 
 
 # ---------------------------------------------------------------- configuration
@@ -97,6 +106,8 @@ class Report:
     received: float  # monotonic time
     sees: dict[str, tuple[float, int]]  # HA gateway → (seconds since the sender heard it, its claim or 0)
     claims: dict[str, int]  # site → epoch
+    routes: dict[str, str] = field(default_factory=dict)  # site → gateway its interface routes it to
+    holds: bool = False  # (a gateway) it holds its site's route table
 
 
 @dataclass
@@ -115,6 +126,8 @@ class Brain:
     owners: dict[str, str] = field(default_factory=dict)  # site → gateway we route it to
     epochs: dict[str, int] = field(default_factory=dict)  # site → highest epoch ever seen
     alone_since: float | None = None
+    handover_until: float | None = None  # our claim took the site from a live partner: see waiting_for
+    yield_until: float | None = None  # we yielded to our live partner: see may_release
 
     def __post_init__(self) -> None:
         if self.cfg.site is not None and self.role == OBSERVER:
@@ -130,7 +143,8 @@ class Brain:
         self.heard[sender] = now
         sees = {str(k): (float(v[0]), int(v[1])) for k, v in (msg.get("sees") or {}).items()}
         claims = {str(k): int(v) for k, v in (msg.get("claims") or {}).items()}
-        self.reports[sender] = Report(now, sees, claims)
+        routes = {str(k): str(v) for k, v in (msg.get("routes") or {}).items()}
+        self.reports[sender] = Report(now, sees, claims, routes, msg.get("holds") is True)
         for site, epoch in claims.items():
             if site in self.cfg.sites and sender in self.cfg.sites[site].gateways:
                 self.epochs[site] = max(self.epochs.get(site, 0), epoch)
@@ -194,12 +208,41 @@ class Brain:
     def _become(self, role: str, cause: str, wall: float) -> None:
         self.role, self.cause, self.since = role, cause, wall
 
-    def claim(self, cause: str, wall: float) -> None:
-        site = self.cfg.site
-        assert site is not None
+    def claim(self, cause: str, wall: float, now: float) -> None:
+        site, partner = self.cfg.site, self.cfg.partner
+        assert site is not None and partner is not None
+        live = self.alive(partner, now) and self.claim_of(partner, site, now) is not None
         self.epoch = max(self.epochs.get(site, 0), self.epoch) + 1
         self.epochs[site] = self.epoch
+        self.handover_until = now + HANDOVER if live else None
+        self.yield_until = None
         self._become(ACTIVE, cause, wall)
+
+    def waiting_for(self, now: float) -> list[str]:
+        """During a handover: the agents we hear that do not yet route our site to us (the route
+        table waits for them). Empty when there is no handover, all of them do, or HANDOVER
+        seconds have passed."""
+        site = self.cfg.site
+        if self.role != ACTIVE or self.handover_until is None or site is None:
+            return []
+        if now >= self.handover_until:
+            self.handover_until = None
+            return []
+        own = self.cfg.sites[site].gateways
+        return [a for a in self.cfg.agents if a not in own and self.hears(a, now)
+                and self.reports[a].routes.get(site) != self.cfg.name]
+
+    def may_release(self, now: float) -> bool:
+        """Not active: may the route table go? After a yield, only once the new active gateway
+        reports holding it (or it is gone, or HANDOVER + DEAD seconds have passed): until then
+        the site's traffic leaves through us, towards hosts that still accept it from us."""
+        if self.role == ACTIVE:
+            return False
+        partner = self.cfg.partner
+        if self.yield_until is None or partner is None or now >= self.yield_until:
+            return True
+        r = self.reports.get(partner)
+        return not self.hears(partner, now) or (r is not None and r.holds)
 
     def decide(self, now: float, wall: float) -> None:
         """One step of the rule for our own site (a gateway's), then the owners of the others."""
@@ -224,36 +267,45 @@ class Brain:
         if self.role == ACTIVE:
             if p_claim is not None and (p_claim, 0 if first else 1) > (self.epoch, 1 if first else 0):
                 self._become(STANDBY, f"{partner} took over (epoch {p_claim})", wall)
+                self.yield_until = now + HANDOVER + self.cfg.dead
+                self.handover_until = None
             elif self.alone_since is not None and now - self.alone_since >= self.cfg.dead:
                 self._become(STANDBY, "isolated: no other agent heard", wall)
+                self.yield_until = self.handover_until = None
         elif others:
             if self.alive(partner, now):
                 if p_claim is None and first:
-                    self.claim("no active gateway", wall)
+                    self.claim("no active gateway", wall, now)
             elif self.ever_heard(partner):
-                self.claim(f"{partner} lost: heard by nobody for {self.cfg.dead:g} s", wall)
+                self.claim(f"{partner} lost: heard by nobody for {self.cfg.dead:g} s", wall, now)
             elif first or now - self.started >= NEVER_HEARD * self.cfg.dead:
                 # At a first start the first gateway takes the site; the second waits longer
                 # for a partner it has never heard of before it takes the site alone.
-                self.claim(f"{partner} not heard since start", wall)
+                self.claim(f"{partner} not heard since start", wall, now)
 
-    def takeover(self, wall: float) -> str:
+    def takeover(self, wall: float, now: float) -> str:
         """An operator's request (`wgmesh failover`): claim now, whatever the partner does."""
         if self.cfg.site is None:
             return "error: this host is not a gateway of an HA site"
         if self.role == ACTIVE:
             return f"ok: already active (epoch {self.epoch})"
-        self.claim("failover by hand", wall)
+        self.claim("failover by hand", wall, now)
         return f"ok: active (epoch {self.epoch})"
 
     # -- output
 
-    def message(self, now: float) -> dict[str, Any]:
+    def message(self, now: float, routes: dict[str, str] | None = None, holds: bool = False) -> dict[str, Any]:
+        """What we tell the others; `routes`: where our interface routes each HA site (default:
+        where we decided to), `holds`: we hold our site's route table."""
         sees = {
             g: [round(now - self.heard[g], 3), self._told(g)] for g in self.cfg.gateways if self.hears(g, now)
         }
         claims = {self.cfg.site: self.epoch} if self.role == ACTIVE and self.cfg.site else {}
-        return {"v": 1, "from": self.cfg.name, "sees": sees, "claims": claims}
+        msg = {"v": 1, "from": self.cfg.name, "sees": sees, "claims": claims,
+               "routes": dict(sorted((self.owners if routes is None else routes).items()))}
+        if holds:
+            msg["holds"] = True
+        return msg
 
     def _told(self, gateway: str) -> int:
         site = self.cfg.site_of(gateway)

@@ -71,6 +71,8 @@ def ha_view(inv: Inventory, states: Mapping[str, HostState]) -> dict[str, SiteVi
         for g, t in tables.items():
             if t.startswith("error"):
                 problems.append(f"{g}: route table: {t}")
+            elif g == active and t != "held":
+                problems.append(f"{g}: route table not taken yet ({t})")
         if active is not None:
             for name, st in sorted(states.items()):
                 if name in names or not st.agent.running or site.name not in st.agent.owners:
