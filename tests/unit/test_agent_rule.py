@@ -271,3 +271,12 @@ def test_old_gateway_gives_the_table_up_when_the_new_one_never_says_it_holds_it(
     took = m.until(lambda: a.may_release(m.now))
     assert abs(took - (HANDOVER + DEAD)) <= 0.25, took
     assert m.now - yielded >= HANDOVER + DEAD - 0.25
+
+
+def test_a_takeover_by_hand_is_a_handover_even_before_the_partner_was_heard():
+    """`wgmesh failover` right after a push restarted the agents: the partner is not heard yet,
+    and may be alive and active; the handover costs milliseconds when it is not."""
+    m = Mesh(TWO)
+    b = m.brains["site2b"]
+    b.takeover(m.now, m.now)
+    assert b.handover_until == m.now + HANDOVER

@@ -188,9 +188,10 @@ def test_status_json_names_active_and_standby(ws):
     assert status(ws, connect=p.connector()).to_json()["ha"]["s2"]["gateways"]["s2b"]["role"] == "agent down"
 
 
-def test_an_active_gateway_that_has_not_taken_its_route_table_yet_is_a_problem(ws):
-    """During a handover the new active gateway waits for the others before it takes the table:
-    status and failover's wait name it until it holds the table."""
+def test_a_route_table_not_where_the_active_gateway_is_is_a_problem(ws):
+    """During a handover the new active gateway waits for the others before it takes the table,
+    and the old one keeps it until then: status, verify and failover's wait name both until the
+    table has changed hands."""
     p = pool()
     push(ws, Reporter(), connect=p.connector())
     p.hosts["s2a"].route_table = "handover"
@@ -198,6 +199,9 @@ def test_an_active_gateway_that_has_not_taken_its_route_table_yet_is_a_problem(w
         "s2a: route table not taken yet (handover)"]
     p.hosts["s2a"].route_table = None
     assert status(ws, connect=p.connector()).to_json()["ha"]["s2"]["problems"] == []
+    p.hosts["s2b"].route_table = "held"  # a standby that never let the site's address go
+    assert status(ws, connect=p.connector()).to_json()["ha"]["s2"]["problems"] == [
+        "s2b: standby still holds the route table"]
 
 
 def test_failover_asks_the_standby_and_waits_for_everyone(ws):

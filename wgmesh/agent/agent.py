@@ -85,9 +85,16 @@ class Agent:
             self.brain.epochs[cfg.site] = int(prev.get("epoch") or 0)
             if prev.get("role") == rule.ACTIVE:
                 self.brain.role, self.brain.epoch = rule.ACTIVE, int(prev["epoch"])
+                if prev.get("route_table") == hostops.HANDOVER:  # restarted during a handover: go on with it
+                    self.brain.handover_until = now + rule.HANDOVER
             self.brain.since = float(prev.get("since") or time.time())
             self.brain.cause = str(prev.get("cause") or "start")
         self.table = hostops.RouteTable(cfg)
+        if self.brain.role != rule.ACTIVE and self.table.holds_address():
+            # Not active, yet the site's address is here (restarted while yielding it, or a
+            # crash): it goes as a yield's does, once the partner holds it or after the delay.
+            self.table.status = "held"
+            self.brain.yield_until = now + rule.HANDOVER + cfg.dead
         self.v6 = ":" in cfg.agents[cfg.name]
         self.sock = socket.socket(socket.AF_INET6 if self.v6 else socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

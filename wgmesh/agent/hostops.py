@@ -147,6 +147,15 @@ def garp(iface: str, address: str) -> None:
             s.send(b"\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
 
 
+def _garp_logged(iface: str, address: str) -> None:
+    """A gratuitous ARP whose failure is logged, never fatal: the address is taken anyway (the
+    LAN's hosts then find it at their next ARP request, and the later ones are retried)."""
+    try:
+        garp(iface, address)
+    except OSError as exc:
+        log(f"gratuitous ARP for {address} on {iface}: {exc}")
+
+
 def _has_address(iface: str, cidr: str) -> bool:
     r = run(["ip", "-o", "-4", "addr", "show", "dev", iface])
     return any(cidr in line.split() for line in r.stdout.splitlines())
@@ -166,6 +175,10 @@ class RouteTable:
     def kind(self) -> str | None:
         return self.rt.get("kind")
 
+    def holds_address(self) -> bool:
+        """(vip) The site's address is on our interface."""
+        return self.kind == "vip" and _has_address(self.rt["interface"], self.rt["address"])
+
     def acquire(self, now: float) -> None:
         """Take the table (or check that we still hold it: at most every RECHECK s; a failure is
         retried at the next tick)."""
@@ -175,10 +188,8 @@ class RouteTable:
         try:
             if kind == "vip":
                 iface, cidr = self.rt["interface"], self.rt["address"]
-                taking = self.status != "held"
-                if self.status in ("-", HANDOVER):  # first of all: the LAN's hosts send the site's traffic to us now
-                    garp(iface, cidr.split("/")[0])
-                if taking or not _has_address(iface, cidr):
+                if self.status != "held" or not _has_address(iface, cidr):
+                    _garp_logged(iface, cidr.split("/")[0])  # first of all: the LAN's hosts send to us now
                     r = run(["ip", "addr", "replace", cidr, "dev", iface])
                     if r.returncode != 0:
                         raise OSError(r.stderr.strip() or "ip addr failed")
@@ -204,7 +215,7 @@ class RouteTable:
         due = [t for t in self.garp_due if t <= now]
         if due:
             self.garp_due = [t for t in self.garp_due if t > now]
-            garp(self.rt["interface"], self.rt["address"].split("/")[0])
+            _garp_logged(self.rt["interface"], self.rt["address"].split("/")[0])
 
     def release(self) -> None:
         self.garp_due = []

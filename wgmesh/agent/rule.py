@@ -208,10 +208,13 @@ class Brain:
     def _become(self, role: str, cause: str, wall: float) -> None:
         self.role, self.cause, self.since = role, cause, wall
 
-    def claim(self, cause: str, wall: float, now: float) -> None:
+    def claim(self, cause: str, wall: float, now: float, by_hand: bool = False) -> None:
+        """Take the site. A handover (see waiting_for) when the partner is alive and active, and
+        always by hand (an operator's switch: the partner may not have been heard yet since our
+        start, and the others move within milliseconds anyway when it is dead)."""
         site, partner = self.cfg.site, self.cfg.partner
         assert site is not None and partner is not None
-        live = self.alive(partner, now) and self.claim_of(partner, site, now) is not None
+        live = by_hand or (self.alive(partner, now) and self.claim_of(partner, site, now) is not None)
         self.epoch = max(self.epochs.get(site, 0), self.epoch) + 1
         self.epochs[site] = self.epoch
         self.handover_until = now + HANDOVER if live else None
@@ -289,7 +292,7 @@ class Brain:
             return "error: this host is not a gateway of an HA site"
         if self.role == ACTIVE:
             return f"ok: already active (epoch {self.epoch})"
-        self.claim("failover by hand", wall, now)
+        self.claim("failover by hand", wall, now, by_hand=True)
         return f"ok: active (epoch {self.epoch})"
 
     # -- output

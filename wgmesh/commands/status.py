@@ -73,6 +73,8 @@ def ha_view(inv: Inventory, states: Mapping[str, HostState]) -> dict[str, SiteVi
                 problems.append(f"{g}: route table: {t}")
             elif g == active and t != "held":
                 problems.append(f"{g}: route table not taken yet ({t})")
+            elif g != active and active is not None and t == "held":
+                problems.append(f"{g}: standby still holds the route table")
         if active is not None:
             for name, st in sorted(states.items()):
                 if name in names or not st.agent.running or site.name not in st.agent.owners:
