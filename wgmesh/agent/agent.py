@@ -185,36 +185,12 @@ class Agent:
         self.sync_wg(now, force=False)
 
     def route_table(self, now: float, tick: bool) -> None:
-        """Take the site's route table, or give it up, when the rule allows (see rule.py: a
-        handover waits for the other hosts, a yield for the new active gateway). `tick`: also
-        check (or retry) a table we hold; else only act on what a message just allowed."""
+        """Take the site's route table, or give it up, as the rule allows (RouteTable.follow)."""
         before = self.table.status
-        self._route_table(now, tick)
+        if self.table.follow(self.brain, now, tick):
+            self.send(now)  # taken after a handover: the old gateway gives it up when it hears this
         if self.table.status != before:
             self.write_state(now)  # `wgmesh failover` waits for the table to be held
-
-    def _route_table(self, now: float, tick: bool) -> None:
-        b = self.brain
-        if b.role == rule.ACTIVE:
-            if self.table.status == "held" and not tick:
-                return
-            waiting = b.waiting_for(now) if self.table.kind == "vip" and self.table.status != "held" else []
-            if waiting:
-                if self.table.status != hostops.HANDOVER:
-                    hostops.log(f"handover: taking the route table once {', '.join(waiting)} route the site here")
-                    self.table.status = hostops.HANDOVER
-            elif tick or self.table.status == hostops.HANDOVER:
-                handover = self.table.status == hostops.HANDOVER
-                if handover:
-                    why = "every host routes the site here"
-                    if b.handover_until is None:
-                        why = f"no answer within {rule.HANDOVER:g} s"
-                    hostops.log(f"handover: {why}; taking the route table")
-                self.table.acquire(now)
-                if handover and self.table.status == "held":
-                    self.send(now)  # the old gateway gives the table up when it hears this
-        elif self.table.status == hostops.HANDOVER or (self.table.status != "-" and b.may_release(now)):
-            self.table.release()  # (a handover that never took the table has nothing to keep)
 
     def sync_wg(self, now: float, force: bool) -> None:
         b = self.brain

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wgmesh.agent.rule import Config
+    from wgmesh.agent.rule import Brain, Config
 
 GARP_AFTER = (0.3, 1.0, 2.0)  # seconds after taking the address: gratuitous ARPs (the first: at once)
 HANDOVER = "handover"  # RouteTable.status while a handover waits for the other hosts (rule.py)
@@ -178,6 +178,32 @@ class RouteTable:
     def holds_address(self) -> bool:
         """(vip) The site's address is on our interface."""
         return self.kind == "vip" and _has_address(self.rt["interface"], self.rt["address"])
+
+    def follow(self, brain: Brain, now: float, tick: bool) -> bool:
+        """Take the table or give it up when the rule allows (rule.py: a handover waits for the
+        other hosts, a yield for the new active gateway). `tick`: also check (or retry) a table
+        we hold; else only act on what a message just allowed. True: taken at the end of a
+        handover (tell the others now)."""
+        if brain.is_active:
+            if self.status == "held" and not tick:
+                return False
+            waiting = brain.waiting_for(now) if self.kind == "vip" and self.status != "held" else []
+            if waiting:
+                if self.status != HANDOVER:
+                    log(f"handover: taking the route table once {', '.join(waiting)} route the site here")
+                    self.status = HANDOVER
+                return False
+            if not (tick or self.status == HANDOVER):
+                return False
+            handover = self.status == HANDOVER
+            if handover:
+                why = "every host routes the site here" if brain.handover_until is not None else "no answer in time"
+                log(f"handover: {why}; taking the route table")
+            self.acquire(now)
+            return handover and self.status == "held"
+        if self.status == HANDOVER or (self.status != "-" and brain.may_release(now)):
+            self.release()  # (a handover that never took the table has nothing to keep)
+        return False
 
     def acquire(self, now: float) -> None:
         """Take the table (or check that we still hold it: at most every RECHECK s; a failure is

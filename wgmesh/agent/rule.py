@@ -129,6 +129,10 @@ class Brain:
     handover_until: float | None = None  # our claim took the site from a live partner: see waiting_for
     yield_until: float | None = None  # we yielded to our live partner: see may_release
 
+    @property
+    def is_active(self) -> bool:
+        return self.role == ACTIVE
+
     def __post_init__(self) -> None:
         if self.cfg.site is not None and self.role == OBSERVER:
             self.role = STANDBY
